@@ -1,0 +1,59 @@
+"""The ASGI application: protocol adapters mounted over one Platform."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from stratus import __version__
+from stratus.api import control, v1, v2
+from stratus.api.errors import install_error_handlers
+from stratus.api.limits import BodySizeLimit
+from stratus.platform import Platform
+from stratus.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PATH_SUFFIX = "/versions"
+
+
+def create_app(
+    settings: Settings | None = None,
+    platform: Platform | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> FastAPI:
+    settings = settings or (platform.settings if platform else Settings())
+    plat = platform or Platform(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not plat.started:
+            await run_in_threadpool(plat.start)
+        if on_started is not None:
+            on_started()
+        yield
+        plat.close()
+
+    app = FastAPI(
+        title="Stratus",
+        version=__version__,
+        description="Self-hosted Model-as-a-Service: registry, training, compression and inference.",
+        lifespan=lifespan,
+    )
+    app.state.platform = plat
+    install_error_handlers(app)
+
+    def limit_for(path: str) -> int:
+        if path.startswith("/api/v1/models/") and path.endswith(UPLOAD_PATH_SUFFIX):
+            return settings.max_upload_bytes
+        return settings.max_request_bytes
+
+    app.add_middleware(BodySizeLimit, limit_for=limit_for)
+    app.include_router(v2.router)
+    app.include_router(v1.router)
+    app.include_router(control.router)
+    return app

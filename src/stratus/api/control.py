@@ -1,0 +1,181 @@
+"""Control plane under /api/v1: models, versions (with multipart upload) and aliases.
+
+Each handler checks its input shape and delegates to the registry; the registry enforces the rules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from stratus.api.deps import registry
+from stratus.errors import InvalidInput
+
+router = APIRouter(prefix="/api/v1", tags=["control"])
+
+
+class ModelCreate(BaseModel):
+    name: str = Field(description="1-64 lowercase letters, digits, '-' or '_'")
+    description: str = ""
+    task: str = "other"
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelUpdate(BaseModel):
+    description: str | None = None
+    task: str | None = None
+    tags: dict[str, str] | None = None
+
+
+class VersionUpdate(BaseModel):
+    status: Literal["active", "archived"] | None = None
+    config: dict[str, Any] | None = None
+
+
+class AliasSet(BaseModel):
+    version: int = Field(ge=1)
+
+
+def _json_field(raw: str | None, field: str) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidInput(f"form field {field!r} must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"form field {field!r} must be a JSON object")
+    return value
+
+
+@router.get("/models")
+def list_models(request: Request) -> dict[str, Any]:
+    return {"models": [m.to_dict() for m in registry(request).list_models()]}
+
+
+@router.post("/models", status_code=201)
+def create_model(request: Request, body: ModelCreate) -> dict[str, Any]:
+    return (
+        registry(request)
+        .create_model(body.name, description=body.description, task=body.task, tags=dict(body.tags))
+        .to_dict()
+    )
+
+
+@router.get("/models/{name}")
+def get_model(request: Request, name: str) -> dict[str, Any]:
+    return registry(request).get_model(name).to_dict()
+
+
+@router.patch("/models/{name}")
+def update_model(request: Request, name: str, body: ModelUpdate) -> dict[str, Any]:
+    return (
+        registry(request)
+        .update_model(
+            name,
+            description=body.description,
+            task=body.task,
+            tags=None if body.tags is None else dict(body.tags),
+        )
+        .to_dict()
+    )
+
+
+@router.delete("/models/{name}", status_code=204)
+def delete_model(request: Request, name: str) -> Response:
+    registry(request).delete_model(name)
+    return Response(status_code=204)
+
+
+@router.get("/models/{name}/versions")
+def list_versions(request: Request, name: str) -> dict[str, Any]:
+    return {"versions": [v.to_dict() for v in registry(request).list_versions(name)]}
+
+
+@router.post("/models/{name}/versions", status_code=201)
+async def upload_version(
+    request: Request,
+    name: str,
+    file: Annotated[
+        UploadFile, File(description="The model as an ONNX file. Pickle and joblib are refused.")
+    ],
+    version: Annotated[int | None, Form(ge=1)] = None,
+    description: Annotated[str, Form()] = "",
+    metrics: Annotated[str | None, Form(description="JSON object")] = None,
+    params: Annotated[str | None, Form(description="JSON object")] = None,
+    config: Annotated[str | None, Form(description="JSON object: serving config")] = None,
+    parent_version: Annotated[int | None, Form(ge=1)] = None,
+    dataset: Annotated[str | None, Form(max_length=200)] = None,
+    source: Annotated[str | None, Form(max_length=200)] = None,
+    task: Annotated[str, Form()] = "other",
+) -> dict[str, Any]:
+    data = await file.read()
+    info = await run_in_threadpool(
+        registry(request).register_onnx,
+        name,
+        data,
+        filename=file.filename,
+        version=version,
+        description=description,
+        metrics=_json_field(metrics, "metrics"),
+        params=_json_field(params, "params"),
+        config=_json_field(config, "config"),
+        parent_version=parent_version,
+        dataset=dataset,
+        source=source,
+        task=task,
+    )
+    return info.to_dict()
+
+
+@router.get("/models/{name}/versions/{version}")
+def get_version(request: Request, name: str, version: str) -> dict[str, Any]:
+    return registry(request).resolve(name, version).to_dict()
+
+
+@router.patch("/models/{name}/versions/{version}")
+def update_version(request: Request, name: str, version: int, body: VersionUpdate) -> dict[str, Any]:
+    reg = registry(request)
+    info = reg.get_version(name, version)
+    if body.config is not None:
+        info = reg.set_config(name, version, body.config)
+    if body.status is not None:
+        info = reg.set_status(name, version, body.status)
+    return info.to_dict()
+
+
+@router.delete("/models/{name}/versions/{version}", status_code=204)
+def delete_version(request: Request, name: str, version: int) -> Response:
+    registry(request).delete_version(name, version)
+    return Response(status_code=204)
+
+
+@router.get("/models/{name}/versions/{version}/artifact")
+def download_artifact(request: Request, name: str, version: int) -> Response:
+    reg = registry(request)
+    info = reg.get_version(name, version)
+    return Response(
+        reg.read_artifact(info),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{info.model}-{info.version}.onnx"'},
+    )
+
+
+@router.get("/models/{name}/aliases")
+def list_aliases(request: Request, name: str) -> dict[str, Any]:
+    return {"aliases": registry(request).get_model(name).aliases}
+
+
+@router.put("/models/{name}/aliases/{alias}")
+def set_alias(request: Request, name: str, alias: str, body: AliasSet) -> dict[str, Any]:
+    return registry(request).set_alias(name, alias, body.version).to_dict()
+
+
+@router.delete("/models/{name}/aliases/{alias}", status_code=204)
+def delete_alias(request: Request, name: str, alias: str) -> Response:
+    registry(request).delete_alias(name, alias)
+    return Response(status_code=204)

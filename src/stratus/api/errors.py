@@ -1,0 +1,96 @@
+"""The one place where the core's error kinds become HTTP status codes and error bodies."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException
+
+from stratus import errors
+
+log = logging.getLogger(__name__)
+
+_STATUS: tuple[tuple[type[errors.StratusError], int], ...] = (
+    # Most specific first: UnsafeFormat and ConversionError are InvalidInput too.
+    (errors.UnsafeFormat, 415),
+    (errors.ConversionError, 422),
+    (errors.InvalidInput, 400),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.PayloadTooLarge, 413),
+    (errors.Unauthenticated, 401),
+    (errors.Forbidden, 403),
+    (errors.RateLimited, 429),
+    (errors.NotReady, 503),
+    (errors.IntegrityError, 503),
+)
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+def status_for(exc: errors.StratusError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_response(request: Request, status: int, message: str, kind: str) -> ORJSONResponse:
+    headers: dict[str, str] = {}
+    if request.url.path.startswith("/openai/"):
+        body: dict[str, object] = {
+            "error": {"message": message, "type": _OPENAI_TYPES.get(status, "api_error"), "code": kind}
+        }
+    else:
+        body = {"error": message}
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+async def _stratus_error(request: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, errors.StratusError)
+    status = status_for(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    response = error_response(request, status, exc.message, exc.kind)
+    if isinstance(exc, errors.RateLimited):
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return response
+
+
+async def _validation_error(request: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return error_response(request, 422, "invalid request: " + "; ".join(parts), "invalid_input")
+
+
+async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
+    assert isinstance(exc, HTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    response = error_response(request, exc.status_code, message, "http_error")
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    log.exception("%s %s crashed", request.method, request.url.path)
+    return error_response(request, 500, "internal server error; see the server log", "internal")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.StratusError, _stratus_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,83 @@
+"""The V1 prediction protocol (TF Serving / KServe V1): ``:predict`` with instances or inputs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import ORJSONResponse
+
+from stratus.api import codec_v1
+from stratus.api.deps import dataplane
+
+router = APIRouter(tags=["v1"])
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"instances": {"type": "array"}, "inputs": {}},
+                }
+            }
+        },
+    }
+}
+
+
+async def _predict(request: Request, name: str, version: str | None) -> Response:
+    plane = dataplane(request)
+    target = plane.resolve(name, version)
+    inputs = codec_v1.decode_predict_request(await request.body(), target.signature)
+    result = await plane.infer(name, str(target.version), inputs)
+    return Response(codec_v1.encode_predictions(result.outputs), media_type="application/json")
+
+
+def _status(request: Request, name: str, version: str | None) -> ORJSONResponse:
+    plane = dataplane(request)
+    versions = plane.registry.list_versions(name) if version is None else [plane.resolve(name, version)]
+
+    def state(status: str, health: str) -> str:
+        return (
+            "AVAILABLE"
+            if status == "active" and health == "healthy"
+            else "END"
+            if status != "active"
+            else "UNHEALTHY"
+        )
+
+    return ORJSONResponse(
+        {
+            "model_version_status": [
+                {
+                    "version": str(v.version),
+                    "state": state(v.status, v.health),
+                    "status": {
+                        "error_code": "OK" if v.health == "healthy" else "UNAVAILABLE",
+                        "error_message": v.health_reason,
+                    },
+                }
+                for v in versions
+            ]
+        }
+    )
+
+
+@router.post("/v1/models/{name}:predict", openapi_extra=_PREDICT_BODY)
+async def predict(request: Request, name: str) -> Response:
+    return await _predict(request, name, None)
+
+
+@router.post("/v1/models/{name}/versions/{version}:predict", openapi_extra=_PREDICT_BODY)
+async def predict_version(request: Request, name: str, version: str) -> Response:
+    return await _predict(request, name, version)
+
+
+@router.get("/v1/models/{name}")
+def model_status(request: Request, name: str) -> ORJSONResponse:
+    return _status(request, name, None)
+
+
+@router.get("/v1/models/{name}/versions/{version}")
+def model_version_status(request: Request, name: str, version: str) -> ORJSONResponse:
+    return _status(request, name, version)

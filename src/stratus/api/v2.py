@@ -1,0 +1,122 @@
+"""Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor data extension."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import ORJSONResponse
+
+from stratus import __version__
+from stratus.api import codec_v2
+from stratus.api.deps import dataplane, platform
+from stratus.errors import InvalidInput
+from stratus.registry import VersionInfo
+
+router = APIRouter(tags=["v2"])
+
+PLATFORM_NAME = "onnxruntime_onnx"
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["inputs"]}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _metadata(version: VersionInfo, versions: list[int]) -> dict[str, Any]:
+    return {
+        "name": version.model,
+        "versions": [str(v) for v in versions],
+        "platform": PLATFORM_NAME,
+        "inputs": [spec.to_dict() for spec in version.signature.inputs],
+        "outputs": [spec.to_dict() for spec in version.signature.outputs],
+    }
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get("inference-header-content-length")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {raw!r}") from None
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    decoded = codec_v2.decode_infer_request(await request.body(), _header_length(request))
+    wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
+    result = await dataplane(request).infer(name, version, decoded.inputs, wanted)
+    body, json_length = codec_v2.encode_infer_response(
+        model_name=name,
+        model_version=str(result.version.version),
+        request_id=decoded.id,
+        outputs=result.outputs,
+        requested=decoded,
+    )
+    if json_length is None:
+        return Response(body, media_type="application/json")
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(json_length)},
+    )
+
+
+@router.get("/v2/health/live")
+async def server_live() -> ORJSONResponse:
+    return ORJSONResponse({"live": True})
+
+
+@router.get("/v2/health/ready")
+async def server_ready(request: Request) -> ORJSONResponse:
+    ready = platform(request).started
+    return ORJSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+@router.get("/v2")
+async def server_metadata() -> ORJSONResponse:
+    return ORJSONResponse({"name": "stratus", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+
+@router.get("/v2/models/{name}")
+def model_metadata(request: Request, name: str) -> ORJSONResponse:
+    plane = dataplane(request)
+    version = plane.resolve(name, None)
+    active = [v.version for v in plane.registry.list_versions(name) if v.status == "active"]
+    return ORJSONResponse(_metadata(version, active))
+
+
+@router.get("/v2/models/{name}/versions/{version}")
+def model_version_metadata(request: Request, name: str, version: str) -> ORJSONResponse:
+    resolved = dataplane(request).resolve(name, version)
+    return ORJSONResponse(_metadata(resolved, [resolved.version]))
+
+
+async def _ready(request: Request, name: str, version: str | None) -> ORJSONResponse:
+    ready = await dataplane(request).is_ready(name, version)
+    return ORJSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+
+@router.get("/v2/models/{name}/ready")
+async def model_ready(request: Request, name: str) -> ORJSONResponse:
+    return await _ready(request, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def model_version_ready(request: Request, name: str, version: str) -> ORJSONResponse:
+    return await _ready(request, name, version)
+
+
+@router.post("/v2/models/{name}/infer", openapi_extra=_INFER_BODY)
+async def model_infer(request: Request, name: str) -> Response:
+    return await _infer(request, name, None)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=_INFER_BODY)
+async def model_version_infer(request: Request, name: str, version: str) -> Response:
+    return await _infer(request, name, version)

@@ -1,0 +1,10 @@
+"""The `stratus` command line (Typer + Rich)."""
+
+from stratus.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

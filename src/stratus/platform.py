@@ -1,0 +1,72 @@
+"""Wiring of the services for one server home: store, registry, runtime, data plane. No HTTP here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from stratus.dataplane import DataPlane
+from stratus.errors import Conflict
+from stratus.registry import RegistryService
+from stratus.runtime import ModelPool
+from stratus.settings import Settings
+from stratus.store import ArtifactStore, Database
+
+log = logging.getLogger(__name__)
+
+_SAMPLES_MARKER = ".samples-registered"
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = Database(settings.resolved_database_url)
+        self.artifacts = ArtifactStore(settings.artifact_dir)
+        self.registry = RegistryService(self.db, self.artifacts)
+        self.pool = ModelPool(threads=settings.intra_op_threads)
+        self.dataplane = DataPlane(self.registry, self.pool)
+        self.started = False
+
+    def start(self) -> None:
+        """Migrate, clean what a crash left behind, register the samples on first start."""
+        self.db.migrate()
+        self.registry.project_id()
+        removed = self.registry.collect_garbage()
+        if removed:
+            log.info("removed %d unreferenced artifact file(s) left by an interrupted write", removed)
+        if self.settings.samples:
+            self._register_samples()
+        self.started = True
+
+    def _register_samples(self) -> None:
+        marker: Path = self.settings.home / _SAMPLES_MARKER
+        if marker.exists():
+            return
+        from stratus.samples import ensure_samples
+
+        manifest = ensure_samples(self.settings.resolved_sample_cache_dir)
+        existing = {m.name for m in self.registry.list_models()}
+        for sample in manifest.models:
+            if sample.name in existing:
+                continue
+            with contextlib.suppress(Conflict):  # registered by a concurrent start on the same home
+                self.registry.register_onnx(
+                    sample.name,
+                    sample.path.read_bytes(),
+                    description=sample.description,
+                    metrics=dict(sample.metrics),
+                    params=dict(sample.params),
+                    dataset=sample.dataset,
+                    source=sample.source,
+                    task=sample.task,
+                    model_description=sample.description,
+                    tags=dict(sample.tags),
+                )
+            log.info("registered bundled sample model %r", sample.name)
+        marker.write_text("samples registered; delete this file to register missing samples again\n")
+
+    def close(self) -> None:
+        self.dataplane.close()
+        self.db.dispose()

@@ -1,0 +1,394 @@
+"""The model registry: models, immutable versions, aliases, lineage, health.
+
+Every change goes through the store's single writer. Listeners registered with ``on_change`` hear the
+name of each model that changed, which is how the serving path keeps its caches fresh without polling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from stratus.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from stratus.formats import inspect_onnx
+from stratus.registry.names import check_alias, check_name, check_task, parse_version_ref
+from stratus.registry.records import ModelInfo, VersionInfo
+from stratus.store import ArtifactStore, Database
+from stratus.store.tables import Alias, Model, ModelVersion, Project
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROJECT = "default"
+DEFAULT_ALIAS = "production"
+ChangeListener = Callable[[str], None]
+
+
+class RegistryService:
+    def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
+        self.db = db
+        self.artifacts = artifacts
+        self._listeners: list[ChangeListener] = []
+        self._project_id: int | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def on_change(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, model: str) -> None:
+        for listener in self._listeners:
+            listener(model)
+
+    def project_id(self) -> int:
+        if self._project_id is None:
+            with self.db.write() as s:
+                row = s.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
+                if row is None:
+                    row = Project(name=DEFAULT_PROJECT)
+                    s.add(row)
+                    s.flush()
+                self._project_id = row.id
+        return self._project_id
+
+    def _model_row(self, s: Session, name: str) -> Model:
+        check_name(name)
+        row = s.scalar(
+            select(Model)
+            .where(Model.project_id == self.project_id(), Model.name == name)
+            .options(selectinload(Model.versions), selectinload(Model.aliases))
+        )
+        if row is None:
+            raise NotFound(f"model {name!r} does not exist")
+        return row
+
+    @staticmethod
+    def _version_row(model: Model, version: int) -> ModelVersion:
+        for row in model.versions:
+            if row.version == version:
+                return row
+        raise NotFound(f"model {model.name!r} has no version {version}")
+
+    @staticmethod
+    def _aliases_of(model: Model, version_id: int) -> tuple[str, ...]:
+        return tuple(a.name for a in model.aliases if a.version_id == version_id)
+
+    def _info(self, model: Model, row: ModelVersion) -> VersionInfo:
+        return VersionInfo.from_row(row, model.name, self._aliases_of(model, row.id))
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def create_model(
+        self, name: str, *, description: str = "", task: str = "other", tags: dict[str, Any] | None = None
+    ) -> ModelInfo:
+        check_name(name)
+        check_task(task)
+        project_id = self.project_id()
+        try:
+            with self.db.write() as s:
+                exists = s.scalar(select(Model.id).where(Model.project_id == project_id, Model.name == name))
+                if exists is not None:
+                    raise Conflict(f"model {name!r} already exists")
+                s.add(
+                    Model(
+                        project_id=project_id, name=name, description=description, task=task, tags=tags or {}
+                    )
+                )
+        except sa_exc.IntegrityError:
+            raise Conflict(f"model {name!r} already exists") from None
+        self._changed(name)
+        return self.get_model(name)
+
+    def update_model(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        task: str | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> ModelInfo:
+        with self.db.write() as s:
+            row = self._model_row(s, name)
+            if description is not None:
+                row.description = description
+            if task is not None:
+                row.task = check_task(task)
+            if tags is not None:
+                row.tags = tags
+        self._changed(name)
+        return self.get_model(name)
+
+    def get_model(self, name: str) -> ModelInfo:
+        with self.db.read() as s:
+            return ModelInfo.from_row(self._model_row(s, name))
+
+    def list_models(self) -> list[ModelInfo]:
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(Model)
+                .where(Model.project_id == self.project_id())
+                .order_by(Model.name)
+                .options(selectinload(Model.versions), selectinload(Model.aliases))
+            ).all()
+            return [ModelInfo.from_row(r) for r in rows]
+
+    def delete_model(self, name: str) -> None:
+        with self.db.exclusive():
+            with self.db.write() as s:
+                row = self._model_row(s, name)
+                digests = {v.digest for v in row.versions}
+                for alias in list(row.aliases):
+                    s.delete(alias)
+                s.flush()
+                s.delete(row)
+            self._drop_unreferenced(digests)
+        self._changed(name)
+
+    # -- versions -------------------------------------------------------------------------------
+
+    def register_onnx(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        version: int | None = None,
+        description: str = "",
+        metrics: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        parent_version: int | None = None,
+        dataset: str | None = None,
+        source: str | None = None,
+        create_model: bool = True,
+        task: str = "other",
+        model_description: str = "",
+        tags: dict[str, Any] | None = None,
+    ) -> VersionInfo:
+        """Verify an ONNX model and store it as a new immutable version.
+
+        The bytes are checked (unsafe formats refused, onnx checker, loaded in ONNX Runtime) before
+        anything is written. The blob and the row are written under the writer lock, so a failed insert
+        never leaves a blob that another registration could be relying on.
+        """
+        check_name(name)
+        if version is not None and version < 1:
+            raise InvalidInput(f"invalid version {version}: versions start at 1")
+        info = inspect_onnx(data, filename)
+        if create_model:
+            check_task(task)
+        project_id = self.project_id()
+        with self.db.exclusive():
+            stored = self.artifacts.put_bytes(data)
+            try:
+                with self.db.write() as s:
+                    model = s.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
+                    if model is None:
+                        if not create_model:
+                            raise NotFound(f"model {name!r} does not exist")
+                        model = Model(
+                            project_id=project_id,
+                            name=name,
+                            description=model_description,
+                            task=task,
+                            tags=tags or {},
+                        )
+                        s.add(model)
+                        s.flush()
+                    newest = s.scalar(
+                        select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+                    )
+                    if version is None:
+                        version = (newest or 0) + 1
+                    elif s.scalar(
+                        select(ModelVersion.id).where(
+                            ModelVersion.model_id == model.id, ModelVersion.version == version
+                        )
+                    ):
+                        raise Conflict(
+                            f"version {version} of model {name!r} already exists; versions are immutable"
+                        )
+                    row = ModelVersion(
+                        model_id=model.id,
+                        version=version,
+                        digest=stored.digest,
+                        size_bytes=stored.size,
+                        format="onnx",
+                        signature=info.signature.to_dict(),
+                        metrics=metrics or {},
+                        params=params or {},
+                        config=config or {},
+                        parent_version=parent_version,
+                        dataset=dataset,
+                        source=source or f"upload:{info.producer or 'onnx'}",
+                        description=description,
+                    )
+                    s.add(row)
+                    s.flush()
+            except sa_exc.IntegrityError:
+                self._drop_unreferenced({stored.digest})
+                raise Conflict(
+                    f"version {version} of model {name!r} already exists; versions are immutable"
+                ) from None
+            except BaseException:
+                self._drop_unreferenced({stored.digest})
+                raise
+        self._changed(name)
+        return self.get_version(name, version)
+
+    def list_versions(self, name: str) -> list[VersionInfo]:
+        with self.db.read() as s:
+            model = self._model_row(s, name)
+            return [self._info(model, v) for v in model.versions]
+
+    def get_version(self, name: str, version: int) -> VersionInfo:
+        with self.db.read() as s:
+            model = self._model_row(s, name)
+            return self._info(model, self._version_row(model, version))
+
+    def resolve(self, name: str, ref: str | int | None = None) -> VersionInfo:
+        """Turn a version reference into a version: a number, an alias, 'latest', or None.
+
+        None means the ``production`` alias when it is set, else the newest active version.
+        """
+        parsed = parse_version_ref(ref)
+        with self.db.read() as s:
+            model = self._model_row(s, name)
+            if isinstance(parsed, int):
+                row = self._version_row(model, parsed)
+            elif isinstance(parsed, str) and parsed != "latest":
+                alias = next((a for a in model.aliases if a.name == parsed), None)
+                if alias is None:
+                    known = ", ".join(a.name for a in model.aliases) or "none"
+                    raise NotFound(f"model {name!r} has no alias {parsed!r} (aliases: {known})")
+                row = next(v for v in model.versions if v.id == alias.version_id)
+            else:
+                alias = (
+                    next((a for a in model.aliases if a.name == DEFAULT_ALIAS), None)
+                    if parsed is None
+                    else None
+                )
+                if alias is not None:
+                    row = next(v for v in model.versions if v.id == alias.version_id)
+                else:
+                    active = [v for v in model.versions if v.status == "active"]
+                    if not active:
+                        raise NotFound(f"model {name!r} has no active version to serve")
+                    row = max(active, key=lambda v: v.version)
+            return self._info(model, row)
+
+    def set_alias(self, name: str, alias: str, version: int) -> VersionInfo:
+        """Point ``alias`` at ``version``. One UPDATE in one transaction: readers see old or new."""
+        check_alias(alias)
+        with self.db.write() as s:
+            model = self._model_row(s, name)
+            target = self._version_row(model, version)
+            if target.status != "active":
+                raise Conflict(
+                    f"version {version} of {name!r} is {target.status}; only active versions take aliases"
+                )
+            row = next((a for a in model.aliases if a.name == alias), None)
+            if row is None:
+                s.add(Alias(model_id=model.id, name=alias, version_id=target.id))
+            else:
+                row.version_id = target.id
+        self._changed(name)
+        return self.get_version(name, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        check_alias(alias)
+        with self.db.write() as s:
+            model = self._model_row(s, name)
+            row = next((a for a in model.aliases if a.name == alias), None)
+            if row is None:
+                raise NotFound(f"model {name!r} has no alias {alias!r}")
+            s.delete(row)
+        self._changed(name)
+
+    def set_status(self, name: str, version: int, status: str) -> VersionInfo:
+        if status not in ("active", "archived"):
+            raise InvalidInput(f"invalid status {status!r}: expected 'active' or 'archived'")
+        with self.db.write() as s:
+            model = self._model_row(s, name)
+            row = self._version_row(model, version)
+            held = self._aliases_of(model, row.id)
+            if status == "archived" and held:
+                raise Conflict(
+                    f"version {version} of {name!r} is the target of alias(es) {', '.join(held)}; "
+                    "move them before archiving"
+                )
+            row.status = status
+        self._changed(name)
+        return self.get_version(name, version)
+
+    def delete_version(self, name: str, version: int) -> None:
+        with self.db.exclusive():
+            with self.db.write() as s:
+                model = self._model_row(s, name)
+                row = self._version_row(model, version)
+                held = self._aliases_of(model, row.id)
+                if held:
+                    raise Conflict(
+                        f"version {version} of {name!r} is the target of alias(es) {', '.join(held)}; "
+                        "move or delete them first"
+                    )
+                digest = row.digest
+                s.delete(row)
+            self._drop_unreferenced({digest})
+        self._changed(name)
+
+    def set_config(self, name: str, version: int, config: dict[str, Any]) -> VersionInfo:
+        """Serving config (batching, instances) is the one mutable part of a version."""
+        with self.db.write() as s:
+            model = self._model_row(s, name)
+            self._version_row(model, version).config = config
+        self._changed(name)
+        return self.get_version(name, version)
+
+    # -- artifacts and health -------------------------------------------------------------------
+
+    def read_artifact(self, version: VersionInfo) -> bytes:
+        """The version's bytes, checksum-verified. A mismatch takes the version out of service."""
+        try:
+            return self.artifacts.read(version.digest)
+        except IntegrityError as exc:
+            self.mark_unhealthy(version.model, version.version, str(exc))
+            raise IntegrityError(
+                f"version {version.version} of model {version.model!r} is unhealthy and will not be "
+                f"served: {exc}"
+            ) from None
+
+    def mark_unhealthy(self, name: str, version: int, reason: str) -> None:
+        log.error("model %s version %s marked unhealthy: %s", name, version, reason)
+        with self.db.write() as s:
+            model = self._model_row(s, name)
+            row = self._version_row(model, version)
+            row.health = "unhealthy"
+            row.health_reason = reason
+        self._changed(name)
+
+    def _drop_unreferenced(self, digests: set[str]) -> None:
+        """Delete blobs no version references any more. Caller holds the writer lock."""
+        with self.db.read() as s:
+            for digest in digests:
+                if s.scalar(select(ModelVersion.id).where(ModelVersion.digest == digest).limit(1)) is None:
+                    self.artifacts.delete(digest)
+
+    def collect_garbage(self) -> int:
+        """At start-up, before serving: drop temp files and blobs that no version references.
+
+        These are what a crash or kill -9 in the middle of a registration can leave behind.
+        """
+        with self.db.exclusive():
+            removed = self.artifacts.sweep_temp()
+            with self.db.read() as s:
+                referenced = set(s.scalars(select(ModelVersion.digest)).all())
+            for digest in list(self.artifacts.digests()):
+                if digest not in referenced:
+                    self.artifacts.delete(digest)
+                    removed += 1
+        return removed

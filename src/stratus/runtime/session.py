@@ -1,0 +1,110 @@
+"""One ONNX Runtime session with the checks that guard it: names, datatypes and shapes of inputs."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from stratus.errors import InvalidInput, StratusError
+from stratus.types import V2_TO_NUMPY, Signature, v2_datatype
+
+Tensor = np.ndarray[Any, Any]
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return opts
+
+
+class ModelRunner:
+    """Validates inputs against the version's signature and runs the session. Thread-safe: ORT's
+    ``run`` may be called from several threads at once."""
+
+    def __init__(self, onnx_bytes: bytes, signature: Signature, *, threads: int) -> None:
+        self.signature = signature
+        self.session = ort.InferenceSession(
+            onnx_bytes, session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        self.size_bytes = len(onnx_bytes)
+        self._input_specs = {spec.name: spec for spec in signature.inputs}
+        self._output_names = signature.output_names()
+
+    def check_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Refuse missing, unknown, mistyped or misshapen inputs with a message naming the input."""
+        missing = [name for name in self._input_specs if name not in inputs]
+        if missing:
+            raise InvalidInput(
+                "missing input(s) "
+                + ", ".join(repr(n) for n in missing)
+                + "; the model expects "
+                + ", ".join(f"{s.name!r} ({s.datatype} {list(s.shape)})" for s in self.signature.inputs)
+            )
+        feeds: dict[str, Tensor] = {}
+        for name, array in inputs.items():
+            spec = self._input_specs.get(name)
+            if spec is None:
+                raise InvalidInput(
+                    f"unknown input {name!r}; the model's inputs are "
+                    + ", ".join(repr(s) for s in self._input_specs)
+                )
+            datatype = v2_datatype(array.dtype)
+            if datatype != spec.datatype:
+                raise InvalidInput(
+                    f"input {name!r} has datatype {datatype} but the model expects {spec.datatype}"
+                )
+            spec.check(array)
+            if datatype == "BYTES":
+                # ONNX Runtime takes string tensors as str objects, not bytes.
+                array = np.vectorize(_as_text, otypes=[object])(array) if array.size else array
+            feeds[name] = array
+        return feeds
+
+    def run(self, inputs: dict[str, Tensor], outputs: list[str] | None = None) -> dict[str, Tensor]:
+        feeds = self.check_inputs(inputs)
+        names = outputs or self._output_names
+        unknown = [n for n in names if n not in self._output_names]
+        if unknown:
+            raise InvalidInput(
+                "unknown output(s) "
+                + ", ".join(repr(n) for n in unknown)
+                + "; the model's outputs are "
+                + ", ".join(repr(n) for n in self._output_names)
+            )
+        try:
+            results = self.session.run(names, feeds)
+        except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
+            raise InvalidInput(f"the model rejected the input: {_short(exc)}") from None
+        except ort.capi.onnxruntime_pybind11_state.Fail as exc:
+            raise StratusError(f"the model failed on this input: {_short(exc)}") from None
+        return dict(zip(names, results, strict=True))
+
+    def warm_up(self) -> None:
+        """One run on zeros, so the first real request does not pay for lazy initialisation."""
+        feeds: dict[str, Tensor] = {}
+        for spec in self.signature.inputs:
+            shape = tuple(1 if d < 0 else d for d in spec.shape)
+            if spec.datatype == "BYTES":
+                feeds[spec.name] = np.full(shape, "warm up", dtype=object)
+            else:
+                feeds[spec.name] = np.zeros(shape, dtype=V2_TO_NUMPY[spec.datatype])
+        # A model may refuse zeros (token ids, say): warm-up is best effort.
+        with contextlib.suppress(Exception):
+            self.session.run(None, feeds)
+
+
+def _as_text(value: object) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    # ORT prefixes messages with internal status codes and file positions; keep the human part.
+    return text.split(" : ", 1)[-1][:500]

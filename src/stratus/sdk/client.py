@@ -1,0 +1,261 @@
+"""The Python client. It raises the same error kinds as the server's core, carrying the server's
+message, so code reads the same in-process and over HTTP."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from stratus import errors
+from stratus.types import numpy_dtype, v2_datatype
+
+Tensor = np.ndarray[Any, Any]
+
+_BY_STATUS: dict[int, type[errors.StratusError]] = {
+    400: errors.InvalidInput,
+    401: errors.Unauthenticated,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsafeFormat,
+    422: errors.InvalidInput,
+    429: errors.RateLimited,
+    503: errors.NotReady,
+}
+
+
+def error_for_response(response: httpx.Response) -> errors.StratusError:
+    try:
+        body = response.json()
+        message = body.get("error", body) if isinstance(body, dict) else body
+        if isinstance(message, dict):
+            message = message.get("message", str(message))
+    except ValueError:
+        message = response.text or response.reason_phrase
+    kind = _BY_STATUS.get(response.status_code, errors.StratusError)
+    exc = kind(f"{message} (HTTP {response.status_code})")
+    exc.status_code = response.status_code
+    return exc
+
+
+def _encode_tensor(name: str, array: Tensor) -> dict[str, Any]:
+    array = np.asarray(array)
+    datatype = v2_datatype(array.dtype)
+    if datatype == "BYTES":
+        data: list[Any] = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    else:
+        data = array.ravel().tolist()
+    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}
+
+
+def _decode_tensor(output: dict[str, Any]) -> Tensor:
+    dtype = numpy_dtype(output["datatype"])
+    return np.asarray(output["data"], dtype=dtype).reshape(output["shape"])
+
+
+class Client:
+    """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if url is None:
+            from stratus.settings import Settings
+
+            url = Settings().url
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, transport=transport)
+        self._input_names: dict[tuple[str, str | None], list[str]] = {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise error_for_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    # -- server ---------------------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        try:
+            return self._http.get("/v2/health/ready").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    # -- registry -------------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/models")["models"]
+        return result
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/models/{name}")
+        return result
+
+    def create_model(
+        self, name: str, *, description: str = "", task: str = "other", tags: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        body = {"name": name, "description": description, "task": task, "tags": tags or {}}
+        result: dict[str, Any] = self._json("POST", "/api/v1/models", json=body)
+        return result
+
+    def delete_model(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/models/{name}")
+
+    def list_versions(self, name: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", f"/api/v1/models/{name}/versions")["versions"]
+        return result
+
+    def get_version(self, name: str, version: int | str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/models/{name}/versions/{version}")
+        return result
+
+    def delete_version(self, name: str, version: int) -> None:
+        self.request("DELETE", f"/api/v1/models/{name}/versions/{version}")
+
+    def archive_version(self, name: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "PATCH", f"/api/v1/models/{name}/versions/{version}", json={"status": "archived"}
+        )
+        return result
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version}
+        )
+        return result
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.request("DELETE", f"/api/v1/models/{name}/aliases/{alias}")
+
+    def register_model(
+        self,
+        name: str,
+        model: str | Path | bytes | Any,
+        *,
+        sample_input: Any = None,
+        version: int | None = None,
+        description: str = "",
+        task: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        dataset: str | None = None,
+    ) -> dict[str, Any]:
+        """Register an ONNX file (path or bytes), a scikit-learn estimator, or a torch ``nn.Module``.
+
+        Estimators and modules are converted to ONNX here, and the ONNX outputs are checked against
+        the source model's on ``sample_input`` before anything is sent. Pickles are never sent.
+        """
+        source = None
+        if isinstance(model, str | Path):
+            data = Path(model).read_bytes()
+            filename = Path(model).name
+        elif isinstance(model, bytes):
+            data, filename = model, "model.onnx"
+        else:
+            converted = _convert(model, sample_input)
+            data, filename, source = converted.onnx_bytes, "model.onnx", converted.source
+            if task is None:
+                task = _guess_task(model)
+        form: dict[str, Any] = {"description": description, "task": task or "other"}
+        for key, value in (("version", version), ("dataset", dataset), ("source", source)):
+            if value is not None:
+                form[key] = str(value)
+        if metrics:
+            form["metrics"] = orjson.dumps(metrics).decode()
+        if params:
+            form["params"] = orjson.dumps(params).decode()
+        files = {"file": (filename, io.BytesIO(data), "application/octet-stream")}
+        result: dict[str, Any] = self._json("POST", f"/api/v1/models/{name}/versions", data=form, files=files)
+        return result
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def metadata(self, name: str, version: int | str | None = None) -> dict[str, Any]:
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "")
+        result: dict[str, Any] = self._json("GET", path)
+        return result
+
+    def infer(self, name: str, body: dict[str, Any], version: int | str | None = None) -> dict[str, Any]:
+        """Send a raw Open Inference Protocol (V2) JSON request body; return the response body."""
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/infer"
+        result: dict[str, Any] = self._json("POST", path, json=body)
+        return result
+
+    def predict_v1(self, name: str, body: dict[str, Any], version: int | str | None = None) -> dict[str, Any]:
+        path = f"/v1/models/{name}" + (f"/versions/{version}" if version is not None else "") + ":predict"
+        result: dict[str, Any] = self._json("POST", path, json=body)
+        return result
+
+    def predict(
+        self,
+        name: str,
+        inputs: dict[str, Any] | Any,
+        version: int | str | None = None,
+        outputs: list[str] | None = None,
+    ) -> dict[str, Tensor]:
+        """Run the model on numpy inputs: a dict by input name, or one array for a one-input model."""
+        if not isinstance(inputs, dict):
+            key = (name, None if version is None else str(version))
+            if key not in self._input_names:
+                self._input_names[key] = [i["name"] for i in self.metadata(name, version)["inputs"]]
+            names = self._input_names[key]
+            if len(names) != 1:
+                raise errors.InvalidInput(
+                    f"model {name!r} has inputs {names}; pass a dict keyed by input name"
+                )
+            inputs = {names[0]: inputs}
+        body: dict[str, Any] = {"inputs": [_encode_tensor(k, np.asarray(v)) for k, v in inputs.items()]}
+        if outputs:
+            body["outputs"] = [{"name": o} for o in outputs]
+        response = self.infer(name, body, version)
+        return {out["name"]: _decode_tensor(out) for out in response["outputs"]}
+
+
+def _convert(model: Any, sample_input: Any) -> Any:
+    from stratus import formats
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        if sample_input is None:
+            raise errors.InvalidInput("registering a torch module needs sample_input (an example batch)")
+        return formats.torch_to_onnx(model, sample_input)
+    if type(model).__module__.startswith("sklearn") or hasattr(model, "predict"):
+        return formats.sklearn_to_onnx(model, None if sample_input is None else np.asarray(sample_input))
+    raise errors.InvalidInput(
+        f"cannot register a {type(model).__name__}: pass an ONNX file path or bytes, a scikit-learn "
+        "estimator or a torch nn.Module"
+    )
+
+
+def _guess_task(model: Any) -> str:
+    kind = getattr(model, "_estimator_type", None)
+    if kind == "classifier":
+        return "classification"
+    if kind == "regressor":
+        return "regression"
+    return "other"

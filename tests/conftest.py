@@ -1,0 +1,144 @@
+"""Shared fixtures: the bundled samples built once per run, an in-process app, a real server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from stratus.api import create_app
+from stratus.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def sample_cache(pytestconfig: pytest.Config) -> Path:
+    """The samples are built once (in a child process) and reused; pytest's cache keeps them across runs,
+    and ensure_samples re-verifies every checksum, rebuilding when anything is off."""
+    from stratus.samples import ensure_samples
+
+    cache = Path(pytestconfig.cache.mkdir("stratus-samples"))
+    ensure_samples(cache)
+    return cache
+
+
+def make_settings(home: Path, sample_cache: Path | None = None, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "home": home,
+        "samples": sample_cache is not None,
+        "sample_cache_dir": sample_cache,
+        "intra_op_threads": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def empty_app(tmp_path: Path) -> Iterator[TestClient]:
+    """An in-process app on a fresh home without samples."""
+    with TestClient(create_app(make_settings(tmp_path / "home"))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def sample_app(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """An in-process app with iris and digits registered."""
+    home = tmp_path_factory.mktemp("home")
+    with TestClient(create_app(make_settings(home, sample_cache))) as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    url: str
+    port: int
+    home: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def start_server(
+    home: Path, sample_cache: Path | None, *extra: str, env: dict[str, str] | None = None
+) -> LiveServer:
+    """`stratus serve` in a child process on a free loopback port; returns once /v2/health/ready is 200."""
+    port = free_port()
+    log = home.parent / f"server-{port}.log"
+    home.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, "STRATUS_INTRA_OP_THREADS": "1", **(env or {})}
+    if sample_cache is not None:
+        child_env["STRATUS_SAMPLE_CACHE_DIR"] = str(sample_cache)
+    args = [sys.executable, "-m", "stratus", "serve", "--port", str(port), "--home", str(home)]
+    if sample_cache is None:
+        args.append("--no-samples")
+    with open(log, "wb") as out:
+        process = subprocess.Popen([*args, *extra], stdout=out, stderr=subprocess.STDOUT, env=child_env)
+    server = LiveServer(f"http://127.0.0.1:{port}", port, home, process, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.stop(kill=True)
+    raise RuntimeError(f"server did not become ready:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def live_server(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    server = start_server(tmp_path_factory.mktemp("live") / "home", sample_cache)
+    yield server
+    server.stop()
+
+
+def run_cli(
+    *args: str, url: str | None = None, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    if url is not None:
+        env["STRATUS_URL"] = url
+    result = subprocess.run(
+        [sys.executable, "-m", "stratus", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        input=input,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"stratus {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from stratus.formats import inspect_onnx
+
+from onnx_factory import affine_model, two_input_model
+from stratus.errors import InvalidInput
+from stratus.runtime import ModelPool, ModelRunner
+
+
+def runner_for(data: bytes) -> ModelRunner:
+    return ModelRunner(data, inspect_onnx(data).signature, threads=1)
+
+
+def test_runs_and_selects_outputs() -> None:
+    runner = runner_for(two_input_model())
+    out = runner.run(
+        {
+            "a": np.array([[1, 2]], dtype=np.float32),
+            "b": np.array([[3, 4]], dtype=np.int64),
+            "text": np.array([b"bytes in", "str in"], dtype=object)[:1],
+        }
+    )
+    assert out["sum"].tolist() == [[4.0, 6.0]]
+    assert out["text_out"].tolist() == ["bytes in"]
+    only = runner.run(
+        {
+            "a": np.zeros((1, 2), np.float32),
+            "b": np.zeros((1, 2), np.int64),
+            "text": np.array(["x"], dtype=object),
+        },
+        ["sum"],
+    )
+    assert list(only) == ["sum"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "needle"),
+    [
+        ({}, "missing input"),
+        ({"x": np.zeros((1, 3), np.float64)}, "FP64"),
+        ({"x": np.zeros((1, 4), np.float32)}, "shape"),
+        ({"x": np.zeros((3,), np.float32)}, "rank"),
+        ({"x": np.zeros((1, 3), np.float32), "extra": np.zeros(1)}, "unknown input"),
+    ],
+)
+def test_checks_inputs(inputs: dict[str, np.ndarray], needle: str) -> None:
+    with pytest.raises(InvalidInput, match=needle):
+        runner_for(affine_model()).run(inputs)
+
+
+def test_pool_loads_once_and_unloads() -> None:
+    pool = ModelPool(threads=1)
+    calls = []
+    data = affine_model()
+    sig = inspect_onnx(data).signature
+
+    def loader():  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return data, sig
+
+    first = pool.load(1, "affine", 1, loader)
+    assert pool.load(1, "affine", 1, loader) is first
+    assert len(calls) == 1
+    assert [m.name for m in pool.loaded()] == ["affine"]
+    assert pool.unload(1)
+    assert pool.get(1) is None and not pool.unload(1)
