@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from stratus.errors import NotFound, NotReady
 from stratus.registry import RegistryService, VersionInfo
-from stratus.runtime import ModelPool, ModelRunner, Tensor
+from stratus.runtime import ModelPool, ServedModel, ServingConfig, Tensor
 from stratus.types import Signature
 
 
@@ -22,13 +22,19 @@ class InferenceResult:
 
 class DataPlane:
     def __init__(
-        self, registry: RegistryService, pool: ModelPool, *, workers: int = 8, resolve_ttl_s: float = 2.0
-    ):
+        self,
+        registry: RegistryService,
+        *,
+        threads: int,
+        workers: int = 8,
+        max_loaded_bytes: int = 0,
+        resolve_ttl_s: float = 2.0,
+    ) -> None:
         self.registry = registry
-        self.pool = pool
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stratus-infer")
+        self.pool = ModelPool(threads=threads, executor=self._executor, max_loaded_bytes=max_loaded_bytes)
         self._ttl = resolve_ttl_s
         self._resolved: dict[tuple[str, str | None], tuple[float, VersionInfo]] = {}
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stratus-infer")
         registry.on_change(self._forget)
 
     def _forget(self, model: str) -> None:
@@ -57,32 +63,41 @@ class DataPlane:
                 f"{version.health_reason}"
             )
 
-    def _load_sync(self, version: VersionInfo) -> ModelRunner:
+    def _load_sync(self, version: VersionInfo) -> ServedModel:
         def loader() -> tuple[bytes, Signature]:
             return self.registry.read_artifact(version), version.signature
 
-        return self.pool.load(version.id, version.model, version.version, loader)
+        served = self.pool.load(version.id, version.model, version.version, loader, ServingConfig.parse(version.config))
+        served.raw_config = version.config
+        return served
 
-    async def _runner(self, version: VersionInfo) -> ModelRunner:
+    async def _served(self, version: VersionInfo) -> ServedModel:
         self._check_servable(version)
-        runner = self.pool.get(version.id)
-        if runner is None:
+        served = self.pool.get(version.id)
+        if served is not None and served.raw_config != version.config:
+            self.pool.unload(version.id)  # the serving config changed: load again with the new one
+            served = None
+        if served is None:
             loop = asyncio.get_running_loop()
-            runner = await loop.run_in_executor(self._executor, self._load_sync, version)
-        return runner
+            served = await loop.run_in_executor(self._executor, self._load_sync, version)
+        return served
 
     async def infer(
-        self, name: str, ref: str | None, inputs: dict[str, Tensor], outputs: list[str] | None = None
+        self,
+        name: str,
+        ref: str | None,
+        inputs: dict[str, Tensor],
+        outputs: list[str] | None = None,
+        timeout_ms: float | None = None,
     ) -> InferenceResult:
         version = self.resolve(name, ref)
-        runner = await self._runner(version)
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self._executor, runner.run, inputs, outputs)
+        served = await self._served(version)
+        results = await served.infer(inputs, outputs, timeout_ms)
         return InferenceResult(version=version, outputs=results)
 
     async def load(self, name: str, ref: str | None = None) -> VersionInfo:
         version = self.resolve(name, ref)
-        await self._runner(version)
+        await self._served(version)
         return version
 
     def unload(self, name: str, ref: str | None = None) -> VersionInfo:
@@ -99,4 +114,6 @@ class DataPlane:
         return True
 
     def close(self) -> None:
+        for loaded in self.pool.loaded():
+            self.pool.unload(loaded.key)
         self._executor.shutdown(wait=False, cancel_futures=True)

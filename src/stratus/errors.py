@@ -58,6 +58,12 @@ class NotReady(StratusError):
     kind = "not_ready"
 
 
+class DeadlineExceeded(NotReady):
+    """The request waited longer than its deadline before it could run."""
+
+    kind = "deadline_exceeded"
+
+
 class Unauthenticated(StratusError):
     kind = "unauthenticated"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from stratus.dataplane import DataPlane
 from stratus.errors import Conflict
 from stratus.registry import RegistryService
-from stratus.runtime import ModelPool
 from stratus.settings import Settings
 from stratus.store import ArtifactStore, Database
 
@@ -25,8 +24,9 @@ class Platform:
         self.db = Database(settings.resolved_database_url)
         self.artifacts = ArtifactStore(settings.artifact_dir)
         self.registry = RegistryService(self.db, self.artifacts)
-        self.pool = ModelPool(threads=settings.intra_op_threads)
-        self.dataplane = DataPlane(self.registry, self.pool)
+        self.dataplane = DataPlane(
+            self.registry, threads=settings.intra_op_threads, max_loaded_bytes=settings.max_loaded_bytes
+        )
         self.started = False
 
     def start(self) -> None:

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         le=256,
         description="ONNX Runtime intra-op threads per model session. Default: the number of CPU cores.",
     )
+    max_loaded_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Memory budget for loaded models (bytes of ONNX per instance); idle models are "
+        "evicted least-recently-used first when it is exceeded. 0 means no limit.",
+    )
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from stratus.formats import inspect_onnx
 
 from onnx_factory import affine_model, two_input_model
 from stratus.errors import InvalidInput
-from stratus.runtime import ModelPool, ModelRunner
+from stratus.runtime import ModelPool, ModelRunner, ServingConfig
 
 
 def runner_for(data: bytes) -> ModelRunner:
@@ -51,7 +53,7 @@ def test_checks_inputs(inputs: dict[str, np.ndarray], needle: str) -> None:
 
 
 def test_pool_loads_once_and_unloads() -> None:
-    pool = ModelPool(threads=1)
+    pool = ModelPool(threads=1, executor=ThreadPoolExecutor(1))
     calls = []
     data = affine_model()
     sig = inspect_onnx(data).signature
@@ -60,9 +62,34 @@ def test_pool_loads_once_and_unloads() -> None:
         calls.append(1)
         return data, sig
 
-    first = pool.load(1, "affine", 1, loader)
-    assert pool.load(1, "affine", 1, loader) is first
+    first = pool.load(1, "affine", 1, loader, ServingConfig())
+    assert pool.load(1, "affine", 1, loader, ServingConfig()) is first
     assert len(calls) == 1
     assert [m.name for m in pool.loaded()] == ["affine"]
     assert pool.unload(1)
     assert pool.get(1) is None and not pool.unload(1)
+
+
+def test_pool_evicts_least_recently_used_idle_model_over_budget() -> None:
+    data = affine_model()
+    sig = inspect_onnx(data).signature
+    pool = ModelPool(threads=1, executor=ThreadPoolExecutor(1), max_loaded_bytes=int(len(data) * 2.5))
+    for key in (1, 2, 3):
+        pool.load(key, f"m{key}", 1, lambda: (data, sig), ServingConfig())
+    assert sorted(m.key for m in pool.loaded()) == [2, 3]
+    assert pool.evictions == 1
+    pool.get(2).last_used += 1000  # type: ignore[union-attr]  # 2 is now the most recent
+    pool.load(4, "m4", 1, lambda: (data, sig), ServingConfig())
+    assert sorted(m.key for m in pool.loaded()) == [2, 4]
+
+
+def test_serving_config_defaults_and_validation() -> None:
+    from stratus.errors import InvalidInput
+
+    sig = inspect_onnx(affine_model()).signature
+    assert ServingConfig.parse({}).batching_enabled(sig)
+    assert not ServingConfig.parse({"batching": {"enabled": False}}).batching_enabled(sig)
+    with pytest.raises(InvalidInput, match="max_batch_size"):
+        ServingConfig.parse({"batching": {"max_batch_size": 0}})
+    with pytest.raises(InvalidInput, match="invalid serving config"):
+        ServingConfig.parse({"bogus": 1})

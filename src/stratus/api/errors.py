@@ -24,6 +24,7 @@ _STATUS: tuple[tuple[type[errors.StratusError], int], ...] = (
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
     (errors.RateLimited, 429),
+    (errors.DeadlineExceeded, 504),
     (errors.NotReady, 503),
     (errors.IntegrityError, 503),
 )

@@ -18,6 +18,7 @@ from stratus.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from stratus.formats import inspect_onnx
 from stratus.registry.names import check_alias, check_name, check_task, parse_version_ref
 from stratus.registry.records import ModelInfo, VersionInfo
+from stratus.runtime.config import ServingConfig
 from stratus.store import ArtifactStore, Database
 from stratus.store.tables import Alias, Model, ModelVersion, Project
 
@@ -141,10 +142,7 @@ class RegistryService:
             with self.db.write() as s:
                 row = self._model_row(s, name)
                 digests = {v.digest for v in row.versions}
-                for alias in list(row.aliases):
-                    s.delete(alias)
-                s.flush()
-                s.delete(row)
+                s.delete(row)  # the ORM cascade removes aliases before the versions they point at
             self._drop_unreferenced(digests)
         self._changed(name)
 
@@ -179,6 +177,7 @@ class RegistryService:
         if version is not None and version < 1:
             raise InvalidInput(f"invalid version {version}: versions start at 1")
         info = inspect_onnx(data, filename)
+        config = ServingConfig.parse(config).model_dump(exclude_defaults=True)
         if create_model:
             check_task(task)
         project_id = self.project_id()
@@ -221,7 +220,7 @@ class RegistryService:
                         signature=info.signature.to_dict(),
                         metrics=metrics or {},
                         params=params or {},
-                        config=config or {},
+                        config=config,
                         parent_version=parent_version,
                         dataset=dataset,
                         source=source or f"upload:{info.producer or 'onnx'}",
@@ -343,6 +342,7 @@ class RegistryService:
 
     def set_config(self, name: str, version: int, config: dict[str, Any]) -> VersionInfo:
         """Serving config (batching, instances) is the one mutable part of a version."""
+        config = ServingConfig.parse(config).model_dump(exclude_defaults=True)
         with self.db.write() as s:
             model = self._model_row(s, name)
             self._version_row(model, version).config = config

@@ -1,12 +1,22 @@
-"""Loaded model sessions, keyed by version id, loaded once on first use."""
+"""Loaded models under a memory budget, each with its sessions and (optionally) a batcher.
+
+A version is loaded once on first use, warmed up, then kept until it is unloaded or, when the budget
+is exceeded, evicted as the least recently used model that is idle.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from stratus.runtime.session import ModelRunner
+from stratus.runtime.batching import Batcher
+from stratus.runtime.config import ServingConfig
+from stratus.runtime.session import ModelRunner, Tensor
 from stratus.types import Signature
 
 Loader = Callable[[], tuple[bytes, Signature]]
@@ -18,40 +28,117 @@ class LoadedModel:
     name: str
     version: int
     size_bytes: int
+    instances: int
+    batching: bool
+    last_used: float
+
+
+class ServedModel:
+    """The sessions of one version and the batcher in front of them."""
+
+    def __init__(
+        self, key: int, name: str, version: int, runners: list[ModelRunner], config: ServingConfig, executor: Executor
+    ) -> None:
+        self.key, self.name, self.version = key, name, version
+        self.runners = runners
+        self.config = config
+        self.raw_config: dict[str, object] = {}
+        self._executor = executor
+        self._next = itertools.cycle(runners)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.last_used = time.monotonic()
+        self.size_bytes = sum(r.size_bytes for r in runners)
+        signature = runners[0].signature
+        self.batcher = (
+            Batcher(self._run_any, config.policy(), executor, instances=len(runners))
+            if config.batching_enabled(signature)
+            else None
+        )
+
+    def _run_any(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
+        with self._lock:
+            runner = next(self._next)
+        return runner.run_checked(feeds)
+
+    async def infer(
+        self, inputs: dict[str, Tensor], outputs: list[str] | None = None, timeout_ms: float | None = None
+    ) -> dict[str, Tensor]:
+        first = self.runners[0]
+        feeds = first.check_inputs(inputs)
+        names = first.check_outputs(outputs)
+        self.last_used = time.monotonic()
+        self.in_flight += 1
+        try:
+            if self.batcher is not None:
+                result = await self.batcher.submit(feeds, timeout_ms)
+                return {name: result[name] for name in names}
+            with self._lock:
+                runner = next(self._next)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, runner.run_checked, feeds, names
+            )
+        finally:
+            self.in_flight -= 1
+
+    def info(self) -> LoadedModel:
+        return LoadedModel(
+            self.key, self.name, self.version, self.size_bytes, len(self.runners), self.batcher is not None,
+            self.last_used,
+        )
 
 
 class ModelPool:
-    def __init__(self, *, threads: int) -> None:
+    def __init__(self, *, threads: int, executor: Executor, max_loaded_bytes: int = 0) -> None:
         self.threads = threads
-        self._runners: dict[int, ModelRunner] = {}
-        self._meta: dict[int, LoadedModel] = {}
+        self.max_loaded_bytes = max_loaded_bytes
+        self._executor = executor
+        self._models: dict[int, ServedModel] = {}
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
+        self.evictions = 0
 
-    def get(self, key: int) -> ModelRunner | None:
-        return self._runners.get(key)
+    def get(self, key: int) -> ServedModel | None:
+        return self._models.get(key)
 
-    def load(self, key: int, name: str, version: int, loader: Loader) -> ModelRunner:
-        """Return the runner for ``key``, loading it with ``loader`` if needed. Concurrent callers for
-        the same key wait for one load instead of loading twice."""
-        runner = self._runners.get(key)
-        if runner is not None:
-            return runner
+    def load(self, key: int, name: str, version: int, loader: Loader, config: ServingConfig) -> ServedModel:
+        """Return the served model for ``key``, loading it if needed. Concurrent callers for the same
+        key wait for one load instead of loading twice."""
+        served = self._models.get(key)
+        if served is not None:
+            return served
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
-            runner = self._runners.get(key)
-            if runner is None:
+            served = self._models.get(key)
+            if served is None:
                 data, signature = loader()
-                runner = ModelRunner(data, signature, threads=self.threads)
-                runner.warm_up()
-                self._meta[key] = LoadedModel(key, name, version, runner.size_bytes)
-                self._runners[key] = runner
-        return runner
+                # Intra-op threads are shared out across instances so N instances do not oversubscribe.
+                per_instance = max(1, self.threads // config.instances)
+                runners = [ModelRunner(data, signature, threads=per_instance) for _ in range(config.instances)]
+                for runner in runners:
+                    runner.warm_up()
+                served = ServedModel(key, name, version, runners, config, self._executor)
+                self._models[key] = served
+                self._evict_over_budget(keep=key)
+        return served
+
+    def _evict_over_budget(self, keep: int) -> None:
+        if self.max_loaded_bytes <= 0:
+            return
+        while sum(m.size_bytes for m in self._models.values()) > self.max_loaded_bytes:
+            idle = [m for k, m in self._models.items() if k != keep and m.in_flight == 0]
+            if not idle:
+                return
+            victim = min(idle, key=lambda m: m.last_used)
+            self.unload(victim.key)
+            self.evictions += 1
 
     def unload(self, key: int) -> bool:
-        self._meta.pop(key, None)
-        return self._runners.pop(key, None) is not None
+        served = self._models.pop(key, None)
+        if served is not None and served.batcher is not None:
+            served.batcher.close()
+        return served is not None
 
     def loaded(self) -> list[LoadedModel]:
-        return list(self._meta.values())
+        return [m.info() for m in self._models.values()]

@@ -67,10 +67,10 @@ class ModelRunner:
             feeds[name] = array
         return feeds
 
-    def run(self, inputs: dict[str, Tensor], outputs: list[str] | None = None) -> dict[str, Tensor]:
-        feeds = self.check_inputs(inputs)
-        names = outputs or self._output_names
-        unknown = [n for n in names if n not in self._output_names]
+    def check_outputs(self, outputs: list[str] | None) -> list[str]:
+        if not outputs:
+            return self._output_names
+        unknown = [n for n in outputs if n not in self._output_names]
         if unknown:
             raise InvalidInput(
                 "unknown output(s) "
@@ -78,6 +78,11 @@ class ModelRunner:
                 + "; the model's outputs are "
                 + ", ".join(repr(n) for n in self._output_names)
             )
+        return outputs
+
+    def run_checked(self, feeds: dict[str, Tensor], outputs: list[str] | None = None) -> dict[str, Tensor]:
+        """Run on inputs that ``check_inputs`` already accepted."""
+        names = outputs or self._output_names
         try:
             results = self.session.run(names, feeds)
         except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
@@ -85,6 +90,9 @@ class ModelRunner:
         except ort.capi.onnxruntime_pybind11_state.Fail as exc:
             raise StratusError(f"the model failed on this input: {_short(exc)}") from None
         return dict(zip(names, results, strict=True))
+
+    def run(self, inputs: dict[str, Tensor], outputs: list[str] | None = None) -> dict[str, Tensor]:
+        return self.run_checked(self.check_inputs(inputs), self.check_outputs(outputs))
 
     def warm_up(self) -> None:
         """One run on zeros, so the first real request does not pay for lazy initialisation."""
