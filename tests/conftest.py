@@ -86,9 +86,7 @@ class LiveServer:
             self.process.wait(timeout=30)
 
 
-def start_server(
-    home: Path, sample_cache: Path | None, *extra: str, env: dict[str, str] | None = None
-) -> LiveServer:
+def start_server(home: Path, sample_cache: Path | None, *extra: str, env: dict[str, str] | None = None) -> LiveServer:
     """`stratus serve` in a child process on a free loopback port; returns once /v2/health/ready is 200."""
     port = free_port()
     log = home.parent / f"server-{port}.log"

@@ -20,9 +20,7 @@ def affine_model(features: int = 3, scale: float = 2.0, offset: float = 1.0) -> 
         numpy_helper.from_array(np.array(offset, dtype=np.float32), "offset"),
     ]
     graph = helper.make_graph(nodes, "affine", [x], [y], inits)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="stratus-tests"
-    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="stratus-tests")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -41,9 +39,7 @@ def two_input_model() -> bytes:
         helper.make_node("Identity", ["text"], ["text_out"]),
     ]
     graph = helper.make_graph(nodes, "two", [a, b, s], [total, same])
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="stratus-tests"
-    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="stratus-tests")
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -30,9 +30,7 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8080",
         description="Server URL that the CLI and SDK talk to.",
     )
-    samples: bool = Field(
-        default=True, description="Register the bundled sample models (iris, digits) on first start."
-    )
+    samples: bool = Field(default=True, description="Register the bundled sample models (iris, digits) on first start.")
     sample_cache_dir: Path | None = Field(
         default=None,
         description="Where built sample models are cached. Default: HOME/cache/samples.",

@@ -30,10 +30,7 @@ def test_model_lifecycle(empty_app: TestClient) -> None:
     assert c.get("/api/v1/models/affine").json()["aliases"] == {"production": 1}
     assert c.get("/api/v1/models/affine/versions/production").json()["version"] == 1
     assert c.patch("/api/v1/models/affine/versions/1", json={"status": "archived"}).status_code == 409
-    assert (
-        c.patch("/api/v1/models/affine/versions/2", json={"status": "archived"}).json()["status"]
-        == "archived"
-    )
+    assert c.patch("/api/v1/models/affine/versions/2", json={"status": "archived"}).json()["status"] == "archived"
     listing = c.get("/api/v1/models").json()["models"]
     assert [m["name"] for m in listing] == ["affine"]
     assert c.delete("/api/v1/models/affine/versions/1").status_code == 409  # alias still points at it

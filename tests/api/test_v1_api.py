@@ -9,10 +9,7 @@ from onnx_factory import affine_model, two_input_model
 @pytest.fixture
 def app(empty_app: TestClient) -> TestClient:
     for name, data in (("affine", affine_model()), ("multi", two_input_model())):
-        assert (
-            empty_app.post(f"/api/v1/models/{name}/versions", files={"file": ("m.onnx", data)}).status_code
-            == 201
-        )
+        assert empty_app.post(f"/api/v1/models/{name}/versions", files={"file": ("m.onnx", data)}).status_code == 201
     return empty_app
 
 

@@ -107,9 +107,7 @@ def test_missing_input_and_invalid_json(app: TestClient) -> None:
     body = {"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
     r = infer(app, "multi", body)
     assert r.status_code == 400 and "missing input" in r.json()["error"] and "'b'" in r.json()["error"]
-    r = app.post(
-        "/v2/models/affine/infer", content=b"{not json", headers={"content-type": "application/json"}
-    )
+    r = app.post("/v2/models/affine/infer", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "JSON" in r.json()["error"]
 
 
@@ -128,9 +126,7 @@ def test_body_over_limit_is_413(tmp_path) -> None:  # type: ignore[no-untyped-de
     with TestClient(create_app(make_settings(tmp_path / "h", max_request_bytes=4096))) as c:
         c.post("/api/v1/models/affine/versions", files={"file": ("m.onnx", affine_model())})
         data = np.ones((1000, 3)).ravel().tolist()
-        r = infer(
-            c, "affine", {"inputs": [{"name": "x", "shape": [1000, 3], "datatype": "FP32", "data": data}]}
-        )
+        r = infer(c, "affine", {"inputs": [{"name": "x", "shape": [1000, 3], "datatype": "FP32", "data": data}]})
         assert r.status_code == 413 and "limit" in r.json()["error"]
 
         def chunks():  # no Content-Length: the limit is enforced while streaming

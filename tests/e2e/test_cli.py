@@ -52,9 +52,7 @@ def test_register_a_user_onnx_and_serve_it_through_v1_and_v2(live_server: LiveSe
 def test_predict_prints_a_table_and_v2_bodies_work(live_server: LiveServer) -> None:
     out = run_cli("predict", "iris", "--data", "[[5.1, 3.5, 1.4, 0.2]]", url=live_server.url)
     assert "label" in out.stdout and "predictions" in out.stdout
-    body = (
-        '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [6.7, 3.0, 5.2, 2.3]}]}'
-    )
+    body = '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [6.7, 3.0, 5.2, 2.3]}]}'
     out = run_cli("predict", "iris", "--version", "1", "--data", body, "--json", url=live_server.url)
     result = json.loads(out.stdout)
     assert next(o for o in result["outputs"] if o["name"] == "label")["data"] == [2]

@@ -49,8 +49,6 @@ def test_readme_example_runs(index: int, live_server: LiveServer, tmp_path: Path
         )
     else:
         code = code.replace("my-iris", f"my-iris-{index}")
-        result = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
-        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, f"{code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
     assert '"error"' not in result.stdout, result.stdout

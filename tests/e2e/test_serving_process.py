@@ -33,9 +33,7 @@ def test_no_torch_in_the_serving_process(live_server: LiveServer) -> None:
     for _ in range(5):
         r = httpx.post(f"{live_server.url}/v2/models/iris/infer", json=IRIS_ROW)
         assert r.status_code == 200
-    r = httpx.post(
-        f"{live_server.url}/v1/models/digits:predict", json={"instances": np.zeros((1, 1, 8, 8)).tolist()}
-    )
+    r = httpx.post(f"{live_server.url}/v1/models/digits:predict", json={"instances": np.zeros((1, 1, 8, 8)).tolist()})
     assert r.status_code == 200
     maps = Path(f"/proc/{live_server.pid}/maps").read_text()
     assert "onnxruntime" in maps  # the check can see libraries at all
@@ -102,9 +100,7 @@ def test_kill_9_during_upload_leaves_no_version_and_no_orphan(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.15, 0.4])
-def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(
-    tmp_path: Path, delay_s: float
-) -> None:
+def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(tmp_path: Path, delay_s: float) -> None:
     """The whole body is sent, then the server dies after a delay: before, during or after the blob
     write and the row insert. After restart the version is either complete and servable, or absent,
     and no blob is left that no version references."""
@@ -113,9 +109,7 @@ def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(
     payload = affine_model(scale=7.0)
     try:
         with httpx.Client(base_url=server.url, timeout=5) as client:
-            request = client.build_request(
-                "POST", "/api/v1/models/crash/versions", files={"file": ("m.onnx", payload)}
-            )
+            request = client.build_request("POST", "/api/v1/models/crash/versions", files={"file": ("m.onnx", payload)})
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 head = f"POST {request.url.raw_path.decode()} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in request.headers.items() if k.lower() != "host")

@@ -33,9 +33,7 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_iris_agrees_with_scikit_learn_on_all_rows(
-    client: triton.InferenceServerClient, binary: bool
-) -> None:
+def test_iris_agrees_with_scikit_learn_on_all_rows(client: triton.InferenceServerClient, binary: bool) -> None:
     X, y = load_iris(return_X_y=True)
     expected = LogisticRegression(max_iter=1000).fit(X, y).predict(X)
     inp = triton.InferInput("input", list(X.shape), "FP32")

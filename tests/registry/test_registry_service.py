@@ -20,9 +20,7 @@ def registry(tmp_path: Path) -> RegistryService:
 
 def test_register_reads_signature_and_numbers_versions(registry: RegistryService) -> None:
     v1 = registry.register_onnx("affine", affine_model(), task="regression", metrics={"rmse": 0.1})
-    v2 = registry.register_onnx(
-        "affine", affine_model(scale=3.0), parent_version=1, dataset="d1", source="test"
-    )
+    v2 = registry.register_onnx("affine", affine_model(scale=3.0), parent_version=1, dataset="d1", source="test")
     assert (v1.version, v2.version) == (1, 2)
     spec = v1.signature.inputs[0]
     assert (spec.name, spec.datatype, spec.shape) == ("x", "FP32", (-1, 3))

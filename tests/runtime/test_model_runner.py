@@ -4,10 +4,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from stratus.formats import inspect_onnx
 
 from onnx_factory import affine_model, two_input_model
 from stratus.errors import InvalidInput
+from stratus.formats import inspect_onnx
 from stratus.runtime import ModelPool, ModelRunner, ServingConfig
 
 

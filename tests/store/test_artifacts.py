@@ -39,9 +39,7 @@ def test_missing_blob_is_an_integrity_error(tmp_path: Path) -> None:
         store.read(stored.digest)
 
 
-@pytest.mark.parametrize(
-    "digest", ["../../etc/passwd", "sha256:../x", "sha256:" + "g" * 64, "sha256:ABC", ""]
-)
+@pytest.mark.parametrize("digest", ["../../etc/passwd", "sha256:../x", "sha256:" + "g" * 64, "sha256:ABC", ""])
 def test_digest_is_the_only_way_to_a_path(tmp_path: Path, digest: str) -> None:
     store = ArtifactStore(tmp_path)
     with pytest.raises(NotFound):

@@ -100,9 +100,7 @@ def list_versions(request: Request, name: str) -> dict[str, Any]:
 async def upload_version(
     request: Request,
     name: str,
-    file: Annotated[
-        UploadFile, File(description="The model as an ONNX file. Pickle and joblib are refused.")
-    ],
+    file: Annotated[UploadFile, File(description="The model as an ONNX file. Pickle and joblib are refused.")],
     version: Annotated[int | None, Form(ge=1)] = None,
     description: Annotated[str, Form()] = "",
     metrics: Annotated[str | None, Form(description="JSON object")] = None,

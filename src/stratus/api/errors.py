@@ -6,10 +6,10 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException
 
 from stratus import errors
+from stratus.api.responses import JSONBody
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def status_for(exc: errors.StratusError) -> int:
     return 500
 
 
-def error_response(request: Request, status: int, message: str, kind: str) -> ORJSONResponse:
+def error_response(request: Request, status: int, message: str, kind: str) -> JSONBody:
     headers: dict[str, str] = {}
     if request.url.path.startswith("/openai/"):
         body: dict[str, object] = {
@@ -53,10 +53,10 @@ def error_response(request: Request, status: int, message: str, kind: str) -> OR
         }
     else:
         body = {"error": message}
-    return ORJSONResponse(body, status_code=status, headers=headers)
+    return JSONBody(body, status_code=status, headers=headers)
 
 
-async def _stratus_error(request: Request, exc: Exception) -> ORJSONResponse:
+async def _stratus_error(request: Request, exc: Exception) -> JSONBody:
     assert isinstance(exc, errors.StratusError)
     status = status_for(exc)
     if status >= 500:
@@ -67,7 +67,7 @@ async def _stratus_error(request: Request, exc: Exception) -> ORJSONResponse:
     return response
 
 
-async def _validation_error(request: Request, exc: Exception) -> ORJSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONBody:
     assert isinstance(exc, RequestValidationError)
     parts = []
     for err in exc.errors():
@@ -76,7 +76,7 @@ async def _validation_error(request: Request, exc: Exception) -> ORJSONResponse:
     return error_response(request, 422, "invalid request: " + "; ".join(parts), "invalid_input")
 
 
-async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONBody:
     assert isinstance(exc, HTTPException)
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     response = error_response(request, exc.status_code, message, "http_error")
@@ -85,7 +85,7 @@ async def _http_error(request: Request, exc: Exception) -> ORJSONResponse:
     return response
 
 
-async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONBody:
     log.exception("%s %s crashed", request.method, request.url.path)
     return error_response(request, 500, "internal server error; see the server log", "internal")
 

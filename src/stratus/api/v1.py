@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import ORJSONResponse
 
 from stratus.api import codec_v1
 from stratus.api.deps import dataplane
+from stratus.api.responses import JSONBody
 
 router = APIRouter(tags=["v1"])
 
@@ -33,20 +33,16 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
     return Response(codec_v1.encode_predictions(result.outputs), media_type="application/json")
 
 
-def _status(request: Request, name: str, version: str | None) -> ORJSONResponse:
+def _status(request: Request, name: str, version: str | None) -> JSONBody:
     plane = dataplane(request)
     versions = plane.registry.list_versions(name) if version is None else [plane.resolve(name, version)]
 
     def state(status: str, health: str) -> str:
         return (
-            "AVAILABLE"
-            if status == "active" and health == "healthy"
-            else "END"
-            if status != "active"
-            else "UNHEALTHY"
+            "AVAILABLE" if status == "active" and health == "healthy" else "END" if status != "active" else "UNHEALTHY"
         )
 
-    return ORJSONResponse(
+    return JSONBody(
         {
             "model_version_status": [
                 {
@@ -74,10 +70,10 @@ async def predict_version(request: Request, name: str, version: str) -> Response
 
 
 @router.get("/v1/models/{name}")
-def model_status(request: Request, name: str) -> ORJSONResponse:
+def model_status(request: Request, name: str) -> JSONBody:
     return _status(request, name, None)
 
 
 @router.get("/v1/models/{name}/versions/{version}")
-def model_version_status(request: Request, name: str, version: str) -> ORJSONResponse:
+def model_version_status(request: Request, name: str, version: str) -> JSONBody:
     return _status(request, name, version)

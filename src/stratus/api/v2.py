@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import ORJSONResponse
 
 from stratus import __version__
 from stratus.api import codec_v2
 from stratus.api.deps import dataplane, platform
+from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput
 from stratus.registry import VersionInfo
 
@@ -68,47 +68,47 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
 
 
 @router.get("/v2/health/live")
-async def server_live() -> ORJSONResponse:
-    return ORJSONResponse({"live": True})
+async def server_live() -> JSONBody:
+    return JSONBody({"live": True})
 
 
 @router.get("/v2/health/ready")
-async def server_ready(request: Request) -> ORJSONResponse:
+async def server_ready(request: Request) -> JSONBody:
     ready = platform(request).started
-    return ORJSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    return JSONBody({"ready": ready}, status_code=200 if ready else 503)
 
 
 @router.get("/v2")
-async def server_metadata() -> ORJSONResponse:
-    return ORJSONResponse({"name": "stratus", "version": __version__, "extensions": ["binary_tensor_data"]})
+async def server_metadata() -> JSONBody:
+    return JSONBody({"name": "stratus", "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
 @router.get("/v2/models/{name}")
-def model_metadata(request: Request, name: str) -> ORJSONResponse:
+def model_metadata(request: Request, name: str) -> JSONBody:
     plane = dataplane(request)
     version = plane.resolve(name, None)
     active = [v.version for v in plane.registry.list_versions(name) if v.status == "active"]
-    return ORJSONResponse(_metadata(version, active))
+    return JSONBody(_metadata(version, active))
 
 
 @router.get("/v2/models/{name}/versions/{version}")
-def model_version_metadata(request: Request, name: str, version: str) -> ORJSONResponse:
+def model_version_metadata(request: Request, name: str, version: str) -> JSONBody:
     resolved = dataplane(request).resolve(name, version)
-    return ORJSONResponse(_metadata(resolved, [resolved.version]))
+    return JSONBody(_metadata(resolved, [resolved.version]))
 
 
-async def _ready(request: Request, name: str, version: str | None) -> ORJSONResponse:
+async def _ready(request: Request, name: str, version: str | None) -> JSONBody:
     ready = await dataplane(request).is_ready(name, version)
-    return ORJSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+    return JSONBody({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
 @router.get("/v2/models/{name}/ready")
-async def model_ready(request: Request, name: str) -> ORJSONResponse:
+async def model_ready(request: Request, name: str) -> JSONBody:
     return await _ready(request, name, None)
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready")
-async def model_version_ready(request: Request, name: str, version: str) -> ORJSONResponse:
+async def model_version_ready(request: Request, name: str, version: str) -> JSONBody:
     return await _ready(request, name, version)
 
 

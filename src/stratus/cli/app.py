@@ -75,8 +75,7 @@ def _render_model(model: dict[str, Any], versions: list[dict[str, Any]]) -> None
                 "; ".join(f"{t['name']}:{t['datatype']}{t['shape']}" for t in v["signature"]["inputs"]),
                 "; ".join(f"{t['name']}:{t['datatype']}{t['shape']}" for t in v["signature"]["outputs"]),
                 ", ".join(
-                    f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}"
-                    for k, val in v["metrics"].items()
+                    f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}" for k, val in v["metrics"].items()
                 ),
             )
             for v in versions
@@ -143,9 +142,7 @@ def models_delete(
 
 
 @alias_app.command("set")
-def alias_set(
-    name: str, alias: str, version: int, url: UrlOption = None, as_json: JsonOption = False
-) -> None:
+def alias_set(name: str, alias: str, version: int, url: UrlOption = None, as_json: JsonOption = False) -> None:
     """Point ALIAS of model NAME at VERSION (atomically)."""
     with reported_errors(), _client(url) as client:
         info = client.set_alias(name, alias, version)
@@ -169,9 +166,7 @@ def predict(
     data: Annotated[
         str | None, typer.Option(help='JSON: a list of rows, {"instances": ...}, or a V2 {"inputs": [...]}.')
     ] = None,
-    file: Annotated[
-        Path | None, typer.Option(exists=True, dir_okay=False, help="Read the JSON from a file.")
-    ] = None,
+    file: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Read the JSON from a file.")] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -201,7 +196,5 @@ def predict(
         show(
             result,
             as_json,
-            lambda r: print_table(
-                f"{model} predictions", ["row", "prediction"], list(enumerate(r["predictions"]))
-            ),
+            lambda r: print_table(f"{model} predictions", ["row", "prediction"], list(enumerate(r["predictions"]))),
         )

@@ -36,9 +36,7 @@ def run_server(settings: Settings) -> None:
 
     from stratus.api import create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console()
     console.print(f"Starting Stratus on http://{settings.host}:{settings.port} (home: {settings.home})")
     if settings.samples and not (settings.home / ".samples-registered").exists():

@@ -94,11 +94,7 @@ class RegistryService:
                 exists = s.scalar(select(Model.id).where(Model.project_id == project_id, Model.name == name))
                 if exists is not None:
                     raise Conflict(f"model {name!r} already exists")
-                s.add(
-                    Model(
-                        project_id=project_id, name=name, description=description, task=task, tags=tags or {}
-                    )
-                )
+                s.add(Model(project_id=project_id, name=name, description=description, task=task, tags=tags or {}))
         except sa_exc.IntegrityError:
             raise Conflict(f"model {name!r} already exists") from None
         self._changed(name)
@@ -198,9 +194,7 @@ class RegistryService:
                         )
                         s.add(model)
                         s.flush()
-                    newest = s.scalar(
-                        select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
-                    )
+                    newest = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
                     if version is None:
                         version = (newest or 0) + 1
                     elif s.scalar(
@@ -208,9 +202,7 @@ class RegistryService:
                             ModelVersion.model_id == model.id, ModelVersion.version == version
                         )
                     ):
-                        raise Conflict(
-                            f"version {version} of model {name!r} already exists; versions are immutable"
-                        )
+                        raise Conflict(f"version {version} of model {name!r} already exists; versions are immutable")
                     row = ModelVersion(
                         model_id=model.id,
                         version=version,
@@ -230,9 +222,7 @@ class RegistryService:
                     s.flush()
             except sa_exc.IntegrityError:
                 self._drop_unreferenced({stored.digest})
-                raise Conflict(
-                    f"version {version} of model {name!r} already exists; versions are immutable"
-                ) from None
+                raise Conflict(f"version {version} of model {name!r} already exists; versions are immutable") from None
             except BaseException:
                 self._drop_unreferenced({stored.digest})
                 raise
@@ -266,11 +256,7 @@ class RegistryService:
                     raise NotFound(f"model {name!r} has no alias {parsed!r} (aliases: {known})")
                 row = next(v for v in model.versions if v.id == alias.version_id)
             else:
-                alias = (
-                    next((a for a in model.aliases if a.name == DEFAULT_ALIAS), None)
-                    if parsed is None
-                    else None
-                )
+                alias = next((a for a in model.aliases if a.name == DEFAULT_ALIAS), None) if parsed is None else None
                 if alias is not None:
                     row = next(v for v in model.versions if v.id == alias.version_id)
                 else:
@@ -287,9 +273,7 @@ class RegistryService:
             model = self._model_row(s, name)
             target = self._version_row(model, version)
             if target.status != "active":
-                raise Conflict(
-                    f"version {version} of {name!r} is {target.status}; only active versions take aliases"
-                )
+                raise Conflict(f"version {version} of {name!r} is {target.status}; only active versions take aliases")
             row = next((a for a in model.aliases if a.name == alias), None)
             if row is None:
                 s.add(Alias(model_id=model.id, name=alias, version_id=target.id))
@@ -358,8 +342,7 @@ class RegistryService:
         except IntegrityError as exc:
             self.mark_unhealthy(version.model, version.version, str(exc))
             raise IntegrityError(
-                f"version {version.version} of model {version.model!r} is unhealthy and will not be "
-                f"served: {exc}"
+                f"version {version.version} of model {version.model!r} is unhealthy and will not be served: {exc}"
             ) from None
 
     def mark_unhealthy(self, name: str, version: int, reason: str) -> None:

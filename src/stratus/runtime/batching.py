@@ -83,7 +83,9 @@ def take_batch(
         batch.append(head)
         rows += head.rows
         key = head.batch_key()
-        if rows >= policy.max_batch_size or (preferred and rows in preferred and _no_bigger_fits(queue, rows, preferred)):
+        if rows >= policy.max_batch_size or (
+            preferred and rows in preferred and _no_bigger_fits(queue, rows, preferred)
+        ):
             break
     return batch, expired
 
@@ -117,9 +119,7 @@ class Batcher:
 
     async def submit(self, inputs: dict[str, Tensor], timeout_ms: float | None = None) -> dict[str, Tensor]:
         if len(self._queue) >= self.policy.max_queue_size:
-            raise NotReady(
-                f"the model's request queue is full ({self.policy.max_queue_size} waiting); retry shortly"
-            )
+            raise NotReady(f"the model's request queue is full ({self.policy.max_queue_size} waiting); retry shortly")
         rows = _rows_of(inputs)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -162,8 +162,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         try:
             started = time.monotonic()
+            results: list[dict[str, Tensor] | BaseException]
             try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, batch)
+                results = list(await loop.run_in_executor(self._executor, self._run_batch, batch))
             except StratusError:
                 if len(batch) == 1:
                     raise
@@ -177,7 +178,7 @@ class Batcher:
                         request.future.set_exception(result)
                     else:
                         request.future.set_result(result)
-        except BaseException as exc:  # noqa: BLE001 - every waiter must hear about the failure
+        except BaseException as exc:
             for request in batch:
                 if not request.future.done():
                     request.future.set_exception(exc)

@@ -34,9 +34,7 @@ class ServingConfig(BaseModel):
             config = cls.model_validate(raw or {})
             config.policy()
         except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise InvalidInput(f"invalid serving config: {detail}") from None
         return config
 

@@ -75,15 +75,18 @@ class ServedModel:
                 return {name: result[name] for name in names}
             with self._lock:
                 runner = next(self._next)
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, runner.run_checked, feeds, names
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._executor, runner.run_checked, feeds, names)
         finally:
             self.in_flight -= 1
 
     def info(self) -> LoadedModel:
         return LoadedModel(
-            self.key, self.name, self.version, self.size_bytes, len(self.runners), self.batcher is not None,
+            self.key,
+            self.name,
+            self.version,
+            self.size_bytes,
+            len(self.runners),
+            self.batcher is not None,
             self.last_used,
         )
 

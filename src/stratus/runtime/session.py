@@ -30,15 +30,28 @@ class ModelRunner:
 
     def __init__(self, onnx_bytes: bytes, signature: Signature, *, threads: int) -> None:
         self.signature = signature
-        self.session = ort.InferenceSession(
-            onnx_bytes, session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(onnx_bytes, session_options(threads), providers=["CPUExecutionProvider"])
         self.size_bytes = len(onnx_bytes)
         self._input_specs = {spec.name: spec for spec in signature.inputs}
         self._output_names = signature.output_names()
 
     def check_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """Refuse missing, unknown, mistyped or misshapen inputs with a message naming the input."""
+        feeds: dict[str, Tensor] = {}
+        for name, array in inputs.items():
+            spec = self._input_specs.get(name)
+            if spec is None:
+                raise InvalidInput(
+                    f"unknown input {name!r}; the model's inputs are " + ", ".join(repr(s) for s in self._input_specs)
+                )
+            datatype = v2_datatype(array.dtype)
+            if datatype != spec.datatype:
+                raise InvalidInput(f"input {name!r} has datatype {datatype} but the model expects {spec.datatype}")
+            spec.check(array)
+            if datatype == "BYTES":
+                # ONNX Runtime takes string tensors as str objects, not bytes.
+                array = np.vectorize(_as_text, otypes=[object])(array) if array.size else array
+            feeds[name] = array
         missing = [name for name in self._input_specs if name not in inputs]
         if missing:
             raise InvalidInput(
@@ -47,24 +60,6 @@ class ModelRunner:
                 + "; the model expects "
                 + ", ".join(f"{s.name!r} ({s.datatype} {list(s.shape)})" for s in self.signature.inputs)
             )
-        feeds: dict[str, Tensor] = {}
-        for name, array in inputs.items():
-            spec = self._input_specs.get(name)
-            if spec is None:
-                raise InvalidInput(
-                    f"unknown input {name!r}; the model's inputs are "
-                    + ", ".join(repr(s) for s in self._input_specs)
-                )
-            datatype = v2_datatype(array.dtype)
-            if datatype != spec.datatype:
-                raise InvalidInput(
-                    f"input {name!r} has datatype {datatype} but the model expects {spec.datatype}"
-                )
-            spec.check(array)
-            if datatype == "BYTES":
-                # ONNX Runtime takes string tensors as str objects, not bytes.
-                array = np.vectorize(_as_text, otypes=[object])(array) if array.size else array
-            feeds[name] = array
         return feeds
 
     def check_outputs(self, outputs: list[str] | None) -> list[str]:

@@ -144,9 +144,7 @@ class Client:
         return result
 
     def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version}
-        )
+        result: dict[str, Any] = self._json("PUT", f"/api/v1/models/{name}/aliases/{alias}", json={"version": version})
         return result
 
     def delete_alias(self, name: str, alias: str) -> None:
@@ -225,9 +223,7 @@ class Client:
                 self._input_names[key] = [i["name"] for i in self.metadata(name, version)["inputs"]]
             names = self._input_names[key]
             if len(names) != 1:
-                raise errors.InvalidInput(
-                    f"model {name!r} has inputs {names}; pass a dict keyed by input name"
-                )
+                raise errors.InvalidInput(f"model {name!r} has inputs {names}; pass a dict keyed by input name")
             inputs = {names[0]: inputs}
         body: dict[str, Any] = {"inputs": [_encode_tensor(k, np.asarray(v)) for k, v in inputs.items()]}
         if outputs:

@@ -97,8 +97,7 @@ class ArtifactStore:
         actual = DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise IntegrityError(
-                f"artifact checksum mismatch: expected {digest}, found {actual}; the stored file was "
-                "altered or damaged"
+                f"artifact checksum mismatch: expected {digest}, found {actual}; the stored file was altered or damaged"
             )
         return data
 
