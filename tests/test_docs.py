@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 from conftest import ROOT
-
 from stratus.api import create_app
 from stratus.settings import Settings
 

@@ -8,9 +8,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from stratus.errors import NotFound, NotReady
+from stratus.errors import NotFound, NotReady, StratusError
 from stratus.registry import RegistryService, VersionInfo
 from stratus.runtime import ModelPool, ServedModel, ServingConfig, Tensor
+from stratus.runtime.batching import BatchObserver
+from stratus.runtime.metrics import InferenceMetrics
 from stratus.types import Signature
 
 
@@ -32,10 +34,25 @@ class DataPlane:
     ) -> None:
         self.registry = registry
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stratus-infer")
-        self.pool = ModelPool(threads=threads, executor=self._executor, max_loaded_bytes=max_loaded_bytes)
+        self.metrics = InferenceMetrics()
+        self.pool = ModelPool(
+            threads=threads, executor=self._executor, max_loaded_bytes=max_loaded_bytes, observe=self._batch_observer
+        )
+        self.metrics.watch_pool(self.pool.snapshot)
         self._ttl = resolve_ttl_s
         self._resolved: dict[tuple[str, str | None], tuple[float, VersionInfo]] = {}
         registry.on_change(self._forget)
+
+    def _batch_observer(self, model: str, version: int) -> BatchObserver:
+        queue_time, compute_time, batch_size = self.metrics.batch_series(model, str(version))
+
+        def observe(waits: list[float], rows: int, seconds: float) -> None:
+            for wait in waits:
+                queue_time.observe(wait)
+            compute_time.observe(seconds)
+            batch_size.observe(rows)
+
+        return observe
 
     def _forget(self, model: str) -> None:
         for key in [k for k in self._resolved if k[0] == model]:
@@ -89,10 +106,21 @@ class DataPlane:
         inputs: dict[str, Tensor],
         outputs: list[str] | None = None,
         timeout_ms: float | None = None,
+        protocol: str = "python",
     ) -> InferenceResult:
-        version = self.resolve(name, ref)
-        served = await self._served(version)
-        results = await served.infer(inputs, outputs, timeout_ms)
+        started = time.perf_counter()
+        model_label, version_label = "(unresolved)", ""  # unknown names must not grow the label set
+        try:
+            version = self.resolve(name, ref)
+            model_label, version_label = name, str(version.version)
+            served = await self._served(version)
+            results = await served.infer(inputs, outputs, timeout_ms)
+        except StratusError as exc:
+            self.metrics.failed(model_label, version_label, protocol, exc.kind)
+            raise
+        requests, latency = self.metrics.request_series(name, version_label, protocol)
+        requests.inc()
+        latency.observe(time.perf_counter() - started)
         return InferenceResult(version=version, outputs=results)
 
     async def load(self, name: str, ref: str | None = None) -> VersionInfo:

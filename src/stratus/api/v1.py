@@ -29,7 +29,7 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
     plane = dataplane(request)
     target = plane.resolve(name, version)
     inputs = codec_v1.decode_predict_request(await request.body(), target.signature)
-    result = await plane.infer(name, str(target.version), inputs)
+    result = await plane.infer(name, str(target.version), inputs, protocol="v1")
     return Response(codec_v1.encode_predictions(result.outputs), media_type="application/json")
 
 

@@ -50,7 +50,7 @@ def _header_length(request: Request) -> int | None:
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     decoded = codec_v2.decode_infer_request(await request.body(), _header_length(request))
     wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-    result = await dataplane(request).infer(name, version, decoded.inputs, wanted)
+    result = await dataplane(request).infer(name, version, decoded.inputs, wanted, protocol="v2")
     body, json_length = codec_v2.encode_infer_response(
         model_name=name,
         model_version=str(result.version.version),

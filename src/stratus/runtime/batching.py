@@ -22,6 +22,7 @@ from stratus.errors import DeadlineExceeded, InvalidInput, NotReady, StratusErro
 
 Tensor = np.ndarray[Any, Any]
 RunFn = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+BatchObserver = Callable[[list[float], int, float], None]
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(instances)
         self._task: asyncio.Task[None] | None = None
-        self.on_batch: Callable[[int, float], None] | None = None
+        #: Called after each run with each request's queue wait, the rows run and the run's seconds.
+        self.on_batch: BatchObserver | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -171,7 +173,8 @@ class Batcher:
                 # One bad request must not fail its neighbours: run each alone to find the culprit.
                 results = [await self._run_alone(loop, request) for request in batch]
             if self.on_batch is not None:
-                self.on_batch(sum(r.rows for r in batch), time.monotonic() - started)
+                waits = [started - r.enqueued_at for r in batch]
+                self.on_batch(waits, sum(r.rows for r in batch), time.monotonic() - started)
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     if isinstance(result, BaseException):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from stratus.runtime.batching import Batcher
+from stratus.runtime.batching import Batcher, BatchObserver
 from stratus.runtime.config import ServingConfig
 from stratus.runtime.session import ModelRunner, Tensor
 from stratus.types import Signature
@@ -37,7 +37,14 @@ class ServedModel:
     """The sessions of one version and the batcher in front of them."""
 
     def __init__(
-        self, key: int, name: str, version: int, runners: list[ModelRunner], config: ServingConfig, executor: Executor
+        self,
+        key: int,
+        name: str,
+        version: int,
+        runners: list[ModelRunner],
+        config: ServingConfig,
+        executor: Executor,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.key, self.name, self.version = key, name, version
         self.runners = runners
@@ -55,6 +62,9 @@ class ServedModel:
             if config.batching_enabled(signature)
             else None
         )
+        self._observer = observer
+        if self.batcher is not None:
+            self.batcher.on_batch = observer
 
     def _run_any(self, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
         with self._lock:
@@ -92,8 +102,16 @@ class ServedModel:
 
 
 class ModelPool:
-    def __init__(self, *, threads: int, executor: Executor, max_loaded_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int,
+        executor: Executor,
+        max_loaded_bytes: int = 0,
+        observe: Callable[[str, int], BatchObserver] | None = None,
+    ) -> None:
         self.threads = threads
+        self._observe = observe
         self.max_loaded_bytes = max_loaded_bytes
         self._executor = executor
         self._models: dict[int, ServedModel] = {}
@@ -121,7 +139,8 @@ class ModelPool:
                 runners = [ModelRunner(data, signature, threads=per_instance) for _ in range(config.instances)]
                 for runner in runners:
                     runner.warm_up()
-                served = ServedModel(key, name, version, runners, config, self._executor)
+                observer = self._observe(name, version) if self._observe is not None else None
+                served = ServedModel(key, name, version, runners, config, self._executor, observer)
                 self._models[key] = served
                 self._evict_over_budget(keep=key)
         return served
@@ -145,3 +164,10 @@ class ModelPool:
 
     def loaded(self) -> list[LoadedModel]:
         return [m.info() for m in self._models.values()]
+
+    def snapshot(self) -> list[tuple[str, str, int, int]]:
+        """(model, version, bytes, queued requests) of each loaded version, for metrics."""
+        return [
+            (m.name, str(m.version), m.size_bytes, m.batcher.queue_depth if m.batcher is not None else 0)
+            for m in list(self._models.values())
+        ]
