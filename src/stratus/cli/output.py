@@ -14,8 +14,9 @@ from rich.table import Table
 
 from stratus.errors import StratusError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output gets a wide virtual terminal, so tables are not squeezed into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def print_json(value: Any) -> None:

@@ -249,9 +249,11 @@ def _convert(model: Any, sample_input: Any) -> Any:
 
 
 def _guess_task(model: Any) -> str:
-    kind = getattr(model, "_estimator_type", None)
-    if kind == "classifier":
-        return "classification"
-    if kind == "regressor":
-        return "regression"
+    if type(model).__module__.startswith("sklearn"):
+        from sklearn.base import is_classifier, is_regressor
+
+        if is_classifier(model):
+            return "classification"
+        if is_regressor(model):
+            return "regression"
     return "other"

@@ -1,0 +1,101 @@
+"""The bundled sample models, built at most once (in a child process) and cached."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stratus.errors import StratusError
+
+MANIFEST = "manifest.json"
+
+
+class SampleBuildError(StratusError):
+    kind = "sample_build_failed"
+
+
+@dataclass(frozen=True)
+class SampleModel:
+    name: str
+    path: Path
+    sha256: str
+    description: str
+    task: str
+    tags: dict[str, Any]
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    dataset: str
+    source: str
+
+
+@dataclass(frozen=True)
+class SampleManifest:
+    stratus_version: str
+    models: tuple[SampleModel, ...]
+
+
+def load_manifest(cache_dir: Path) -> SampleManifest | None:
+    """The cached manifest, if present and every file still has its recorded checksum."""
+    try:
+        raw = json.loads((cache_dir / MANIFEST).read_text())
+        models = []
+        for entry in raw["models"]:
+            path = cache_dir / Path(entry["file"]).name
+            if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+                return None
+            models.append(
+                SampleModel(
+                    name=entry["name"],
+                    path=path,
+                    sha256=entry["sha256"],
+                    description=entry["description"],
+                    task=entry["task"],
+                    tags=entry["tags"],
+                    metrics=entry["metrics"],
+                    params=entry["params"],
+                    dataset=entry["dataset"],
+                    source=entry["source"],
+                )
+            )
+        return SampleManifest(stratus_version=raw["stratus_version"], models=tuple(models))
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def ensure_samples(cache_dir: Path, *, timeout_s: float = 900) -> SampleManifest:
+    """Return the samples in ``cache_dir``, building them first in a child process if needed."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(cache_dir)
+    if manifest is not None:
+        return manifest
+    with open(cache_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another server sharing the cache may be building right now
+        manifest = load_manifest(cache_dir)
+        if manifest is not None:
+            return manifest
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "stratus.samples.build", "--out", str(cache_dir)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise SampleBuildError(f"building the sample models took longer than {timeout_s:.0f}s") from None
+        if result.returncode != 0:
+            tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+            raise SampleBuildError(f"building the sample models failed:\n{tail}")
+    manifest = load_manifest(cache_dir)
+    if manifest is None:
+        raise SampleBuildError("the sample build finished but its manifest is missing or does not verify")
+    return manifest
+
+
+__all__ = ["SampleBuildError", "SampleManifest", "SampleModel", "ensure_samples", "load_manifest"]

@@ -1,0 +1,164 @@
+"""Build the bundled sample models: ``python -m stratus.samples.build --out DIR``.
+
+Runs in a child process of the server (torch must never enter the server). Every file is written
+atomically and manifest.json last, so a build killed halfway leaves no manifest and is redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stratus import __version__
+
+MANIFEST = "manifest.json"
+DIGITS_EPOCHS = 40
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_iris(out: Path) -> dict[str, Any]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from stratus.formats import sklearn_to_onnx
+
+    X, y = load_iris(return_X_y=True)
+    estimator = LogisticRegression(max_iter=1000).fit(X, y)
+    converted = sklearn_to_onnx(estimator, X)
+    accuracy = float((estimator.predict(X) == y).mean())
+    write_atomically(out / "iris.onnx", converted.onnx_bytes)
+    return {
+        "name": "iris",
+        "file": "iris.onnx",
+        "description": "Iris species from 4 measurements (cm): sepal length, sepal width, petal length, "
+        "petal width. scikit-learn LogisticRegression; outputs label (0 setosa, 1 versicolor, 2 virginica) "
+        "and probabilities.",
+        "task": "classification",
+        "tags": {"sample": "true", "framework": "scikit-learn"},
+        "metrics": {"train_accuracy": accuracy},
+        "params": {"estimator": "LogisticRegression", "max_iter": 1000},
+        "dataset": "sklearn:iris",
+        "source": converted.source,
+    }
+
+
+def build_digits(out: Path) -> dict[str, Any]:
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from stratus.formats import torch_to_onnx
+
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+
+    def images(a: np.ndarray[Any, Any]) -> torch.Tensor:
+        return torch.tensor(a / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
+
+    class DigitsCNN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 16, 3, padding=1),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(16, 32, 3, padding=1),
+                torch.nn.ReLU(),
+                torch.nn.MaxPool2d(2),
+            )
+            self.head = torch.nn.Sequential(
+                torch.nn.Flatten(), torch.nn.Linear(32 * 4 * 4, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
+            )
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.head(self.features(x))
+            return logits, logits.argmax(dim=1)
+
+    model = DigitsCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    train_x, train_y = images(X_train), torch.tensor(y_train)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(train_x, train_y),
+        batch_size=32,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for _ in range(DIGITS_EPOCHS):
+        model.train()
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            loss_fn(model(xb)[0], yb).backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(images(X_test))[1].numpy() == y_test).mean())
+    if accuracy < 0.97:
+        raise RuntimeError(f"digits CNN reached only {accuracy:.4f} test accuracy; the sample needs 0.97")
+    converted = torch_to_onnx(model, images(X_test[:4]), output_names=("logits", "label"))
+    write_atomically(out / "digits.onnx", converted.onnx_bytes)
+    return {
+        "name": "digits",
+        "file": "digits.onnx",
+        "description": "Handwritten digit 0-9 from an 8x8 image: input FP32 [N, 1, 8, 8] with pixel values "
+        "scaled to [0, 1] (sklearn's 0-16 values divided by 16). Small PyTorch CNN; outputs logits and label.",
+        "task": "classification",
+        "tags": {"sample": "true", "framework": "pytorch"},
+        "metrics": {"test_accuracy": accuracy, "test_size": len(y_test)},
+        "params": {"epochs": DIGITS_EPOCHS, "optimizer": "adam", "lr": 2e-3, "batch_size": 32, "seed": 0},
+        "dataset": "sklearn:digits",
+        "source": converted.source,
+    }
+
+
+SAMPLE_BUILDERS: tuple[Callable[[Path], dict[str, Any]], ...] = (build_iris, build_digits)
+
+
+def build(out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+    models = []
+    for builder in SAMPLE_BUILDERS:
+        started = time.monotonic()
+        entry = builder(out)
+        entry["sha256"] = hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest()
+        entry["build_seconds"] = round(time.monotonic() - started, 2)
+        models.append(entry)
+    manifest = {"format": 1, "stratus_version": __version__, "models": models}
+    write_atomically(out / MANIFEST, json.dumps(manifest, indent=2).encode())
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Build Stratus's bundled sample models.")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    manifest = build(args.out)
+    for model in manifest["models"]:
+        print(f"built {model['name']} in {model['build_seconds']}s: {model['metrics']}")
+
+
+if __name__ == "__main__":
+    main()
