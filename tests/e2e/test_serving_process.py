@@ -134,3 +134,24 @@ def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(tmp_pat
         assert not list((home / "artifacts" / "tmp").iterdir())
     finally:
         server.stop()
+
+
+def test_duplicate_version_registration_race_over_http(live_server: LiveServer) -> None:
+    """Eight clients register version 1 of the same model at once: exactly one wins, the rest get 409,
+    and only the winner's bytes are stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def register(scale: float) -> int:
+        files = {"file": ("m.onnx", affine_model(scale=scale))}
+        r = httpx.post(f"{live_server.url}/api/v1/models/race/versions", files=files, data={"version": "1"}, timeout=30)
+        return r.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(register, [float(i + 2) for i in range(8)]))
+    assert sorted(codes) == [201] + [409] * 7
+    versions = httpx.get(f"{live_server.url}/api/v1/models/race/versions").json()["versions"]
+    assert [v["version"] for v in versions] == [1]
+    blob = live_server.home / "artifacts" / "sha256" / versions[0]["digest"][7:9] / versions[0]["digest"][7:]
+    assert blob.is_file()
+    referenced = {p.name for p in (live_server.home / "artifacts" / "sha256").glob("??/*")}
+    assert versions[0]["digest"][7:] in referenced

@@ -43,7 +43,8 @@ def run_server(settings: Settings) -> None:
         console.print("First start: building the bundled sample models (cached for later starts)...")
 
     def announce() -> None:
-        console.print(banner(settings), highlight=False)
+        # Plain print: Rich would wrap the curl line at the terminal width and break copy-paste.
+        print(banner(settings), flush=True)
 
     app = create_app(settings, on_started=announce)
     uvicorn.run(

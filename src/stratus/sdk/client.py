@@ -78,7 +78,7 @@ class Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, transport=transport)
-        self._input_names: dict[tuple[str, str | None], list[str]] = {}
+        self._inputs: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -209,6 +209,12 @@ class Client:
         result: dict[str, Any] = self._json("POST", path, json=body)
         return result
 
+    def _input_specs(self, name: str, version: int | str | None) -> list[dict[str, Any]]:
+        key = (name, None if version is None else str(version))
+        if key not in self._inputs:
+            self._inputs[key] = self.metadata(name, version)["inputs"]
+        return self._inputs[key]
+
     def predict(
         self,
         name: str,
@@ -216,16 +222,23 @@ class Client:
         version: int | str | None = None,
         outputs: list[str] | None = None,
     ) -> dict[str, Tensor]:
-        """Run the model on numpy inputs: a dict by input name, or one array for a one-input model."""
+        """Run the model on array-likes: a dict by input name, or one array for a one-input model.
+
+        Values are converted to the datatypes the model declares, so plain lists and float64 arrays work.
+        """
+        specs = {spec["name"]: spec for spec in self._input_specs(name, version)}
         if not isinstance(inputs, dict):
-            key = (name, None if version is None else str(version))
-            if key not in self._input_names:
-                self._input_names[key] = [i["name"] for i in self.metadata(name, version)["inputs"]]
-            names = self._input_names[key]
-            if len(names) != 1:
-                raise errors.InvalidInput(f"model {name!r} has inputs {names}; pass a dict keyed by input name")
-            inputs = {names[0]: inputs}
-        body: dict[str, Any] = {"inputs": [_encode_tensor(k, np.asarray(v)) for k, v in inputs.items()]}
+            if len(specs) != 1:
+                raise errors.InvalidInput(f"model {name!r} has inputs {list(specs)}; pass a dict keyed by input name")
+            inputs = {next(iter(specs)): inputs}
+        tensors = []
+        for key, value in inputs.items():
+            array = np.asarray(value)
+            spec = specs.get(key)
+            if spec is not None and spec["datatype"] != "BYTES" and array.dtype.kind in "biuf":
+                array = array.astype(numpy_dtype(spec["datatype"]), copy=False)
+            tensors.append(_encode_tensor(key, array))
+        body: dict[str, Any] = {"inputs": tensors}
         if outputs:
             body["outputs"] = [{"name": o} for o in outputs]
         response = self.infer(name, body, version)
