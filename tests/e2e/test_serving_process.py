@@ -153,5 +153,10 @@ def test_duplicate_version_registration_race_over_http(live_server: LiveServer) 
     assert [v["version"] for v in versions] == [1]
     blob = live_server.home / "artifacts" / "sha256" / versions[0]["digest"][7:9] / versions[0]["digest"][7:]
     assert blob.is_file()
-    referenced = {p.name for p in (live_server.home / "artifacts" / "sha256").glob("??/*")}
-    assert versions[0]["digest"][7:] in referenced
+    stored = {p.name for p in (live_server.home / "artifacts" / "sha256").glob("??/*")}
+    referenced = {
+        v["digest"][7:]
+        for m in httpx.get(f"{live_server.url}/api/v1/models").json()["models"]
+        for v in httpx.get(f"{live_server.url}/api/v1/models/{m['name']}/versions").json()["versions"]
+    }
+    assert stored == referenced  # the seven losers left no blob behind
