@@ -133,6 +133,24 @@ class DataPlane:
         self.pool.unload(version.id)
         return version
 
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Every registered version with its serving state, as the V2 repository extension lists them."""
+        loaded = {m.key for m in self.pool.loaded()}
+        rows = []
+        for model in self.registry.list_models():
+            for version in self.registry.list_versions(model.name):
+                if version.id in loaded:
+                    state, reason = "READY", ""
+                elif version.health != "healthy":
+                    state, reason = "UNAVAILABLE", version.health_reason
+                elif version.status != "active":
+                    state, reason = "UNAVAILABLE", version.status
+                else:
+                    state, reason = "UNAVAILABLE", "not loaded"
+                if not ready_only or state == "READY":
+                    rows.append({"name": model.name, "version": str(version.version), "state": state, "reason": reason})
+        return rows
+
     async def is_ready(self, name: str, ref: str | None = None) -> bool:
         """Ready means loaded, warmed up and healthy. Asking loads the model, as first use would."""
         try:

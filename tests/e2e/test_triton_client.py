@@ -71,3 +71,17 @@ def test_errors_surface_through_the_client(client: triton.InferenceServerClient)
         client.infer("iris", [inp])
     with pytest.raises(triton.InferenceServerException, match="does not exist"):
         client.get_model_metadata("no-such-model")
+
+
+def test_repository_extension(client: triton.InferenceServerClient) -> None:
+    client.unload_model("digits")
+    index = {(m["name"], m["version"]): m for m in client.get_model_repository_index()}
+    assert index[("digits", "1")]["state"] == "UNAVAILABLE"
+    client.load_model("digits")
+    index = {(m["name"], m["version"]): m for m in client.get_model_repository_index()}
+    assert index[("digits", "1")]["state"] == "READY"
+    assert client.is_model_ready("digits")
+    with pytest.raises(triton.InferenceServerException, match="only a registered 'version'"):
+        client.load_model("digits", config='{"backend": "onnxruntime"}')
+    with pytest.raises(triton.InferenceServerException, match="does not exist"):
+        client.load_model("no-such-model")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
 from stratus.api import codec_v2
@@ -80,7 +82,9 @@ async def server_ready(request: Request) -> JSONBody:
 
 @router.get("/v2")
 async def server_metadata() -> JSONBody:
-    return JSONBody({"name": "stratus", "version": __version__, "extensions": ["binary_tensor_data"]})
+    return JSONBody(
+        {"name": "stratus", "version": __version__, "extensions": ["binary_tensor_data", "model_repository"]}
+    )
 
 
 @router.get("/v2/models/{name}")
@@ -120,3 +124,66 @@ async def model_infer(request: Request, name: str) -> Response:
 @router.post("/v2/models/{name}/versions/{version}/infer", openapi_extra=_INFER_BODY)
 async def model_version_infer(request: Request, name: str, version: str) -> Response:
     return await _infer(request, name, version)
+
+
+# -- model repository extension -------------------------------------------------------------------
+
+_REPOSITORY_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/json": {"schema": {"type": "object", "properties": {"parameters": {"type": "object"}}}}
+        },
+    }
+}
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return body
+
+
+def _version_parameter(body: dict[str, Any], allowed: tuple[str, ...] = ("version",)) -> str | None:
+    """Load/unload take at most a registered version or alias. Model files, configs and URLs in the
+    request are refused: a request must never make the server fetch or read a location it names."""
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput("parameters must be an object")
+    unknown = [k for k in params if k not in allowed]
+    if unknown:
+        raise InvalidInput(
+            "only a registered 'version' (number or alias) can be loaded; refusing parameter(s) "
+            + ", ".join(repr(k) for k in unknown)
+            + ": register the model first, then load it by name"
+        )
+    version = params.get("version")
+    return None if version is None else str(version)
+
+
+@router.post("/v2/repository/index", openapi_extra=_REPOSITORY_BODY)
+async def repository_index(request: Request) -> JSONBody:
+    body = await _json_object(request)
+    rows = await run_in_threadpool(dataplane(request).repository_index, bool(body.get("ready", False)))
+    return JSONBody(rows)
+
+
+@router.post("/v2/repository/models/{name}/load", openapi_extra=_REPOSITORY_BODY)
+async def repository_load(request: Request, name: str) -> JSONBody:
+    version = await dataplane(request).load(name, _version_parameter(await _json_object(request)))
+    return JSONBody({"name": name, "version": str(version.version), "state": "READY"})
+
+
+@router.post("/v2/repository/models/{name}/unload", openapi_extra=_REPOSITORY_BODY)
+async def repository_unload(request: Request, name: str) -> JSONBody:
+    # Triton's client always sends unload_dependents; Stratus models have no dependents to unload.
+    body = await _json_object(request)
+    version = dataplane(request).unload(name, _version_parameter(body, ("version", "unload_dependents")))
+    return JSONBody({"name": name, "version": str(version.version), "state": "UNAVAILABLE"})

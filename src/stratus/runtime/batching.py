@@ -28,7 +28,7 @@ BatchObserver = Callable[[list[float], int, float], None]
 @dataclass(frozen=True)
 class BatchPolicy:
     max_batch_size: int = 32
-    max_queue_delay_ms: float = 1.0
+    max_queue_delay_ms: float = 0.0
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_size: int = 4096
     default_timeout_ms: float = 30_000.0

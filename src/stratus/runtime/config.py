@@ -16,7 +16,7 @@ class BatchingConfig(BaseModel):
 
     enabled: bool | None = Field(default=None, description="Default: on when every tensor's first dim is dynamic.")
     max_batch_size: int = Field(default=32, ge=1, le=4096)
-    max_queue_delay_ms: float = Field(default=1.0, ge=0, le=1000)
+    max_queue_delay_ms: float = Field(default=0.0, ge=0, le=1000)
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     max_queue_size: int = Field(default=4096, ge=1, le=1_000_000)
     timeout_ms: float = Field(default=30_000, gt=0, le=3_600_000)

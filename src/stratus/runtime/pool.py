@@ -7,6 +7,7 @@ is exceeded, evicted as the least recently used model that is idle.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import threading
 import time
@@ -143,6 +144,8 @@ class ModelPool:
                 served = ServedModel(key, name, version, runners, config, self._executor, observer)
                 self._models[key] = served
                 self._evict_over_budget(keep=key)
+                # A loaded model is long-lived: keep the collector from re-walking it (see settle_heap).
+                gc.freeze()
         return served
 
     def _evict_over_budget(self, keep: int) -> None:
