@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from stratus.errors import NotFound, NotReady, StratusError
 from stratus.registry import RegistryService, VersionInfo
-from stratus.runtime import ModelPool, ServedModel, ServingConfig, Tensor
+from stratus.runtime import ModelPool, ModelRunner, ServedModel, ServingConfig, Tensor
 from stratus.runtime.batching import BatchObserver
 from stratus.runtime.metrics import InferenceMetrics
-from stratus.types import Signature
+from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+from stratus.runtime.pool import RunnerFactory
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,17 @@ class DataPlane:
                 f"{version.health_reason}"
             )
 
-    def _load_sync(self, version: VersionInfo) -> ServedModel:
-        def loader() -> tuple[bytes, Signature]:
-            return self.registry.read_artifact(version), version.signature
+    def _runner_factory(self, version: VersionInfo) -> RunnerFactory:
+        data = self.registry.read_artifact(version)
+        if version.format == "pipeline":
+            spec = PipelineSpec.parse(data)
+            return lambda threads: PipelineRunner(
+                spec, lambda file: self.registry.read_file(version, file), self.registry.read_ref, threads=threads
+            )
+        return lambda threads: ModelRunner(data, version.signature, threads=threads)
 
+    def _load_sync(self, version: VersionInfo) -> ServedModel:
+        loader = self._runner_factory(version)
         served = self.pool.load(version.id, version.model, version.version, loader, ServingConfig.parse(version.config))
         served.raw_config = version.config
         return served

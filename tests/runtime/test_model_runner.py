@@ -58,13 +58,13 @@ def test_pool_loads_once_and_unloads() -> None:
     data = affine_model()
     sig = inspect_onnx(data).signature
 
-    def loader():  # type: ignore[no-untyped-def]
-        calls.append(1)
-        return data, sig
+    def loader(threads: int) -> ModelRunner:
+        calls.append(threads)
+        return ModelRunner(data, sig, threads=threads)
 
     first = pool.load(1, "affine", 1, loader, ServingConfig())
     assert pool.load(1, "affine", 1, loader, ServingConfig()) is first
-    assert len(calls) == 1
+    assert calls == [1]
     assert [m.name for m in pool.loaded()] == ["affine"]
     assert pool.unload(1)
     assert pool.get(1) is None and not pool.unload(1)
@@ -75,11 +75,11 @@ def test_pool_evicts_least_recently_used_idle_model_over_budget() -> None:
     sig = inspect_onnx(data).signature
     pool = ModelPool(threads=1, executor=ThreadPoolExecutor(1), max_loaded_bytes=int(len(data) * 2.5))
     for key in (1, 2, 3):
-        pool.load(key, f"m{key}", 1, lambda: (data, sig), ServingConfig())
+        pool.load(key, f"m{key}", 1, lambda threads: ModelRunner(data, sig, threads=threads), ServingConfig())
     assert sorted(m.key for m in pool.loaded()) == [2, 3]
     assert pool.evictions == 1
     pool.get(2).last_used += 1000  # type: ignore[union-attr]  # 2 is now the most recent
-    pool.load(4, "m4", 1, lambda: (data, sig), ServingConfig())
+    pool.load(4, "m4", 1, lambda threads: ModelRunner(data, sig, threads=threads), ServingConfig())
     assert sorted(m.key for m in pool.loaded()) == [2, 4]
 
 
@@ -93,3 +93,17 @@ def test_serving_config_defaults_and_validation() -> None:
         ServingConfig.parse({"batching": {"max_batch_size": 0}})
     with pytest.raises(InvalidInput, match="invalid serving config"):
         ServingConfig.parse({"bogus": 1})
+
+
+def test_instances_share_the_threads() -> None:
+    data = affine_model()
+    sig = inspect_onnx(data).signature
+    threads: list[int] = []
+
+    def factory(n: int) -> ModelRunner:
+        threads.append(n)
+        return ModelRunner(data, sig, threads=n)
+
+    pool = ModelPool(threads=4, executor=ThreadPoolExecutor(1))
+    served = pool.load(1, "m", 1, factory, ServingConfig(instances=2))
+    assert threads == [2, 2] and len(served.runners) == 2

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from stratus.store.tables import Model, ModelVersion
 from stratus.types import Signature
+
+
+class VersionMeta(TypedDict, total=False):
+    """What a registration may say about the new version besides its content."""
+
+    version: int | None
+    description: str
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    config: dict[str, Any]
+    parent_version: int | None
+    dataset: str | None
+    source: str | None
+    create_model: bool
+    task: str
+    model_description: str
+    tags: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,7 @@ class VersionInfo:
     health_reason: str
     created_at: datetime
     aliases: tuple[str, ...] = ()
+    files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: ModelVersion, model_name: str, aliases: tuple[str, ...] = ()) -> VersionInfo:
@@ -54,6 +72,7 @@ class VersionInfo:
             health_reason=row.health_reason,
             created_at=row.created_at,
             aliases=aliases,
+            files={f.name: f.digest for f in row.files},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +96,7 @@ class VersionInfo:
             "health": self.health,
             "health_reason": self.health_reason,
             "aliases": list(self.aliases),
+            "files": sorted(self.files),
             "created_at": self.created_at.isoformat() + "Z",
         }
 

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from stratus.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from stratus.errors import Conflict, InvalidInput, NotFound, StratusError
 from stratus.formats import inspect_onnx
+from stratus.registry.blobs import BlobAccess
 from stratus.registry.names import check_alias, check_name, check_task, parse_version_ref
-from stratus.registry.records import ModelInfo, VersionInfo
+from stratus.registry.records import ModelInfo, VersionInfo, VersionMeta
 from stratus.runtime.config import ServingConfig
 from stratus.store import ArtifactStore, Database
-from stratus.store.tables import Alias, Model, ModelVersion, Project
+from stratus.store.tables import Alias, Model, ModelVersion, Project, VersionFile
+from stratus.types import Signature
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,9 @@ DEFAULT_ALIAS = "production"
 ChangeListener = Callable[[str], None]
 
 
-class RegistryService:
+class RegistryService(BlobAccess):
     def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
-        self.db = db
-        self.artifacts = artifacts
+        super().__init__(db, artifacts)
         self._listeners: list[ChangeListener] = []
         self._project_id: int | None = None
 
@@ -61,7 +62,7 @@ class RegistryService:
         row = s.scalar(
             select(Model)
             .where(Model.project_id == self.project_id(), Model.name == name)
-            .options(selectinload(Model.versions), selectinload(Model.aliases))
+            .options(selectinload(Model.versions).selectinload(ModelVersion.files), selectinload(Model.aliases))
         )
         if row is None:
             raise NotFound(f"model {name!r} does not exist")
@@ -129,7 +130,7 @@ class RegistryService:
                 select(Model)
                 .where(Model.project_id == self.project_id())
                 .order_by(Model.name)
-                .options(selectinload(Model.versions), selectinload(Model.aliases))
+                .options(selectinload(Model.versions).selectinload(ModelVersion.files), selectinload(Model.aliases))
             ).all()
             return [ModelInfo.from_row(r) for r in rows]
 
@@ -137,7 +138,7 @@ class RegistryService:
         with self.db.exclusive():
             with self.db.write() as s:
                 row = self._model_row(s, name)
-                digests = {v.digest for v in row.versions}
+                digests = {d for v in row.versions for d in (v.digest, *(f.digest for f in v.files))}
                 s.delete(row)  # the ORM cascade removes aliases before the versions they point at
             self._drop_unreferenced(digests)
         self._changed(name)
@@ -145,40 +146,61 @@ class RegistryService:
     # -- versions -------------------------------------------------------------------------------
 
     def register_onnx(
+        self, name: str, data: bytes, *, filename: str | None = None, **meta: Unpack[VersionMeta]
+    ) -> VersionInfo:
+        """Verify an ONNX model (unsafe formats refused, onnx checker, loaded in ONNX Runtime) and store
+        it as a new immutable version. Nothing is written unless every check passes."""
+        info = inspect_onnx(data, filename)
+        meta.setdefault("source", f"upload:{info.producer or 'onnx'}")
+        return self._store(name, data, "onnx", info.signature, {}, meta)
+
+    def register_pipeline(
+        self, name: str, spec_bytes: bytes, files: dict[str, bytes], **meta: Unpack[VersionMeta]
+    ) -> VersionInfo:
+        """Store a pipeline: its JSON spec plus the files it names. It is built and run once on warm-up
+        inputs before anything is written, so a pipeline that cannot serve is never registered."""
+        from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+
+        spec = PipelineSpec.parse(spec_bytes)
+        wanted = spec.files()
+        if set(files) != wanted:
+            missing, extra = sorted(wanted - set(files)), sorted(set(files) - wanted)
+            raise InvalidInput(f"pipeline files do not match its spec: missing {missing}, unexpected {extra}")
+        for file_name, content in files.items():
+            if file_name.endswith(".onnx"):
+                inspect_onnx(content, file_name)
+        try:
+            PipelineRunner(spec, files.__getitem__, self.read_ref, threads=1).warm_up()
+        except StratusError:
+            raise
+        except Exception as exc:
+            raise InvalidInput(f"the pipeline does not run: {exc}") from None
+        meta.setdefault("source", "pipeline")
+        return self._store(name, spec_bytes, "pipeline", spec.signature(), files, meta)
+
+    def _store(
         self,
         name: str,
         data: bytes,
-        *,
-        filename: str | None = None,
-        version: int | None = None,
-        description: str = "",
-        metrics: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-        config: dict[str, Any] | None = None,
-        parent_version: int | None = None,
-        dataset: str | None = None,
-        source: str | None = None,
-        create_model: bool = True,
-        task: str = "other",
-        model_description: str = "",
-        tags: dict[str, Any] | None = None,
+        fmt: str,
+        signature: Signature,
+        files: dict[str, bytes],
+        meta: VersionMeta,
     ) -> VersionInfo:
-        """Verify an ONNX model and store it as a new immutable version.
-
-        The bytes are checked (unsafe formats refused, onnx checker, loaded in ONNX Runtime) before
-        anything is written. The blob and the row are written under the writer lock, so a failed insert
-        never leaves a blob that another registration could be relying on.
-        """
+        """Write the blobs and the row under the writer lock, so a failed insert never removes a blob
+        that a concurrent registration relies on, and a crash leaves only blobs the next start drops."""
         check_name(name)
+        version = meta.get("version")
         if version is not None and version < 1:
             raise InvalidInput(f"invalid version {version}: versions start at 1")
-        info = inspect_onnx(data, filename)
-        config = ServingConfig.parse(config).model_dump(exclude_defaults=True)
-        if create_model:
-            check_task(task)
+        config = ServingConfig.parse(meta.get("config")).model_dump(exclude_defaults=True)
+        create_model = meta.get("create_model", True)
+        task = check_task(meta.get("task") or "other")
         project_id = self.project_id()
         with self.db.exclusive():
             stored = self.artifacts.put_bytes(data)
+            stored_files = {file_name: self.artifacts.put_bytes(content) for file_name, content in files.items()}
+            written = {stored.digest, *(f.digest for f in stored_files.values())}
             try:
                 with self.db.write() as s:
                     model = s.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
@@ -188,9 +210,9 @@ class RegistryService:
                         model = Model(
                             project_id=project_id,
                             name=name,
-                            description=model_description,
+                            description=meta.get("model_description", ""),
                             task=task,
-                            tags=tags or {},
+                            tags=meta.get("tags") or {},
                         )
                         s.add(model)
                         s.flush()
@@ -208,23 +230,29 @@ class RegistryService:
                         version=version,
                         digest=stored.digest,
                         size_bytes=stored.size,
-                        format="onnx",
-                        signature=info.signature.to_dict(),
-                        metrics=metrics or {},
-                        params=params or {},
+                        format=fmt,
+                        signature=signature.to_dict(),
+                        metrics=meta.get("metrics") or {},
+                        params=meta.get("params") or {},
                         config=config,
-                        parent_version=parent_version,
-                        dataset=dataset,
-                        source=source or f"upload:{info.producer or 'onnx'}",
-                        description=description,
+                        parent_version=meta.get("parent_version"),
+                        dataset=meta.get("dataset"),
+                        source=meta.get("source"),
+                        description=meta.get("description", ""),
                     )
+                    row.files = [
+                        VersionFile(
+                            name=file_name, digest=f.digest, size_bytes=f.size, media_type=_media_type(file_name)
+                        )
+                        for file_name, f in stored_files.items()
+                    ]
                     s.add(row)
                     s.flush()
             except sa_exc.IntegrityError:
-                self._drop_unreferenced({stored.digest})
+                self._drop_unreferenced(written)
                 raise Conflict(f"version {version} of model {name!r} already exists; versions are immutable") from None
             except BaseException:
-                self._drop_unreferenced({stored.digest})
+                self._drop_unreferenced(written)
                 raise
         self._changed(name)
         return self.get_version(name, version)
@@ -319,9 +347,9 @@ class RegistryService:
                         f"version {version} of {name!r} is the target of alias(es) {', '.join(held)}; "
                         "move or delete them first"
                     )
-                digest = row.digest
+                digests = {row.digest, *(f.digest for f in row.files)}
                 s.delete(row)
-            self._drop_unreferenced({digest})
+            self._drop_unreferenced(digests)
         self._changed(name)
 
     def set_config(self, name: str, version: int, config: dict[str, Any]) -> VersionInfo:
@@ -333,45 +361,10 @@ class RegistryService:
         self._changed(name)
         return self.get_version(name, version)
 
-    # -- artifacts and health -------------------------------------------------------------------
 
-    def read_artifact(self, version: VersionInfo) -> bytes:
-        """The version's bytes, checksum-verified. A mismatch takes the version out of service."""
-        try:
-            return self.artifacts.read(version.digest)
-        except IntegrityError as exc:
-            self.mark_unhealthy(version.model, version.version, str(exc))
-            raise IntegrityError(
-                f"version {version.version} of model {version.model!r} is unhealthy and will not be served: {exc}"
-            ) from None
-
-    def mark_unhealthy(self, name: str, version: int, reason: str) -> None:
-        log.error("model %s version %s marked unhealthy: %s", name, version, reason)
-        with self.db.write() as s:
-            model = self._model_row(s, name)
-            row = self._version_row(model, version)
-            row.health = "unhealthy"
-            row.health_reason = reason
-        self._changed(name)
-
-    def _drop_unreferenced(self, digests: set[str]) -> None:
-        """Delete blobs no version references any more. Caller holds the writer lock."""
-        with self.db.read() as s:
-            for digest in digests:
-                if s.scalar(select(ModelVersion.id).where(ModelVersion.digest == digest).limit(1)) is None:
-                    self.artifacts.delete(digest)
-
-    def collect_garbage(self) -> int:
-        """At start-up, before serving: drop temp files and blobs that no version references.
-
-        These are what a crash or kill -9 in the middle of a registration can leave behind.
-        """
-        with self.db.exclusive():
-            removed = self.artifacts.sweep_temp()
-            with self.db.read() as s:
-                referenced = set(s.scalars(select(ModelVersion.digest)).all())
-            for digest in list(self.artifacts.digests()):
-                if digest not in referenced:
-                    self.artifacts.delete(digest)
-                    removed += 1
-        return removed
+def _media_type(file_name: str) -> str:
+    return {
+        ".onnx": "application/octet-stream",
+        ".json": "application/json",
+        ".png": "image/png",
+    }.get(file_name[file_name.rfind(".") :], "application/octet-stream")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from stratus.runtime.batching import Batcher, BatchObserver
 from stratus.runtime.config import ServingConfig
-from stratus.runtime.session import ModelRunner, Tensor
-from stratus.types import Signature
+from stratus.runtime.session import Runner, Tensor
 
-Loader = Callable[[], tuple[bytes, Signature]]
+#: Builds one runner (one instance) with the given intra-op thread count.
+RunnerFactory = Callable[[int], Runner]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class ServedModel:
         key: int,
         name: str,
         version: int,
-        runners: list[ModelRunner],
+        runners: list[Runner],
         config: ServingConfig,
         executor: Executor,
         observer: BatchObserver | None = None,
@@ -123,7 +123,7 @@ class ModelPool:
     def get(self, key: int) -> ServedModel | None:
         return self._models.get(key)
 
-    def load(self, key: int, name: str, version: int, loader: Loader, config: ServingConfig) -> ServedModel:
+    def load(self, key: int, name: str, version: int, factory: RunnerFactory, config: ServingConfig) -> ServedModel:
         """Return the served model for ``key``, loading it if needed. Concurrent callers for the same
         key wait for one load instead of loading twice."""
         served = self._models.get(key)
@@ -134,10 +134,9 @@ class ModelPool:
         with lock:
             served = self._models.get(key)
             if served is None:
-                data, signature = loader()
                 # Intra-op threads are shared out across instances so N instances do not oversubscribe.
                 per_instance = max(1, self.threads // config.instances)
-                runners = [ModelRunner(data, signature, threads=per_instance) for _ in range(config.instances)]
+                runners = [factory(per_instance) for _ in range(config.instances)]
                 for runner in runners:
                     runner.warm_up()
                 observer = self._observe(name, version) if self._observe is not None else None

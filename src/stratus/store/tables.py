@@ -73,6 +73,28 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     model: Mapped[Model] = relationship(back_populates="versions")
+    files: Mapped[list[VersionFile]] = relationship(
+        back_populates="version", cascade="all, delete-orphan", passive_deletes=True, order_by="VersionFile.name"
+    )
+
+
+class VersionFile(Base):
+    """Further artifacts of a version: a pipeline's encoder and tokenizer, a confusion-matrix plot.
+
+    ``name`` is a label chosen by the platform or validated from the upload; it never becomes a path.
+    """
+
+    __tablename__ = "version_files"
+    __table_args__ = (UniqueConstraint("version_id", "name", name="uq_version_files_version_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(80), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    media_type: Mapped[str] = mapped_column(String(100), default="application/octet-stream")
+
+    version: Mapped[ModelVersion] = relationship(back_populates="files")
 
 
 class Alias(Base):

@@ -1,0 +1,89 @@
+"""Reading a version's artifacts with checksum verification, health marking, and garbage collection."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from stratus.errors import IntegrityError, NotFound
+from stratus.store import ArtifactStore, Database
+from stratus.store.tables import Model, ModelVersion, VersionFile
+
+if TYPE_CHECKING:
+    from stratus.registry.records import VersionInfo
+    from stratus.runtime.pipeline import ModelRef
+
+log = logging.getLogger(__name__)
+
+
+class BlobAccess:
+    def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
+        self.db = db
+        self.artifacts = artifacts
+
+    def _changed(self, model: str) -> None:  # overridden by the registry
+        pass
+
+    def _verified(self, version: VersionInfo, digest: str) -> bytes:
+        try:
+            return self.artifacts.read(digest)
+        except IntegrityError as exc:
+            self.mark_unhealthy(version.model, version.version, str(exc))
+            raise IntegrityError(
+                f"version {version.version} of model {version.model!r} is unhealthy and will not be served: {exc}"
+            ) from None
+
+    def read_artifact(self, version: VersionInfo) -> bytes:
+        """The version's bytes, checksum-verified. A mismatch takes the version out of service."""
+        return self._verified(version, version.digest)
+
+    def read_file(self, version: VersionInfo, name: str) -> bytes:
+        digest = version.files.get(name)
+        if digest is None:
+            raise NotFound(f"version {version.version} of model {version.model!r} has no file {name!r}")
+        return self._verified(version, digest)
+
+    def read_ref(self, ref: ModelRef) -> bytes:
+        """The ONNX artifact of another registered version, for pipelines built from other models."""
+        resolve = getattr(self, "get_version")  # noqa: B009 - provided by the registry that mixes this in
+        return self.read_artifact(resolve(ref.name, ref.version))
+
+    def mark_unhealthy(self, name: str, version: int, reason: str) -> None:
+        log.error("model %s version %s marked unhealthy: %s", name, version, reason)
+        with self.db.write() as s:
+            row = s.scalar(select(ModelVersion).join(Model).where(Model.name == name, ModelVersion.version == version))
+            if row is not None:
+                row.health = "unhealthy"
+                row.health_reason = reason
+        self._changed(name)
+
+    def _referenced(self, digest: str) -> bool:
+        with self.db.read() as s:
+            return (
+                s.scalar(select(ModelVersion.id).where(ModelVersion.digest == digest).limit(1)) is not None
+                or s.scalar(select(VersionFile.id).where(VersionFile.digest == digest).limit(1)) is not None
+            )
+
+    def _drop_unreferenced(self, digests: set[str]) -> None:
+        """Delete blobs no version references any more. Caller holds the writer lock."""
+        for digest in digests:
+            if not self._referenced(digest):
+                self.artifacts.delete(digest)
+
+    def collect_garbage(self) -> int:
+        """At start-up, before serving: drop temp files and blobs that no version references.
+
+        These are what a crash or kill -9 in the middle of a registration can leave behind.
+        """
+        with self.db.exclusive():
+            removed = self.artifacts.sweep_temp()
+            with self.db.read() as s:
+                referenced = set(s.scalars(select(ModelVersion.digest)).all())
+                referenced.update(s.scalars(select(VersionFile.digest)).all())
+            for digest in list(self.artifacts.digests()):
+                if digest not in referenced:
+                    self.artifacts.delete(digest)
+                    removed += 1
+        return removed
