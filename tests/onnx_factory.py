@@ -43,3 +43,33 @@ def two_input_model() -> bytes:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+EMBEDDING_TABLE = np.arange(20, dtype=np.float32).reshape(5, 4) / 10.0
+
+
+def embedding_lookup_model() -> bytes:
+    """token_embeddings[b, s, :] = EMBEDDING_TABLE[input_ids[b, s]]: a stand-in for a text encoder."""
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
+    out = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", 4])
+    table = numpy_helper.from_array(EMBEDDING_TABLE, "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"], axis=0)],
+        "lookup",
+        [ids],
+        [out],
+        [table],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="stratus-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def word_tokenizer_json() -> bytes:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "hello": 2, "world": 3, "stratus": 4}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer.to_str().encode()

@@ -10,6 +10,7 @@ from pathlib import Path
 from stratus.dataplane import DataPlane
 from stratus.errors import Conflict
 from stratus.registry import RegistryService
+from stratus.registry.records import VersionMeta
 from stratus.settings import Settings
 from stratus.store import ArtifactStore, Database
 
@@ -64,19 +65,22 @@ class Platform:
         for sample in manifest.models:
             if sample.name in existing:
                 continue
+            meta: VersionMeta = {
+                "description": sample.description,
+                "metrics": dict(sample.metrics),
+                "params": dict(sample.params),
+                "dataset": sample.dataset,
+                "source": sample.source,
+                "task": sample.task,
+                "model_description": sample.description,
+                "tags": dict(sample.tags),
+            }
             with contextlib.suppress(Conflict):  # registered by a concurrent start on the same home
-                self.registry.register_onnx(
-                    sample.name,
-                    sample.path.read_bytes(),
-                    description=sample.description,
-                    metrics=dict(sample.metrics),
-                    params=dict(sample.params),
-                    dataset=sample.dataset,
-                    source=sample.source,
-                    task=sample.task,
-                    model_description=sample.description,
-                    tags=dict(sample.tags),
-                )
+                if sample.format == "pipeline":
+                    files = {name: path.read_bytes() for name, path in sample.files.items()}
+                    self.registry.register_pipeline(sample.name, sample.path.read_bytes(), files, **meta)
+                else:
+                    self.registry.register_onnx(sample.name, sample.path.read_bytes(), **meta)
             log.info("registered bundled sample model %r", sample.name)
         marker.write_text("samples registered; delete this file to register missing samples again\n")
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
-from stratus.api import control, monitoring, v1, v2
+from stratus.api import control, monitoring, openai, v1, v2
 from stratus.api.errors import install_error_handlers
 from stratus.api.limits import BodySizeLimit
 from stratus.platform import Platform
@@ -57,4 +57,5 @@ def create_app(
     app.include_router(v1.router)
     app.include_router(control.router)
     app.include_router(monitoring.router)
+    app.include_router(openai.router)
     return app

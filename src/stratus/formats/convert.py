@@ -110,9 +110,14 @@ def torch_to_onnx(
     input_names: tuple[str, ...] = ("input",),
     output_names: tuple[str, ...] = ("output",),
     dynamic_batch: bool = True,
+    dynamic_axes_extra: dict[str, dict[int, str]] | None = None,
     rtol: float = 1e-3,
     atol: float = 1e-5,
 ) -> ConvertedModel:
+    """Export with the TorchScript exporter and verify on the example and on a larger batch.
+
+    ``dynamic_axes_extra`` marks further dynamic dimensions, e.g. a sequence length.
+    """
     import io
 
     import torch
@@ -129,7 +134,11 @@ def torch_to_onnx(
     references = reference if isinstance(reference, tuple) else (reference,)
     if len(output_names) != len(references):
         output_names = tuple(f"output_{i}" for i in range(len(references))) if len(references) > 1 else ("output",)
-    dynamic_axes = {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else None
+    dynamic_axes: dict[str, dict[int, str]] = (
+        {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else {}
+    )
+    for tensor_name, axes in (dynamic_axes_extra or {}).items():
+        dynamic_axes.setdefault(tensor_name, {}).update(axes)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -141,7 +150,7 @@ def torch_to_onnx(
                 buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects
                 input_names=list(input_names),
                 output_names=list(output_names),
-                dynamic_axes=dynamic_axes,
+                dynamic_axes=dynamic_axes or None,
                 opset_version=17,
                 dynamo=False,
             )
@@ -154,7 +163,12 @@ def torch_to_onnx(
     if dynamic_batch:
         # A second, larger batch proves the batch dimension really is dynamic.
         generator = torch.Generator().manual_seed(0)
-        batches.append(tuple(torch.cat([t, t + 0.01 * torch.randn(t.shape, generator=generator)]) for t in tensors))
+        batches.append(
+            tuple(
+                torch.cat([t, t + 0.01 * torch.randn(t.shape, generator=generator) if t.is_floating_point() else t])
+                for t in tensors
+            )
+        )
     for batch in batches:
         with torch.no_grad():
             expected = module(*batch)

