@@ -155,8 +155,9 @@ def test_duplicate_version_registration_race_over_http(live_server: LiveServer) 
     assert blob.is_file()
     stored = {p.name for p in (live_server.home / "artifacts" / "sha256").glob("??/*")}
     referenced = {
-        v["digest"][7:]
+        digest[7:]
         for m in httpx.get(f"{live_server.url}/api/v1/models").json()["models"]
         for v in httpx.get(f"{live_server.url}/api/v1/models/{m['name']}/versions").json()["versions"]
+        for digest in (v["digest"], *v["files"].values())
     }
     assert stored == referenced  # the seven losers left no blob behind

@@ -96,7 +96,7 @@ class VersionInfo:
             "health": self.health,
             "health_reason": self.health_reason,
             "aliases": list(self.aliases),
-            "files": sorted(self.files),
+            "files": dict(sorted(self.files.items())),
             "created_at": self.created_at.isoformat() + "Z",
         }
 
