@@ -82,13 +82,17 @@ class DataPlane:
             )
 
     def _runner_factory(self, version: VersionInfo) -> RunnerFactory:
-        data = self.registry.read_artifact(version)
         if version.format == "pipeline":
-            spec = PipelineSpec.parse(data)
+            spec = PipelineSpec.parse(self.registry.read_artifact(version))
             return lambda threads: PipelineRunner(
-                spec, lambda file: self.registry.read_file(version, file), self.registry.read_ref, threads=threads
+                spec,
+                lambda file: self.registry.read_file(version, file),
+                self.registry.ref_source,
+                threads=threads,
+                fetch_model=lambda file: self.registry.file_source(version, file),
             )
-        return lambda threads: ModelRunner(data, version.signature, threads=threads)
+        source = self.registry.artifact_source(version)
+        return lambda threads: ModelRunner(source, version.signature, threads=threads)
 
     def _load_sync(self, version: VersionInfo) -> ServedModel:
         loader = self._runner_factory(version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A model for ONNX Runtime: bytes in memory, or a verified file it can map.
+ModelSource = bytes | Path
+
 
 class BlobAccess:
     def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
@@ -26,9 +30,9 @@ class BlobAccess:
     def _changed(self, model: str) -> None:  # overridden by the registry
         pass
 
-    def _verified(self, version: VersionInfo, digest: str) -> bytes:
+    def _verified(self, version: VersionInfo, digest: str, *, as_path: bool = False) -> bytes | Path:
         try:
-            return self.artifacts.read(digest)
+            return self.artifacts.verified_path(digest) if as_path else self.artifacts.read(digest)
         except IntegrityError as exc:
             self.mark_unhealthy(version.model, version.version, str(exc))
             raise IntegrityError(
@@ -37,18 +41,28 @@ class BlobAccess:
 
     def read_artifact(self, version: VersionInfo) -> bytes:
         """The version's bytes, checksum-verified. A mismatch takes the version out of service."""
-        return self._verified(version, version.digest)
+        return bytes(self._verified(version, version.digest))
 
-    def read_file(self, version: VersionInfo, name: str) -> bytes:
+    def artifact_source(self, version: VersionInfo) -> ModelSource:
+        """What ONNX Runtime should load the version from, checksum-verified."""
+        return self._verified(version, version.digest, as_path=True)
+
+    def _file_digest(self, version: VersionInfo, name: str) -> str:
         digest = version.files.get(name)
         if digest is None:
             raise NotFound(f"version {version.version} of model {version.model!r} has no file {name!r}")
-        return self._verified(version, digest)
+        return digest
 
-    def read_ref(self, ref: ModelRef) -> bytes:
+    def read_file(self, version: VersionInfo, name: str) -> bytes:
+        return bytes(self._verified(version, self._file_digest(version, name)))
+
+    def file_source(self, version: VersionInfo, name: str) -> ModelSource:
+        return self._verified(version, self._file_digest(version, name), as_path=True)
+
+    def ref_source(self, ref: ModelRef) -> ModelSource:
         """The ONNX artifact of another registered version, for pipelines built from other models."""
         resolve = getattr(self, "get_version")  # noqa: B009 - provided by the registry that mixes this in
-        return self.read_artifact(resolve(ref.name, ref.version))
+        return self.artifact_source(resolve(ref.name, ref.version))
 
     def mark_unhealthy(self, name: str, version: int, reason: str) -> None:
         log.error("model %s version %s marked unhealthy: %s", name, version, reason)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -22,8 +23,9 @@ from stratus.runtime.session import (
     Tensor,
     check_feeds,
     check_output_names,
+    load_session,
+    model_size,
     run_session,
-    session_options,
     warm_up_feeds,
 )
 from stratus.types import V2_TO_NUMPY, Signature, TensorSpec
@@ -184,13 +186,24 @@ def _io_of(step: Any) -> tuple[list[str], list[str]]:
 
 
 FileFetcher = Callable[[str], bytes]
-RefFetcher = Callable[[ModelRef], bytes]
+ModelFetcher = Callable[[str], "bytes | Path"]
+RefFetcher = Callable[[ModelRef], "bytes | Path"]
 
 
 class PipelineRunner:
     """Runs a PipelineSpec. Same interface as ModelRunner, so the pool and batcher treat it alike."""
 
-    def __init__(self, spec: PipelineSpec, fetch_file: FileFetcher, fetch_ref: RefFetcher, *, threads: int) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        fetch_file: FileFetcher,
+        fetch_ref: RefFetcher,
+        *,
+        threads: int,
+        fetch_model: ModelFetcher | None = None,
+    ) -> None:
+        """``fetch_file`` gives a file's bytes (tokenizers); ``fetch_model`` what ONNX Runtime loads an
+        ONNX file from (defaults to ``fetch_file``); ``fetch_ref`` another registered version's model."""
         from tokenizers import Tokenizer
 
         self.spec = spec
@@ -213,11 +226,13 @@ class PipelineRunner:
                 self._tokenizers[index] = tokenizer
                 self.size_bytes += len(data)
             elif isinstance(step, OnnxStep):
-                data = fetch_file(step.file) if step.file is not None else fetch_ref(step.model)  # type: ignore[arg-type]
-                self._sessions[index] = ort.InferenceSession(
-                    data, session_options(threads), providers=["CPUExecutionProvider"]
-                )
-                self.size_bytes += len(data)
+                if step.file is not None:
+                    model = (fetch_model or fetch_file)(step.file)
+                else:
+                    assert step.model is not None  # the spec's wiring check guarantees one of the two
+                    model = fetch_ref(step.model)
+                self._sessions[index] = load_session(model, threads)
+                self.size_bytes += model_size(model)
 
     def check_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return check_feeds(self.signature, inputs)

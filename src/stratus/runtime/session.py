@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -92,6 +93,16 @@ class Runner(Protocol):
     def warm_up(self) -> None: ...
 
 
+def load_session(model: bytes | Path, threads: int) -> ort.InferenceSession:
+    """From a path ONNX Runtime maps the file; from bytes it keeps a second copy of the weights."""
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def model_size(model: bytes | Path) -> int:
+    return model.stat().st_size if isinstance(model, Path) else len(model)
+
+
 def run_session(session: ort.InferenceSession, names: list[str], feeds: dict[str, Tensor]) -> list[Tensor]:
     """session.run with ONNX Runtime's errors turned into the core's kinds."""
     try:
@@ -107,10 +118,10 @@ class ModelRunner:
     """Validates inputs against the version's signature and runs the session. Thread-safe: ORT's
     ``run`` may be called from several threads at once."""
 
-    def __init__(self, onnx_bytes: bytes, signature: Signature, *, threads: int) -> None:
+    def __init__(self, model: bytes | Path, signature: Signature, *, threads: int) -> None:
         self.signature = signature
-        self.session = ort.InferenceSession(onnx_bytes, session_options(threads), providers=["CPUExecutionProvider"])
-        self.size_bytes = len(onnx_bytes)
+        self.session = load_session(model, threads)
+        self.size_bytes = model_size(model)
         self._output_names = signature.output_names()
 
     def check_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:

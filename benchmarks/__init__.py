@@ -1,0 +1,1 @@
+"""Serving benchmarks: `make bench` (python -m benchmarks). Not part of `make test`'s pass/fail."""

@@ -1,0 +1,212 @@
+"""Benchmark the served data plane against the in-process ceiling, in one run.
+
+    make bench                      # or: .venv/bin/python -m benchmarks [--seconds 10] [--write]
+
+Starts a real server on a free loopback port, loads it with wrk at concurrency 1, 8, 32 and 64 with
+one-item requests, measures plain ONNX Runtime in-process on the same model files and threads, and
+prints served/ceiling ratios. --write records the table in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import onnxruntime
+
+from benchmarks.ceiling import iris_ceiling, minilm_ceiling, sequence_lengths
+from benchmarks.load import LoadResult, ensure_wrk, run_wrk
+from benchmarks.workloads import iris_v2_body, minilm_openai_bodies, sentences, wrk_script
+from stratus.samples import ensure_samples
+
+ROOT = Path(__file__).resolve().parent.parent
+CONCURRENCY = (1, 8, 32, 64)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(home: Path, cache: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "STRATUS_SAMPLE_CACHE_DIR": str(cache), "STRATUS_INTRA_OP_THREADS": str(threads)}
+    args = [
+        sys.executable,
+        "-m",
+        "stratus",
+        "serve",
+        "--port",
+        str(port),
+        "--home",
+        str(home),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the server did not become ready")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB; "
+        f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
+    )
+
+
+def table(name: str, results: list[LoadResult], ceiling: float) -> list[str]:
+    rows = [
+        f"| {name} | {r.concurrency} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+        f"{r.requests_per_s / ceiling:.0%} | {r.errors} |"
+        for r in results
+    ]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration per concurrency level")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--write", action="store_true", help="record the results in docs/benchmarks.md")
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    cache = Path.home() / ".cache" / "stratus" / "bench-samples"
+    manifest = ensure_samples(cache)
+    by_name = {m.name: m for m in manifest.models}
+    texts = sentences()
+    lengths = sequence_lengths(by_name["minilm"].files["tokenizer.json"], texts)
+
+    print(f"machine: {machine()}", flush=True)
+    print("ceiling: plain ONNX Runtime in-process ...", flush=True)
+    iris_rates = iris_ceiling(by_name["iris"].path, args.threads, min(args.seconds, 3))
+    minilm_rates = minilm_ceiling(
+        by_name["minilm"].files["encoder.onnx"],
+        by_name["minilm"].files["tokenizer.json"],
+        texts,
+        args.threads,
+        min(args.seconds, 5),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        process, url = start_server(Path(tmp) / "home", cache, args.threads)
+        try:
+            httpx.post(f"{url}/v2/repository/models/iris/load", timeout=60)
+            httpx.post(f"{url}/v2/repository/models/minilm/load", timeout=120)
+            time.sleep(1)
+            idle_rss = rss_mb(process.pid)
+            served: dict[str, list[LoadResult]] = {"iris": [], "minilm": []}
+            for concurrency in CONCURRENCY:
+                result = run_wrk(
+                    wrk, f"{url}/v2/models/iris/infer", wrk_script([iris_v2_body()]), concurrency, args.seconds
+                )
+                served["iris"].append(result)
+                print(
+                    f"iris   c={concurrency:>2}: {result.requests_per_s:8.0f} req/s  p50 {result.p50_ms:6.2f} ms"
+                    f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}",
+                    flush=True,
+                )
+            for concurrency in CONCURRENCY:
+                result = run_wrk(
+                    wrk,
+                    f"{url}/openai/v1/embeddings",
+                    wrk_script(minilm_openai_bodies(texts)),
+                    concurrency,
+                    args.seconds,
+                )
+                served["minilm"].append(result)
+                print(
+                    f"minilm c={concurrency:>2}: {result.requests_per_s:8.1f} req/s  p50 {result.p50_ms:6.2f} ms"
+                    f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}",
+                    flush=True,
+                )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    iris_best, minilm_best = max(iris_rates.values()), max(minilm_rates.values())
+    lines = [
+        "| workload | concurrency | served req/s | p50 ms | p99 ms | served / ceiling | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *table("iris (V2 JSON, 1 row)", served["iris"], iris_best),
+        *table("minilm (OpenAI embeddings, 1 sentence)", served["minilm"], minilm_best),
+    ]
+    ceiling_lines = [
+        "| model | batch | in-process items/s |",
+        "| --- | --- | --- |",
+        *(f"| iris | {b} | {r:,.0f} |" for b, r in iris_rates.items()),
+        *(f"| minilm encoder | {b} | {r:,.1f} |" for b, r in minilm_rates.items()),
+    ]
+    summary = [
+        f"- In-process ceiling at the best batch size: iris {iris_best:,.0f} rows/s, minilm {minilm_best:,.1f} sentences/s.",
+        f"- Sentences: {len(texts)} of about 20 words, {min(lengths)}-{max(lengths)} tokens (seq len incl. CLS/SEP).",
+        f"- Idle server RSS with iris and minilm loaded: {idle_rss:.0f} MB.",
+    ]
+    print("\n" + "\n".join(ceiling_lines) + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(summary))
+    if args.write:
+        write_report(lines, ceiling_lines, summary, args)
+
+
+def write_report(lines: list[str], ceiling_lines: list[str], summary: list[str], args: argparse.Namespace) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = f"""# Benchmarks
+
+Measured by `make bench` (`.venv/bin/python -m benchmarks --seconds {args.seconds:.0f} --write`) on {stamp}.
+
+Machine: {machine()}. The load generator (wrk, one thread) runs on the same machine as the server,
+so the server has less than the 2 cores. ONNX Runtime uses {args.threads} intra-op threads in both the
+server and the ceiling.
+
+## Served, against the in-process ceiling
+
+{chr(10).join(lines)}
+
+"served / ceiling" divides the served requests/s (one item per request) by the in-process ceiling at its
+best batch size, the physical limit of the model on this machine.
+
+## In-process ceiling (plain ONNX Runtime, same model files and threads)
+
+{chr(10).join(ceiling_lines)}
+
+{chr(10).join(summary)}
+"""
+    (ROOT / "docs" / "benchmarks.md").write_text(text)
+    print("\nwrote docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The in-process ceiling: plain ONNX Runtime on the same model files and thread count as the server."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from stratus.runtime import session_options
+
+
+def _rate(run: Callable[[], Any], items: int, seconds: float) -> float:
+    run()  # warm-up
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        run()
+        done += items
+    return done / (time.perf_counter() - started)
+
+
+def iris_ceiling(model: Path, threads: int, seconds: float) -> dict[int, float]:
+    session = ort.InferenceSession(model.read_bytes(), session_options(threads), providers=["CPUExecutionProvider"])
+    rates = {}
+    for batch in (1, 8, 32, 64, 256):
+        x = np.tile(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32), (batch, 1))
+        rates[batch] = _rate(lambda x=x: session.run(None, {"input": x}), batch, seconds)
+    return rates
+
+
+def minilm_ceiling(encoder: Path, tokenizer_json: Path, texts: list[str], threads: int, seconds: float) -> dict[int, float]:
+    """Encoder only, on pre-tokenized batches: the strict ceiling (tokenizing is serving overhead).
+
+    Batches rotate through all the texts, each padded to its own longest row, as served batches are.
+    """
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.no_padding()
+    tokenizer.enable_padding()
+    tokenizer.enable_truncation(max_length=256)
+    session = ort.InferenceSession(encoder.read_bytes(), session_options(threads), providers=["CPUExecutionProvider"])
+    rates = {}
+    for batch in (1, 4, 8, 16, 32):
+        feeds = []
+        for start in range(0, len(texts) - batch + 1, batch):
+            encodings = tokenizer.encode_batch(texts[start : start + batch])
+            feeds.append(
+                {
+                    "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                    "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+                }
+            )
+        rotation = itertools.cycle(feeds)
+        rates[batch] = _rate(lambda: session.run(None, next(rotation)), batch, seconds)
+    return rates
+
+
+def sequence_lengths(tokenizer_json: Path, texts: list[str]) -> list[int]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    tokenizer.no_padding()
+    return [len(tokenizer.encode(t).ids) for t in texts]
