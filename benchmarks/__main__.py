@@ -92,7 +92,7 @@ def machine() -> str:
 def table(name: str, results: list[LoadResult], ceiling: float) -> list[str]:
     rows = [
         f"| {name} | {r.concurrency} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
-        f"{r.requests_per_s / ceiling:.0%} | {r.errors} |"
+        f"{r.requests_per_s / ceiling:.1%} | {r.errors} |"
         for r in results
     ]
     return rows

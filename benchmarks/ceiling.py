@@ -33,7 +33,9 @@ def iris_ceiling(model: Path, threads: int, seconds: float) -> dict[int, float]:
     return rates
 
 
-def minilm_ceiling(encoder: Path, tokenizer_json: Path, texts: list[str], threads: int, seconds: float) -> dict[int, float]:
+def minilm_ceiling(
+    encoder: Path, tokenizer_json: Path, texts: list[str], threads: int, seconds: float
+) -> dict[int, float]:
     """Encoder only, on pre-tokenized batches: the strict ceiling (tokenizing is serving overhead).
 
     Batches rotate through all the texts, each padded to its own longest row, as served batches are.

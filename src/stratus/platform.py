@@ -86,6 +86,7 @@ class Platform:
                 "task": sample.task,
                 "model_description": sample.description,
                 "tags": dict(sample.tags),
+                "config": dict(sample.config),
             }
             with contextlib.suppress(Conflict):  # registered by a concurrent start on the same home
                 if sample.format == "pipeline":

@@ -33,6 +33,7 @@ class SampleModel:
     dataset: str | None
     source: str
     format: str = "onnx"
+    config: dict[str, Any] = field(default_factory=dict)
     #: Further files of the version (a pipeline's encoder and tokenizer), by the name the spec uses.
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -72,6 +73,7 @@ def load_manifest(cache_dir: Path) -> SampleManifest | None:
                     dataset=entry["dataset"],
                     source=entry["source"],
                     format=entry.get("format", "onnx"),
+                    config=entry.get("config", {}),
                     files=files,
                 )
             )
