@@ -60,7 +60,7 @@ def minilm_ceiling(
                 }
             )
         rotation = itertools.cycle(feeds)
-        rates[batch] = _rate(lambda: session.run(None, next(rotation)), batch, seconds)
+        rates[batch] = _rate(lambda rotation=rotation: session.run(None, next(rotation)), batch, seconds)
     return rates
 
 
