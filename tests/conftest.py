@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -19,6 +20,11 @@ from stratus.api import create_app
 from stratus.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Concurrency tests open thousands of loopback connections; servers started from here inherit this.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft < min(_hard, 8192):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(_hard, 8192), _hard))
 
 
 @pytest.fixture(scope="session")

@@ -97,3 +97,45 @@ def test_openapi_and_docs_are_served(empty_app: TestClient) -> None:
     assert "/v2/models/{name}/infer" in spec["paths"]
     assert "/api/v1/models/{name}/versions" in spec["paths"]
     assert empty_app.get("/docs").status_code == 200
+
+
+def test_pipeline_upload_with_its_files(empty_app: TestClient) -> None:
+    import json
+
+    from onnx_factory import embedding_lookup_model, word_tokenizer_json
+
+    spec = {
+        "kind": "pipeline",
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 4]}],
+        "steps": [
+            {"op": "tokenize", "file": "tokenizer.json", "input": "text"},
+            {
+                "op": "onnx",
+                "file": "encoder.onnx",
+                "inputs": {"input_ids": "input_ids"},
+                "outputs": {"last_hidden_state": "t"},
+            },
+            {"op": "mean_pool", "input": "t", "mask": "attention_mask", "output": "p"},
+            {"op": "l2_normalize", "input": "p", "output": "embedding"},
+        ],
+    }
+    files = [
+        ("file", ("pipeline.json", json.dumps(spec).encode())),
+        ("files", ("tokenizer.json", word_tokenizer_json())),
+        ("files", ("encoder.onnx", embedding_lookup_model())),
+    ]
+    r = empty_app.post(
+        "/api/v1/models/embedder/versions", files=files, data={"format": "pipeline", "task": "embedding"}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["format"] == "pipeline" and sorted(r.json()["files"]) == ["encoder.onnx", "tokenizer.json"]
+    body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["hello world", "stratus"]}]}
+    out = empty_app.post("/v2/models/embedder/infer", json=body).json()["outputs"][0]
+    assert out["shape"] == [2, 4]
+    r = empty_app.post("/openai/v1/embeddings", json={"model": "embedder", "input": "hello"})
+    assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 4
+    r = empty_app.post("/api/v1/models/other/versions", files=files[:2], data={"format": "pipeline"})
+    assert r.status_code == 400 and "missing ['encoder.onnx']" in r.json()["error"]
+    r = empty_app.post("/api/v1/models/other/versions", files=files, data={"format": "onnx"})
+    assert r.status_code == 400 and "format=pipeline" in r.json()["error"]

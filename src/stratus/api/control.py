@@ -5,6 +5,7 @@ Each handler checks its input shape and delegates to the registry; the registry 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -110,13 +111,28 @@ async def upload_version(
     dataset: Annotated[str | None, Form(max_length=200)] = None,
     source: Annotated[str | None, Form(max_length=200)] = None,
     task: Annotated[str, Form()] = "other",
+    format: Annotated[
+        Literal["onnx", "pipeline"], Form(description="onnx, or pipeline (file is the JSON spec)")
+    ] = "onnx",
+    files: Annotated[
+        list[UploadFile] | None, File(description="A pipeline's files, each named as its spec names it.")
+    ] = None,
 ) -> dict[str, Any]:
     data = await file.read()
+    reg = registry(request)
+    if format == "pipeline":
+        extra: dict[str, bytes] = {}
+        for upload in files or []:
+            if not upload.filename or upload.filename in extra:
+                raise InvalidInput("each pipeline file needs a distinct file name, as the spec names it")
+            extra[upload.filename] = await upload.read()
+        register = partial(reg.register_pipeline, name, data, extra)
+    else:
+        if files:
+            raise InvalidInput("extra files go with format=pipeline only")
+        register = partial(reg.register_onnx, name, data, filename=file.filename)
     info = await run_in_threadpool(
-        registry(request).register_onnx,
-        name,
-        data,
-        filename=file.filename,
+        register,
         version=version,
         description=description,
         metrics=_json_field(metrics, "metrics"),

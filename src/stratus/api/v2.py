@@ -49,10 +49,22 @@ def _header_length(request: Request) -> int | None:
         raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {raw!r}") from None
 
 
+def _timeout_ms(parameters: dict[str, Any]) -> float | None:
+    """Triton's request parameter ``timeout``, in microseconds: how long the request may wait to run."""
+    raw = parameters.get("timeout")
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+        raise InvalidInput("parameter 'timeout' must be a positive integer number of microseconds")
+    return raw / 1000.0
+
+
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     decoded = codec_v2.decode_infer_request(await request.body(), _header_length(request))
     wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
-    result = await dataplane(request).infer(name, version, decoded.inputs, wanted, protocol="v2")
+    result = await dataplane(request).infer(
+        name, version, decoded.inputs, wanted, timeout_ms=_timeout_ms(decoded.parameters), protocol="v2"
+    )
     body, json_length = codec_v2.encode_infer_response(
         model_name=name,
         model_version=str(result.version.version),
