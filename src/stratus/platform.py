@@ -10,10 +10,12 @@ from pathlib import Path
 
 from stratus.dataplane import DataPlane
 from stratus.errors import Conflict
+from stratus.jobs import JobService
 from stratus.registry import RegistryService
 from stratus.registry.records import VersionMeta
 from stratus.settings import Settings
 from stratus.store import ArtifactStore, Database
+from stratus.training import DatasetService
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,14 @@ class Platform:
         self.dataplane = DataPlane(
             self.registry, threads=settings.intra_op_threads, max_loaded_bytes=settings.max_loaded_bytes
         )
+        self.datasets = DatasetService(self.registry)
+        self.jobs = JobService(
+            self.registry,
+            self.datasets,
+            settings.home / "jobs",
+            slots=settings.job_slots,
+            threads_per_job=settings.job_threads,
+        )
         self.started = False
 
     def start(self) -> None:
@@ -61,8 +71,12 @@ class Platform:
         removed = self.registry.collect_garbage()
         if removed:
             log.info("removed %d unreferenced artifact file(s) left by an interrupted write", removed)
+        recovered = self.jobs.recover()
+        if recovered:
+            log.warning("%d job(s) were running when the server stopped: failed or re-queued", recovered)
         if self.settings.samples:
             self._register_samples()
+        self.jobs.start()
         self.started = True
         settle_heap()
 
@@ -98,5 +112,6 @@ class Platform:
         marker.write_text("samples registered; delete this file to register missing samples again\n")
 
     def close(self) -> None:
+        self.jobs.close()
         self.dataplane.close()
         self.db.dispose()

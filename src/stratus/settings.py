@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest model upload accepted by the control plane (413 above it).",
     )
+    job_slots: int = Field(default=1, ge=1, le=64, description="Training and compression jobs that run at once.")
+    job_threads: int = Field(
+        default_factory=_default_threads, ge=1, le=256, description="CPU threads each job's process may use."
+    )
     log_level: str = Field(default="info", description="Log level: debug, info, warning or error.")
 
     @field_validator("home", "sample_cache_dir", mode="after")

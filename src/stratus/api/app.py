@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
-from stratus.api import control, monitoring, openai, v1, v2
+from stratus.api import control, monitoring, openai, training, v1, v2
 from stratus.api.errors import install_error_handlers
 from stratus.api.limits import BodySizeLimit
 from stratus.platform import Platform
@@ -48,7 +48,7 @@ def create_app(
     install_error_handlers(app)
 
     def limit_for(path: str) -> int:
-        if path.startswith("/api/v1/models/") and path.endswith(UPLOAD_PATH_SUFFIX):
+        if (path.startswith("/api/v1/models/") and path.endswith(UPLOAD_PATH_SUFFIX)) or path == "/api/v1/datasets":
             return settings.max_upload_bytes
         return settings.max_request_bytes
 
@@ -58,4 +58,5 @@ def create_app(
     app.include_router(control.router)
     app.include_router(monitoring.router)
     app.include_router(openai.router)
+    app.include_router(training.router)
     return app

@@ -179,6 +179,15 @@ def download_artifact(request: Request, name: str, version: int) -> Response:
     )
 
 
+@router.get("/models/{name}/versions/{version}/files/{file}")
+def download_file(request: Request, name: str, version: int, file: str) -> Response:
+    """A further artifact of a version (evaluation.json, confusion_matrix.png, a pipeline's files)."""
+    reg = registry(request)
+    info = reg.get_version(name, version)
+    media = "image/png" if file.endswith(".png") else "application/json" if file.endswith(".json") else None
+    return Response(reg.read_file(info, file), media_type=media or "application/octet-stream")
+
+
 @router.get("/models/{name}/aliases")
 def list_aliases(request: Request, name: str) -> dict[str, Any]:
     return {"aliases": registry(request).get_model(name).aliases}

@@ -10,6 +10,7 @@ import typer
 
 from stratus.cli.output import print_table, reported_errors, show
 from stratus.cli.serve import run_server, settings_for
+from stratus.cli.training import datasets_app, jobs_app, train
 from stratus.errors import InvalidInput
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Stratus: self-hosted Model-as-a-Service.")
@@ -17,6 +18,9 @@ models_app = typer.Typer(no_args_is_help=True, help="Register, list, inspect and
 alias_app = typer.Typer(no_args_is_help=True, help="Move aliases such as production and staging.")
 app.add_typer(models_app, name="models")
 app.add_typer(alias_app, name="alias")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(jobs_app, name="jobs")
+app.command("train")(train)
 
 UrlOption = Annotated[str | None, typer.Option("--url", envvar="STRATUS_URL", help="Server URL.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]

@@ -87,14 +87,12 @@ def sklearn_to_onnx(
     if is_classifier:
         diff = compare_outputs(estimator.predict(sample), outputs[0], what=f"{name} labels", exact=True)
         if hasattr(estimator, "predict_proba") and len(outputs) > 1:
+            # Labels must agree exactly. Probabilities only closely: tree converters compare float32
+            # thresholds, which can move a borderline row to a neighbouring leaf in one tree.
             diff = max(
                 diff,
                 compare_outputs(
-                    estimator.predict_proba(sample),
-                    outputs[1],
-                    what=f"{name} probabilities",
-                    rtol=rtol,
-                    atol=max(atol, 1e-4),
+                    estimator.predict_proba(sample), outputs[1], what=f"{name} probabilities", rtol=rtol, atol=0.05
                 ),
             )
     else:

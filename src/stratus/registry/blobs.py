@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from stratus.errors import IntegrityError, NotFound
 from stratus.store import ArtifactStore, Database
-from stratus.store.tables import Model, ModelVersion, VersionFile
+from stratus.store.tables import Dataset, Model, ModelVersion, VersionFile
 
 if TYPE_CHECKING:
     from stratus.registry.records import VersionInfo
@@ -75,9 +75,9 @@ class BlobAccess:
 
     def _referenced(self, digest: str) -> bool:
         with self.db.read() as s:
-            return (
-                s.scalar(select(ModelVersion.id).where(ModelVersion.digest == digest).limit(1)) is not None
-                or s.scalar(select(VersionFile.id).where(VersionFile.digest == digest).limit(1)) is not None
+            return any(
+                s.scalar(select(table.id).where(table.digest == digest).limit(1)) is not None
+                for table in (ModelVersion, VersionFile, Dataset)
             )
 
     def _drop_unreferenced(self, digests: set[str]) -> None:
@@ -94,8 +94,9 @@ class BlobAccess:
         with self.db.exclusive():
             removed = self.artifacts.sweep_temp()
             with self.db.read() as s:
-                referenced = set(s.scalars(select(ModelVersion.digest)).all())
-                referenced.update(s.scalars(select(VersionFile.digest)).all())
+                referenced: set[str] = set()
+                for table in (ModelVersion, VersionFile, Dataset):
+                    referenced.update(s.scalars(select(table.digest)).all())
             for digest in list(self.artifacts.digests()):
                 if digest not in referenced:
                     self.artifacts.delete(digest)

@@ -146,13 +146,19 @@ class RegistryService(BlobAccess):
     # -- versions -------------------------------------------------------------------------------
 
     def register_onnx(
-        self, name: str, data: bytes, *, filename: str | None = None, **meta: Unpack[VersionMeta]
+        self,
+        name: str,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        files: dict[str, bytes] | None = None,
+        **meta: Unpack[VersionMeta],
     ) -> VersionInfo:
         """Verify an ONNX model (unsafe formats refused, onnx checker, loaded in ONNX Runtime) and store
         it as a new immutable version. Nothing is written unless every check passes."""
         info = inspect_onnx(data, filename)
         meta.setdefault("source", f"upload:{info.producer or 'onnx'}")
-        return self._store(name, data, "onnx", info.signature, {}, meta)
+        return self._store(name, data, "onnx", info.signature, files or {}, meta)
 
     def register_pipeline(
         self, name: str, spec_bytes: bytes, files: dict[str, bytes], **meta: Unpack[VersionMeta]

@@ -1,5 +1,6 @@
 """The Python SDK: ``from stratus import Client``."""
 
 from stratus.sdk.client import Client, error_for_response
+from stratus.sdk.jobs import Job
 
-__all__ = ["Client", "error_for_response"]
+__all__ = ["Client", "Job", "error_for_response"]

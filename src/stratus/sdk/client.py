@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from stratus import errors
+from stratus.sdk.jobs import Job
 from stratus.types import numpy_dtype, v2_datatype
 
 Tensor = np.ndarray[Any, Any]
@@ -190,6 +191,79 @@ class Client:
         files = {"file": (filename, io.BytesIO(data), "application/octet-stream")}
         result: dict[str, Any] = self._json("POST", f"/api/v1/models/{name}/versions", data=form, files=files)
         return result
+
+    # -- datasets and training ------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        name: str,
+        source: str | Path | bytes | None = None,
+        *,
+        builtin: str | None = None,
+        format: str | None = None,
+        target: str | None = None,
+        missing: str = "error",
+        task: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a CSV, NPZ or image-folder ZIP, or register a scikit-learn built-in by name."""
+        if builtin is not None:
+            result: dict[str, Any] = self._json(
+                "POST", "/api/v1/datasets/builtin", json={"name": name, "builtin": builtin}
+            )
+            return result
+        if source is None:
+            raise errors.InvalidInput("give a file (path or bytes) or builtin=NAME")
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        filename = "dataset" if isinstance(source, bytes) else Path(source).name
+        form = {
+            k: v
+            for k, v in {"name": name, "format": format, "target": target, "missing": missing, "task": task}.items()
+            if v is not None
+        }
+        result = self._json("POST", "/api/v1/datasets", data=form, files={"file": (filename, io.BytesIO(data))})
+        return result
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/v1/datasets")["datasets"]
+        return result
+
+    def get_dataset(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/datasets/{name}")
+        return result
+
+    def delete_dataset(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/datasets/{name}")
+
+    def train(
+        self,
+        dataset: str,
+        model: str,
+        *,
+        name: str | None = None,
+        params: dict[str, Any] | None = None,
+        wait: bool = True,
+        timeout_s: int = 3600,
+        retries: int = 0,
+    ) -> Job:
+        """Submit a training job; with wait=True, return once it has ended (raising if it failed)."""
+        body: dict[str, Any] = {
+            "dataset": dataset,
+            "model": model,
+            "params": params or {},
+            "timeout_s": timeout_s,
+            "retries": retries,
+        }
+        if name is not None:
+            body["name"] = name
+        job = Job(self, self._json("POST", "/api/v1/jobs", json=body))
+        return job.wait(timeout_s=timeout_s + 60) if wait else job
+
+    def get_job(self, job_id: str) -> Job:
+        return Job(self, self._json("GET", f"/api/v1/jobs/{job_id}"))
+
+    def list_jobs(self, state: str | None = None) -> list[Job]:
+        params = {"state": state} if state else None
+        return [Job(self, j) for j in self._json("GET", "/api/v1/jobs", params=params)["jobs"]]
 
     # -- inference ------------------------------------------------------------------------------
 

@@ -1,0 +1,315 @@
+"""The persistent job queue and its runner.
+
+Jobs live in the metadata DB (queued -> running -> succeeded | failed | cancelled) with their events.
+One runner thread in the server claims queued jobs up to ``job_slots`` at a time and starts each in the
+executor; it reads the child's progress lines, persists them through the single writer, and on success
+registers the verified model as a new version with lineage. A job running when the server died is
+failed (or re-queued while retries remain) at the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from stratus import __version__
+from stratus.errors import Conflict, NotFound, StratusError
+from stratus.jobs.executor import Executor, LocalProcessExecutor, RunningWork, WorkItem
+from stratus.registry import RegistryService, check_name
+from stratus.store.tables import Job, JobEvent, utcnow
+from stratus.training.params import check_applicable, parse_train_request
+from stratus.training.service import DatasetService
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def job_dict(row: Job) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "state": row.state,
+        "spec": row.spec,
+        "progress": row.progress,
+        "metrics": row.metrics,
+        "error": row.error,
+        "model": row.model_name,
+        "version": row.model_version,
+        "retries": row.retries,
+        "attempts": row.attempts,
+        "timeout_s": row.timeout_s,
+        "cpu_seconds": row.cpu_seconds,
+        "created_at": row.created_at.isoformat() + "Z",
+        "started_at": row.started_at.isoformat() + "Z" if row.started_at else None,
+        "finished_at": row.finished_at.isoformat() + "Z" if row.finished_at else None,
+    }
+
+
+class JobService:
+    def __init__(
+        self,
+        registry: RegistryService,
+        datasets: DatasetService,
+        work_root: Path,
+        *,
+        slots: int = 1,
+        threads_per_job: int = 1,
+        executor: Executor | None = None,
+    ) -> None:
+        self.registry = registry
+        self.datasets = datasets
+        self.db = registry.db
+        self.work_root = work_root
+        self.slots = slots
+        self.threads_per_job = threads_per_job
+        self.executor = executor or LocalProcessExecutor()
+        self._running: dict[str, RunningWork] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- API --------------------------------------------------------------------------------------
+
+    def submit_training(self, raw: dict[str, Any]) -> dict[str, Any]:
+        request = parse_train_request(raw)
+        dataset = self.datasets.get(request.dataset)
+        check_applicable(request, dataset)
+        name = request.name or f"{request.dataset}-{request.model}".replace("_", "-")[:64]
+        check_name(name)
+        job = Job(
+            id=uuid.uuid4().hex,
+            project_id=self.registry.project_id(),
+            kind="train",
+            state="queued",
+            spec={"request": request.model_dump(), "dataset": dataset["name"], "dataset_digest": dataset["digest"]},
+            model_name=name,
+            retries=request.retries,
+            timeout_s=request.timeout_s,
+        )
+        with self.db.write() as s:
+            s.add(job)
+            s.add(JobEvent(job_id=job.id, seq=1, kind="state", data={"state": "queued"}))
+        self._wake.set()
+        return self.get(job.id)
+
+    def _row(self, job_id: str) -> Job:
+        with self.db.read() as s:
+            row = s.get(Job, job_id) if len(job_id) == 32 and job_id.isalnum() else None
+        if row is None or row.project_id != self.registry.project_id():
+            raise NotFound(f"job {job_id!r} does not exist")
+        return row
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        return job_dict(self._row(job_id))
+
+    def list_jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self.db.read() as s:
+            query = select(Job).where(Job.project_id == self.registry.project_id())
+            if state is not None:
+                query = query.where(Job.state == state)
+            rows = s.scalars(query.order_by(Job.created_at.desc()).limit(limit)).all()
+        return [job_dict(r) for r in rows]
+
+    def events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        self._row(job_id)
+        with self.db.read() as s:
+            rows = s.scalars(
+                select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after).order_by(JobEvent.seq)
+            ).all()
+        return [{"seq": r.seq, "kind": r.kind, "data": r.data, "at": r.created_at.isoformat() + "Z"} for r in rows]
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        row = self._row(job_id)
+        if row.state in TERMINAL:
+            raise Conflict(f"job {job_id} is already {row.state}")
+        with self._lock:
+            self._cancelled.add(job_id)
+            work = self._running.get(job_id)
+        if work is not None:
+            work.stop()  # SIGKILL to the child's process group: takes effect at once
+        else:
+            self._finish(job_id, "cancelled", error="cancelled before it started")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and self.get(job_id)["state"] not in TERMINAL:
+            time.sleep(0.02)
+        return self.get(job_id)
+
+    # -- runner -----------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """At start-up: jobs that were running when the server died fail, or queue again."""
+        changed = 0
+        with self.db.write() as s:
+            for row in s.scalars(select(Job).where(Job.state == "running")).all():
+                requeue = row.attempts <= row.retries
+                row.state = "queued" if requeue else "failed"
+                row.error = "" if requeue else "the server stopped while this job was running"
+                row.finished_at = None if requeue else utcnow()
+                self._add_event(s, row.id, "state", {"state": row.state, "reason": "server restart"})
+                changed += 1
+        if self.work_root.exists():
+            for leftover in self.work_root.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        return changed
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="stratus-jobs", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            running = list(self._running.values())
+        for work in running:
+            work.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.25)
+            self._wake.clear()
+            try:
+                self._claim_and_start()
+            except Exception:  # the runner must outlive any one job's failure
+                log.exception("job runner iteration failed")
+
+    def _claim_and_start(self) -> None:
+        while True:
+            with self._lock:
+                if len(self._running) >= self.slots:
+                    return
+            with self.db.write() as s:
+                row = s.scalar(select(Job).where(Job.state == "queued").order_by(Job.created_at).limit(1))
+                if row is None:
+                    return
+                row.state = "running"
+                row.attempts += 1
+                row.started_at = utcnow()
+                self._add_event(s, row.id, "state", {"state": "running", "attempt": row.attempts})
+                job_id, spec, timeout_s = row.id, dict(row.spec), row.timeout_s
+            threading.Thread(target=self._run, args=(job_id, spec, timeout_s), daemon=True).start()
+
+    def _run(self, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
+        job_dir = self.work_root / job_id  # the id is a server-made hex uuid, never user input
+        try:
+            dataset, dataset_file = self.datasets.source(spec["dataset"])
+            job_dir.mkdir(parents=True, exist_ok=True)
+            (job_dir / "request.json").write_text(json.dumps({"request": spec["request"], "dataset": dataset}))
+            work = self.executor.start(WorkItem(job_id, job_dir, dataset_file, self.threads_per_job))
+        except StratusError as exc:
+            self._finish(job_id, "failed", error=exc.message)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            return
+        with self._lock:
+            self._running[job_id] = work
+        timer = threading.Timer(timeout_s, work.stop)
+        timer.start()
+        started = time.monotonic()
+        last_error = ""
+        try:
+            for line in work.lines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "error":
+                    last_error = str(event.get("message", ""))
+                self._record(job_id, event)
+            code = work.wait()
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._running.pop(job_id, None)
+                cancelled = job_id in self._cancelled
+        try:
+            if cancelled:
+                self._finish(job_id, "cancelled", cpu=work.cpu_seconds())
+            elif code != 0:
+                elapsed = time.monotonic() - started
+                reason = (
+                    f"timed out after {timeout_s} s"
+                    if elapsed >= timeout_s
+                    else last_error or f"the training process exited with {code}: {work.stderr_tail()}"
+                )
+                self._finish(job_id, "failed", error=reason, cpu=work.cpu_seconds())
+            else:
+                self._register(job_id, spec, job_dir, work.cpu_seconds())
+        except StratusError as exc:
+            self._finish(job_id, "failed", error=exc.message, cpu=work.cpu_seconds())
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _register(self, job_id: str, spec: dict[str, Any], job_dir: Path, cpu: float) -> None:
+        result = json.loads((job_dir / "result.json").read_text())
+        request = spec["request"]
+        files = {"evaluation.json": (job_dir / "evaluation.json").read_bytes()}
+        if (job_dir / "confusion_matrix.png").exists():
+            files["confusion_matrix.png"] = (job_dir / "confusion_matrix.png").read_bytes()
+        name = self._row(job_id).model_name
+        assert name is not None
+        version = self.registry.register_onnx(
+            name,
+            (job_dir / "model.onnx").read_bytes(),
+            files=files,
+            metrics=result["metrics"],
+            params={**request["params"], "trainer": request["model"], "job_id": job_id, "stratus_version": __version__},
+            dataset=f"{spec['dataset']}@{spec['dataset_digest']}",
+            source=result["source"],
+            task=result["task"],
+            description=f"trained by job {job_id}",
+        )
+        self._finish(job_id, "succeeded", metrics=result["metrics"], version=version.version, cpu=cpu)
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _add_event(s: Any, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        seq = (s.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)) or 0) + 1
+        s.add(JobEvent(job_id=job_id, seq=seq, kind=kind, data=data))
+
+    def _record(self, job_id: str, event: dict[str, Any]) -> None:
+        kind = str(event.pop("event", "log"))
+        with self.db.write() as s:
+            self._add_event(s, job_id, kind, event)
+            if kind == "epoch":
+                row = s.get(Job, job_id)
+                if row is not None:
+                    row.progress = event
+
+    def _finish(
+        self,
+        job_id: str,
+        state: str,
+        *,
+        error: str = "",
+        metrics: dict[str, Any] | None = None,
+        version: int | None = None,
+        cpu: float = 0.0,
+    ) -> None:
+        with self.db.write() as s:
+            row = s.get(Job, job_id)
+            if row is None or row.state in TERMINAL:
+                return
+            row.state = state
+            row.error = error
+            row.finished_at = utcnow()
+            row.cpu_seconds = cpu
+            if metrics is not None:
+                row.metrics = metrics
+            if version is not None:
+                row.model_version = version
+            self._add_event(s, job_id, "state", {"state": state, "error": error, "version": version})
+
+
+__all__ = ["TERMINAL", "JobService", "job_dict"]

@@ -1,0 +1,81 @@
+"""Training request: the trainer and its hyperparameters, each with a validated range."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stratus.errors import InvalidInput
+
+SKLEARN_MODELS = ("linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm")
+TORCH_MODELS = ("mlp", "cnn")
+Trainer = Literal["linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm", "mlp", "cnn"]
+
+
+class TrainParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # data handling
+    test_split: float = Field(default=0.25, gt=0.0, lt=0.9)
+    validation_split: float = Field(default=0.1, ge=0.0, lt=0.5)
+    scaling: Literal["standard", "minmax", "none"] = "standard"
+    impute: Literal["mean", "median"] = "mean"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # torch
+    epochs: int = Field(default=20, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    schedule: Literal["none", "step", "cosine", "plateau"] = "none"
+    step_size: int = Field(default=10, ge=1, le=1000)
+    gamma: float = Field(default=0.5, gt=0.0, le=1.0)
+    patience: int | None = Field(default=None, ge=1, le=1000, description="early stopping on validation")
+    init: Literal["default", "xavier", "he"] = "default"
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    hidden: list[int] = Field(default_factory=lambda: [64], max_length=8)
+    channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, max_length=4)
+    augment: list[Literal["flip", "crop", "rotate"]] = Field(default_factory=list)
+    # scikit-learn
+    C: float = Field(default=1.0, gt=0.0, le=1e6)
+    max_iter: int = Field(default=1000, ge=1, le=100_000)
+    max_depth: int | None = Field(default=None, ge=1, le=1000)
+    n_estimators: int = Field(default=100, ge=1, le=5000)
+    kernel: Literal["linear", "rbf", "poly"] = "rbf"
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    model: Trainer
+    name: str | None = Field(default=None, description="registered model name; default: DATASET-MODEL")
+    params: TrainParams = Field(default_factory=TrainParams)
+    timeout_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    retries: int = Field(default=0, ge=0, le=10)
+
+
+def parse_train_request(raw: dict[str, Any]) -> TrainRequest:
+    try:
+        return TrainRequest.model_validate(raw)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid training request: {detail}") from None
+
+
+def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
+    """Refuse at submit time what cannot train, with the reason."""
+    task = dataset["task"]
+    image = "image" in dataset["schema"]
+    if task == "unsupervised":
+        raise InvalidInput(f"dataset {dataset['name']!r} has no target; supervised trainers need one")
+    if request.model == "cnn" and not image:
+        raise InvalidInput("the cnn trainer needs an image dataset (an image-folder ZIP, or an NPZ with 3-4-D X)")
+    if request.model != "cnn" and image and request.model in SKLEARN_MODELS:
+        raise InvalidInput(f"{request.model} trains on tabular data; use cnn or mlp for images")
+    if request.model == "linear_regression" and task != "regression":
+        raise InvalidInput("linear_regression needs a regression target; use logistic_regression to classify")
+    if request.model == "logistic_regression" and task != "classification":
+        raise InvalidInput("logistic_regression needs class labels; use linear_regression for a numeric target")

@@ -1,0 +1,139 @@
+"""The training child: ``python -m stratus.training.worker --job DIR --dataset FILE --threads N``.
+
+It reads DIR/request.json, trains, verifies the ONNX export against the framework on the test split,
+and writes DIR/model.onnx, DIR/result.json and plots. Progress goes to stdout as JSON lines, which the
+server persists. It never touches the metadata DB: the server registers the result, so a crash or
+kill here can leave nothing half-registered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stratus import __version__
+from stratus.training.datasets import parse
+from stratus.training.evaluate import classification_metrics, confusion_png, regression_metrics
+from stratus.training.params import SKLEARN_MODELS, TrainRequest
+
+
+def report(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def split(X: Any, y: Any, fraction: float, seed: int, classify: bool) -> tuple[Any, Any, Any, Any]:
+    from sklearn.model_selection import train_test_split
+
+    stratify = y if classify and np.bincount(y).min() >= 2 else None
+    result: tuple[Any, Any, Any, Any] = train_test_split(X, y, test_size=fraction, random_state=seed, stratify=stratify)
+    return result
+
+
+def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
+    spec = json.loads((job_dir / "request.json").read_text())
+    request = TrainRequest.model_validate(spec["request"])
+    dataset = spec["dataset"]
+    params = request.params
+    options = dataset.get("options", {})
+    report({"event": "log", "message": f"loading dataset {dataset['name']} ({dataset['rows']} rows)"})
+    parsed = parse(
+        dataset["format"],
+        dataset_file.read_bytes(),
+        target=dataset.get("target"),
+        missing=options.get("missing", "error"),
+        task=options.get("task"),
+    )
+    assert parsed.y is not None
+    classify = parsed.task == "classification"
+    X = parsed.X.astype(np.float32)
+    X_train, X_test, y_train, y_test = split(X, parsed.y, params.test_split, params.seed, classify)
+    report({"event": "log", "message": f"train {len(X_train)} rows, test {len(X_test)} rows ({parsed.task})"})
+
+    from stratus.formats import compare_outputs, sklearn_to_onnx, torch_to_onnx
+
+    if request.model in SKLEARN_MODELS:
+        from stratus.training.sklearn_trainers import build_estimator
+
+        estimator = build_estimator(request.model, parsed.task, params)
+        report({"event": "epoch", "epoch": 1, "epochs": 1, "loss": None, "eta_s": 0})
+        estimator.fit(X_train, y_train)
+        converted = sklearn_to_onnx(estimator, X_test)
+        framework = np.asarray(estimator.predict(X_test))
+        output = "label" if classify else converted.signature.outputs[0].name
+    else:
+        import torch
+
+        from stratus.training.torch_trainers import predict, train_torch
+
+        torch.set_num_threads(threads)
+        X_fit, y_fit, X_val, y_val = X_train, y_train, None, None
+        if params.validation_split > 0:
+            X_fit, X_val, y_fit, y_val = split(X_train, y_train, params.validation_split, params.seed, classify)
+        model = train_torch(
+            request.model,
+            X_fit,
+            y_fit,
+            X_val,
+            y_val,
+            task=parsed.task,
+            classes=len(parsed.classes),
+            image_shape=parsed.image_shape,
+            params=params,
+            report=report,
+        )
+        names = ("logits", "label") if classify else ("prediction",)
+        converted = torch_to_onnx(model, X_test[:4], output_names=names, rtol=1e-4, atol=1e-4)
+        framework = predict(model, X_test, classify)
+        output = "label" if classify else "prediction"
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(converted.onnx_bytes, providers=["CPUExecutionProvider"])
+    served = session.run([output], {converted.signature.inputs[0].name: X_test})[0]
+    # The artifact is what gets served: it must reproduce the framework on the whole test split.
+    compare_outputs(framework.reshape(served.shape), served, what="test split", exact=classify, rtol=1e-4, atol=1e-4)
+    if classify:
+        metrics = classification_metrics(y_test, served, parsed.classes)
+        (job_dir / "confusion_matrix.png").write_bytes(confusion_png(metrics["confusion_matrix"], parsed.classes))
+    else:
+        metrics = regression_metrics(y_test, served)
+    (job_dir / "model.onnx").write_bytes(converted.onnx_bytes)
+    evaluation = {"classes": parsed.classes, "test_predictions": served.ravel().tolist(), "seed": params.seed}
+    (job_dir / "evaluation.json").write_text(json.dumps(evaluation))
+    result = {
+        "metrics": metrics,
+        "task": parsed.task,
+        "source": f"trainer:{request.model}",
+        "stratus_version": __version__,
+        "input": converted.signature.inputs[0].to_dict(),
+    }
+    (job_dir / "result.json").write_text(json.dumps(result))
+    headline = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    report({"event": "done", "metrics": headline})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--job", type=Path, required=True)
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    try:
+        run(args.job, args.dataset, args.threads)
+    except Exception as exc:
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        report({"event": "error", "message": str(message)})
+        traceback.print_exc()
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
