@@ -201,3 +201,14 @@ def test_kill_9_mid_training_fails_the_job_and_leaves_no_version(tmp_path: Path)
                 c.get_model("wine-killed")
     finally:
         server.stop()
+
+
+def test_job_timeout_is_enforced(client: Client) -> None:
+    if "wine" not in {d["name"] for d in client.list_datasets()}:
+        client.upload_dataset("wine", builtin="wine")
+    job = client.train(
+        "wine", "mlp", name="wine-slow", params={"epochs": 1000, "batch_size": 1}, timeout_s=3, wait=False
+    )
+    job.wait(timeout_s=60, raise_on_failure=False)
+    assert job.state == "failed" and "timed out after 3 s" in job.error
+    assert job.data["cpu_seconds"] > 0

@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from stratus.cli.output import console, print_json, print_table, reported_errors, show
+from stratus.cli.output import console, err_console, print_json, print_table, reported_errors, show
 from stratus.errors import InvalidInput
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Upload, list, inspect and delete datasets.")
@@ -229,7 +229,8 @@ def train(
         job.wait(timeout_s=timeout + 60, raise_on_failure=False)
         if as_json:
             print_json(job.data)
-        else:
+        elif job.state == "succeeded":
             render_metrics(job.data)
         if job.state != "succeeded":
+            err_console.print(f"[red]job {job.id} {job.state}:[/red] {job.error}", highlight=False)
             raise typer.Exit(1)
