@@ -48,7 +48,7 @@ def minilm_ceiling(
     tokenizer.enable_truncation(max_length=256)
     session = ort.InferenceSession(encoder.read_bytes(), session_options(threads), providers=["CPUExecutionProvider"])
     rates = {}
-    for batch in (1, 4, 8, 16, 32):
+    for batch in batches:
         feeds = []
         for start in range(0, len(texts) - batch + 1, batch):
             encodings = tokenizer.encode_batch(texts[start : start + batch])

@@ -8,6 +8,7 @@ version, and ``model`` steps may use other registered versions. Nothing here imp
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,10 @@ from stratus.runtime.session import (
     warm_up_feeds,
 )
 from stratus.types import V2_TO_NUMPY, Signature, TensorSpec
+
+# Tokenizers' own thread pool spins on the same cores ONNX Runtime needs; batches here are small enough
+# to tokenize on one thread. Measured: minilm at concurrency 32 went from ~450 to ~510 requests/s.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
