@@ -34,7 +34,12 @@ def iris_ceiling(model: Path, threads: int, seconds: float) -> dict[int, float]:
 
 
 def minilm_ceiling(
-    encoder: Path, tokenizer_json: Path, texts: list[str], threads: int, seconds: float
+    encoder: Path,
+    tokenizer_json: Path,
+    texts: list[str],
+    threads: int,
+    seconds: float,
+    batches: tuple[int, ...] = (1, 4, 8, 16, 32),
 ) -> dict[int, float]:
     """Encoder only, on pre-tokenized batches: the strict ceiling (tokenizing is serving overhead).
 
