@@ -44,6 +44,7 @@ def make_settings(home: Path, sample_cache: Path | None = None, **overrides: obj
         "samples": sample_cache is not None,
         "sample_cache_dir": sample_cache,
         "intra_op_threads": 1,
+        "allowed_hosts": ["testserver"],  # the Host that Starlette's TestClient sends
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface the server binds to. Loopback by default.")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port the server listens on.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra Host header values to accept (JSON list). On loopback only localhost, 127.0.0.1 and "
+        "[::1] with the server's port are accepted, against DNS rebinding.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the metadata DB. Default: SQLite in WAL mode at HOME/stratus.db.",

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from stratus import __version__
 from stratus.api import control, monitoring, openai, training, v1, v2
 from stratus.api.errors import install_error_handlers
+from stratus.api.hosts import HostCheck, allowed_host_values
 from stratus.api.limits import BodySizeLimit
 from stratus.platform import Platform
 from stratus.settings import Settings
@@ -53,6 +54,8 @@ def create_app(
         return settings.max_request_bytes
 
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
+    # Added last, so it runs first: a rebinding request is refused before anything reads its body.
+    app.add_middleware(HostCheck, allowed=allowed_host_values(settings.host, settings.port, settings.allowed_hosts))
     app.include_router(v2.router)
     app.include_router(v1.router)
     app.include_router(control.router)

@@ -45,10 +45,17 @@ def serve(
         typer.Option("--samples/--no-samples", help="Register the bundled sample models on first start."),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning or error.")] = None,
+    allowed_hosts: Annotated[
+        str | None, typer.Option(help="Comma-separated extra Host header values to accept (DNS rebinding guard).")
+    ] = None,
 ) -> None:
     """Start the platform: REST APIs, registry and inference."""
     with reported_errors():
-        run_server(settings_for(host, port, home, samples, log_level))
+        settings = settings_for(host, port, home, samples, log_level)
+        if allowed_hosts:
+            extra = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
+            settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, *extra]})
+        run_server(settings)
 
 
 def _render_models(models: list[dict[str, Any]]) -> None:
