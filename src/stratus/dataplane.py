@@ -58,6 +58,17 @@ class DataPlane:
     def _forget(self, model: str) -> None:
         for key in [k for k in self._resolved if k[0] == model]:
             self._resolved.pop(key, None)
+        # Free the memory of loaded versions that were deleted, archived or found unhealthy.
+        loaded = [m for m in self.pool.loaded() if m.name == model]
+        if loaded:
+            try:
+                live = {v.id: v for v in self.registry.list_versions(model)}
+            except NotFound:
+                live = {}
+            for entry in loaded:
+                version = live.get(entry.key)
+                if version is None or version.status != "active" or version.health != "healthy":
+                    self.pool.unload(entry.key)
 
     def resolve(self, name: str, ref: str | None = None) -> VersionInfo:
         """Cached registry lookup. Changes made through this process's registry invalidate at once;

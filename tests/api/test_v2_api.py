@@ -151,3 +151,17 @@ def test_unhealthy_version_is_not_served(app: TestClient) -> None:
     assert app.get("/api/v1/models/affine/versions/1").json()["health"] == "unhealthy"
     r = infer(app, "affine", body)
     assert r.status_code == 503 and "unhealthy" in r.json()["error"]
+
+
+def test_deleted_or_archived_versions_are_unloaded(app: TestClient) -> None:
+    platform = app.app.state.platform  # type: ignore[attr-defined]
+    app.post("/api/v1/models/affine/versions", files={"file": ("m.onnx", affine_model(scale=3.0))})
+    for version in ("1", "2"):
+        assert (
+            app.post("/v2/repository/models/affine/load", json={"parameters": {"version": version}}).status_code == 200
+        )
+    assert sorted(m.version for m in platform.dataplane.pool.loaded() if m.name == "affine") == [1, 2]
+    app.patch("/api/v1/models/affine/versions/1", json={"status": "archived"})
+    assert sorted(m.version for m in platform.dataplane.pool.loaded() if m.name == "affine") == [2]
+    app.delete("/api/v1/models/affine")
+    assert [m for m in platform.dataplane.pool.loaded() if m.name == "affine"] == []
