@@ -105,6 +105,13 @@ def test_image_folder_zip_cnn(client: Client) -> None:
     assert info["format"] == "images" and info["schema"]["image"] == {"channels": 1, "height": 8, "width": 8}
     job = client.train("digit-images", "cnn", params={"epochs": 15})
     assert job.metrics["accuracy"] >= 0.95
+    # The model resizes inside: it takes images of any size, here the digits at twice the resolution.
+    version = client.get_version(job.model, job.version)  # type: ignore[arg-type]
+    assert version["signature"]["inputs"][0]["shape"] == [-1, 1, -1, -1]
+    images = (X[:200].reshape(-1, 8, 8) * 16).clip(0, 255)
+    doubled = np.stack([np.asarray(Image.fromarray(i.astype(np.uint8)).resize((16, 16))) for i in images])
+    labels = client.predict(job.model, doubled[:, None].astype(np.float32), version=job.version)["label"]  # type: ignore[arg-type]
+    assert float((labels == y[:200]).mean()) >= 0.9
 
 
 @pytest.mark.parametrize(

@@ -119,3 +119,14 @@ def test_unsafe_or_broken_archives_are_refused(entries: dict[str, bytes], symlin
 def test_zip_bomb_is_refused() -> None:
     with pytest.raises(InvalidInput, match="zip bomb"):
         parse("images", zip_of({"a/big.png": b"\0" * (64 * 1024 * 1024)}))
+
+
+def test_images_of_other_sizes_are_resized_to_the_common_size() -> None:
+    from PIL import Image
+
+    big = io.BytesIO()
+    Image.fromarray(np.full((16, 16), 100, dtype=np.uint8)).save(big, format="PNG")
+    data = zip_of({"a/1.png": png(0), "a/2.png": png(0), "b/3.png": png(50), "b/4.png": big.getvalue()})
+    parsed = parse("images", data)
+    assert parsed.image_shape == (1, 8, 8) and parsed.resized == 1
+    assert schema_of(parsed)["image"]["resized"] == 1

@@ -32,6 +32,7 @@ class ParsedDataset:
     task: str
     classes: list[str] = field(default_factory=list)
     image_shape: tuple[int, int, int] | None = None  # channels, height, width
+    resized: int = 0  # images brought to the common size
 
     @property
     def rows(self) -> int:
@@ -186,14 +187,29 @@ def parse_image_zip(data: bytes) -> ParsedDataset:
     classes = sorted({label for label, _ in samples})
     if len(classes) < 2:
         raise InvalidInput("an image dataset needs at least two class folders")
-    shapes = {p.shape for _, p in samples}
-    if len(shapes) != 1:
-        raise InvalidInput(f"all images must have the same size and channels; found {sorted(shapes)}")
+    modes = {p.ndim for _, p in samples}
+    if len(modes) != 1:
+        raise InvalidInput("mixed grayscale and colour images: convert them to one kind first")
+    shapes = [p.shape for _, p in samples]
+    common = max(set(shapes), key=shapes.count)
+    resized = 0
+    if len(set(shapes)) > 1:
+        # Bring every image to the most common size; training and serving resize inside the model too.
+        for i, (label, pixels) in enumerate(samples):
+            if pixels.shape != common:
+                # Decoded as 8-bit L or RGB above, so uint8 holds the values exactly.
+                picture = Image.fromarray(pixels.astype(np.uint8)).resize(
+                    (common[1], common[0]), Image.Resampling.BILINEAR
+                )
+                samples[i] = (label, np.asarray(picture, dtype=np.float32))
+                resized += 1
     stacked = np.stack([p if p.ndim == 3 else p[:, :, None] for _, p in samples]).transpose(0, 3, 1, 2)
     index = {c: i for i, c in enumerate(classes)}
     y = np.array([index[label] for label, _ in samples], dtype=np.int64)
     c, h, w = stacked.shape[1:]
-    return ParsedDataset(stacked, y, [], [], "classification", classes, (int(c), int(h), int(w)))
+    parsed = ParsedDataset(stacked, y, [], [], "classification", classes, (int(c), int(h), int(w)))
+    parsed.resized = resized
+    return parsed
 
 
 def builtin_npz(name: str) -> bytes:
@@ -238,6 +254,8 @@ def schema_of(parsed: ParsedDataset) -> dict[str, Any]:
     if parsed.image_shape is not None:
         channels, height, width = parsed.image_shape
         schema["image"] = {"channels": channels, "height": height, "width": width}
+        if parsed.resized:
+            schema["image"]["resized"] = parsed.resized
     return schema
 
 

@@ -38,6 +38,9 @@ class TrainParams(BaseModel):
     hidden: list[int] = Field(default_factory=lambda: [64], max_length=8)
     channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, max_length=4)
     augment: list[Literal["flip", "crop", "rotate"]] = Field(default_factory=list)
+    image_size: int | None = Field(
+        default=None, ge=4, le=1024, description="train on images resized to this square size (inside the model)"
+    )
     # scikit-learn
     C: float = Field(default=1.0, gt=0.0, le=1e6)
     max_iter: int = Field(default=1000, ge=1, le=100_000)

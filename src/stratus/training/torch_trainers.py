@@ -52,15 +52,21 @@ def fit_preprocess(X: Array, params: TrainParams, image: bool) -> Preprocess:
 
 
 class Classifier(nn.Module):
-    """Wraps a network so the exported graph outputs both scores and the predicted label."""
+    """Wraps a network so the exported graph outputs both scores and the predicted label. For images it
+    first resizes whatever size arrives to the training size, so clients may send any resolution."""
 
-    def __init__(self, preprocess: Preprocess, body: nn.Module, classify: bool) -> None:
+    def __init__(
+        self, preprocess: Preprocess, body: nn.Module, classify: bool, resize: tuple[int, int] | None = None
+    ) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.body = body
         self.classify = classify
+        self.resize = resize
 
     def forward(self, x: torch.Tensor) -> Any:
+        if self.resize is not None:
+            x = nn.functional.interpolate(x, size=self.resize, mode="bilinear", align_corners=False)
         out = self.body(self.preprocess(x))
         if self.classify:
             return out, out.argmax(dim=1)
@@ -78,18 +84,20 @@ def mlp(features: int, outputs: int, hidden: list[int]) -> nn.Module:
 
 
 def cnn(shape: tuple[int, int, int], outputs: int, channels: list[int]) -> nn.Module:
+    """Conv blocks, then a fixed average pool down to at most 4x4. Fixed, not adaptive: the exported
+    graph takes images of any size (it resizes them first), and ONNX export needs static pool sizes."""
     layers: list[nn.Module] = []
-    width, (in_channels, height, _) = shape[0], shape
+    width, height, breadth = shape
     for i, size in enumerate(channels):
         layers += [nn.Conv2d(width, size, 3, padding=1), nn.ReLU()]
-        if i == len(channels) - 1 or height >= 16:
+        if (i == len(channels) - 1 or height >= 16) and height >= 2 and breadth >= 2:
             layers.append(nn.MaxPool2d(2))
-            height //= 2
+            height, breadth = height // 2, breadth // 2
         width = size
-    side = max(1, min(4, height))
-    layers += [nn.AdaptiveAvgPool2d(side), nn.Flatten(), nn.Linear(width * side * side, 64), nn.ReLU()]
+    kernel = (max(1, height // 4), max(1, breadth // 4))
+    height, breadth = height // kernel[0], breadth // kernel[1]
+    layers += [nn.AvgPool2d(kernel), nn.Flatten(), nn.Linear(width * height * breadth, 64), nn.ReLU()]
     layers.append(nn.Linear(64, outputs))
-    _ = in_channels
     return nn.Sequential(*layers)
 
 
@@ -167,15 +175,20 @@ def train_torch(
     image = image_shape is not None
     preprocess = fit_preprocess(X_train, params, image)
     outputs = classes if classify else 1
+    resize = None
+    if image_shape is not None:
+        side = params.image_size
+        resize = (side, side) if side is not None else (image_shape[1], image_shape[2])
+        image_shape = (image_shape[0], *resize)
     if model_kind == "cnn":
         assert image_shape is not None
         body = cnn(image_shape, outputs, params.channels)
     else:
-        body = mlp(int(np.prod(X_train.shape[1:])), outputs, params.hidden)
+        body = mlp(int(np.prod(image_shape) if image_shape else X_train.shape[1]), outputs, params.hidden)
         if image:
             body = nn.Sequential(nn.Flatten(), body)
     init_weights(body, params.init)
-    model = Classifier(preprocess, body, classify)
+    model = Classifier(preprocess, body, classify, resize)
     optimizer = _optimizer(model, params)
     scheduler = _scheduler(optimizer, params)
     loss_fn: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()

@@ -90,7 +90,9 @@ def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
             report=report,
         )
         names = ("logits", "label") if classify else ("prediction",)
-        converted = torch_to_onnx(model, X_test[:4], output_names=names, rtol=1e-4, atol=1e-4)
+        # Images: height and width are dynamic; the model resizes them to its training size.
+        extra = {"input": {2: "height", 3: "width"}} if parsed.image_shape is not None else None
+        converted = torch_to_onnx(model, X_test[:4], output_names=names, dynamic_axes_extra=extra, rtol=1e-4, atol=1e-4)
         framework = predict(model, X_test, classify)
         output = "label" if classify else "prediction"
 
