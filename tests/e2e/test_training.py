@@ -219,3 +219,35 @@ def test_job_timeout_is_enforced(client: Client) -> None:
     job.wait(timeout_s=60, raise_on_failure=False)
     assert job.state == "failed" and "timed out after 3 s" in job.error
     assert job.data["cpu_seconds"] > 0
+
+
+@pytest.mark.parametrize("trainer", ["logistic_regression", "mlp"])
+def test_categorical_columns_are_one_hot_encoded_inside_the_model(
+    client: Client, server: LiveServer, trainer: str
+) -> None:
+    rng = np.random.default_rng(0)
+    colours = rng.choice(["red", "green", "blue"], size=400)
+    x = rng.normal(size=400)
+    label = np.where((colours == "red") | (x > 1.0), "yes", "no")
+    lines = ["x,colour,label", *(f"{a:.4f},{c},{t}" for a, c, t in zip(x, colours, label))]
+    name = f"colours-{trainer.replace('_', '-')}"
+    info = client.upload_dataset(name, ("\n".join(lines) + "\n").encode(), target="label")
+    assert [f["kind"] for f in info["schema"]["features"]] == ["numeric", "categorical"]
+    assert info["profile"]["features"]["colour"]["distinct"] == 3
+    job = client.train(name, trainer, params={"epochs": 40, "lr": 0.01} if trainer == "mlp" else {})
+    assert job.metrics["accuracy"] >= 0.9
+    version = client.get_version(job.model, job.version)  # type: ignore[arg-type]
+    assert version["signature"]["inputs"] == [
+        {"name": "numeric", "datatype": "FP32", "shape": [-1, 1]},
+        {"name": "categorical", "datatype": "BYTES", "shape": [-1, 1]},
+    ]
+    # Raw values in, through V1 rows: red is "yes" whatever x is; an unseen colour still answers.
+    rows = [
+        {"numeric": [0.0], "categorical": ["red"]},
+        {"numeric": [-1.0], "categorical": ["blue"]},
+        {"numeric": [3.0], "categorical": ["purple"]},
+    ]
+    r = httpx.post(f"{server.url}/v1/models/{job.model}/versions/{job.version}:predict", json={"instances": rows})
+    assert r.status_code == 200, r.text
+    labels = [p["label"] for p in r.json()["predictions"]]
+    assert labels[:2] == [1, 0]  # classes sort as no=0, yes=1

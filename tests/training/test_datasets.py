@@ -42,7 +42,7 @@ def test_csv_with_target_infers_task_schema_and_profile() -> None:
         ("a,y\n1,0\nnan,1", "y", "missing value"),
         ("a,y\n1,0\ninf,1", "y", "infinite"),
         ("a,a,y\n1,2,0", "y", "each name once"),
-        ("a,y\nred,0\nblue,1", "y", "categorical"),
+        ("a,y\n" + "\n".join(f"free text number {i},{i % 2}" for i in range(40)), "y", "free text"),
     ],
 )
 def test_bad_csv_is_refused_with_the_reason(text: str, target: str, needle: str) -> None:
@@ -130,3 +130,11 @@ def test_images_of_other_sizes_are_resized_to_the_common_size() -> None:
     parsed = parse("images", data)
     assert parsed.image_shape == (1, 8, 8) and parsed.resized == 1
     assert schema_of(parsed)["image"]["resized"] == 1
+
+
+def test_categorical_columns_are_kept_as_strings() -> None:
+    parsed = parse("csv", csv_bytes("x,colour,y\n1,red,0\n2,blue,1\n3,red,0\n4,,1"), target="y")
+    assert parsed.feature_kinds == ["numeric", "categorical"] and parsed.categorical_names == ["colour"]
+    assert parsed.categorical[:, 0].tolist() == ["red", "blue", "red", ""]  # type: ignore[index]
+    top = profile_of(parsed)["features"]["colour"]
+    assert top["distinct"] == 3 and top["top"]["red"] == 2 and top["missing"] == 1

@@ -20,6 +20,7 @@ Array = np.ndarray[Any, Any]
 Format = Literal["csv", "npz", "images"]
 BUILTINS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 MAX_CLASSES_FOR_INTEGER_TARGET = 50
+MAX_CATEGORIES = 200
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -33,6 +34,8 @@ class ParsedDataset:
     classes: list[str] = field(default_factory=list)
     image_shape: tuple[int, int, int] | None = None  # channels, height, width
     resized: int = 0  # images brought to the common size
+    categorical: Array | None = None  # raw string values, one column per categorical feature
+    categorical_names: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -99,28 +102,40 @@ def parse_csv(data: bytes, target: str | None, *, missing: str = "error", task: 
         raise InvalidInput(f"the target column {target!r} does not exist; the columns are {', '.join(header)}")
     columns = {name: [row[i] for row in rows[1:]] for i, name in enumerate(header)}
     names, kinds, features = [], [], []
+    categorical_names, categorical = [], []
     for name in header:
         if name == target:
             continue
         values = [_float_or_nan(v) for v in columns[name]]
         if any(v is None for v in values):
-            distinct = len(set(columns[name]))
-            kind = "text" if distinct > 0.5 * len(values) and distinct > 20 else "categorical"
-            raise InvalidInput(
-                f"column {name!r} is {kind} (non-numeric); only numeric feature columns can be trained on so far"
-            )
+            raw = [v.strip() for v in columns[name]]
+            distinct = len(set(raw))
+            if distinct > MAX_CATEGORIES or (distinct > 20 and distinct > 0.5 * len(raw)):
+                raise InvalidInput(
+                    f"column {name!r} is free text ({distinct} distinct values); text features are not "
+                    f"supported yet (categorical columns may have up to {MAX_CATEGORIES} values)"
+                )
+            categorical_names.append(name)
+            categorical.append(raw)
+            continue
         column = np.array(values, dtype=np.float64)
         _check_finite(name, column, missing)
         names.append(name)
         kinds.append("numeric")
         features.append(column)
-    if not features:
+    if not features and not categorical:
         raise InvalidInput("the CSV has no feature columns besides the target")
-    X = np.stack(features, axis=1)
+    X = np.stack(features, axis=1) if features else np.zeros((len(rows) - 1, 0))
+    cats = np.array(categorical, dtype=object).T if categorical else None
+    all_names = names + categorical_names
+    all_kinds = kinds + ["categorical"] * len(categorical_names)
     if target is None:
-        return ParsedDataset(X, None, names, kinds, "unsupervised")
-    y, found_task, classes = _target_task([v.strip() for v in columns[target]], task)
-    return ParsedDataset(X, y, names, kinds, found_task, classes)
+        parsed = ParsedDataset(X, None, all_names, all_kinds, "unsupervised")
+    else:
+        y, found_task, classes = _target_task([v.strip() for v in columns[target]], task)
+        parsed = ParsedDataset(X, y, all_names, all_kinds, found_task, classes)
+    parsed.categorical, parsed.categorical_names = cats, categorical_names
+    return parsed
 
 
 def parse_npz(data: bytes, *, missing: str = "error", task: str | None = None) -> ParsedDataset:
@@ -281,7 +296,18 @@ def profile_of(parsed: ParsedDataset) -> dict[str, Any]:
     """Per-feature statistics and the class distribution: the reference later drift checks compare to."""
     profile: dict[str, Any] = {}
     if parsed.image_shape is None:
-        profile["features"] = {name: _numeric_profile(parsed.X[:, i]) for i, name in enumerate(parsed.feature_names)}
+        numeric = [n for n, k in zip(parsed.feature_names, parsed.feature_kinds, strict=True) if k == "numeric"]
+        profile["features"] = {name: _numeric_profile(parsed.X[:, i]) for i, name in enumerate(numeric)}
+        for j, name in enumerate(parsed.categorical_names):
+            assert parsed.categorical is not None
+            values, counts = np.unique(parsed.categorical[:, j].astype(str), return_counts=True)
+            order = np.argsort(-counts)[:10]
+            profile["features"][name] = {
+                "count": int(counts.sum()),
+                "missing": int(counts[values == ""].sum()),
+                "distinct": int(values.size),
+                "top": {str(values[i]): int(counts[i]) for i in order},
+            }
     else:
         channels = parsed.X.reshape(parsed.rows, parsed.image_shape[0], -1)
         profile["channels"] = [_numeric_profile(channels[:, c, :].ravel()) for c in range(parsed.image_shape[0])]

@@ -29,6 +29,19 @@ def report(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def one_hot(values: Any, categories: list[list[str]]) -> Any:
+    columns = []
+    for j, cats in enumerate(categories):
+        index = {c: i for i, c in enumerate(cats)}
+        block = np.zeros((values.shape[0], len(cats)), dtype=np.float32)
+        for row, value in enumerate(values[:, j]):
+            position = index.get(str(value))
+            if position is not None:
+                block[row, position] = 1.0
+        columns.append(block)
+    return np.concatenate(columns, axis=1)
+
+
 def split(X: Any, y: Any, fraction: float, seed: int, classify: bool) -> tuple[Any, Any, Any, Any]:
     from sklearn.model_selection import train_test_split
 
@@ -53,8 +66,17 @@ def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
     )
     assert parsed.y is not None
     classify = parsed.task == "classification"
-    X = parsed.X.astype(np.float32)
-    X_train, X_test, y_train, y_test = split(X, parsed.y, params.test_split, params.seed, classify)
+    rows = np.arange(parsed.rows)
+    train_rows, test_rows, y_train, y_test = split(rows, parsed.y, params.test_split, params.seed, classify)
+    X_numeric = parsed.X.astype(np.float32)
+    categories: list[list[str]] = []
+    if parsed.categorical is not None:
+        # One-hot categories are fitted on the training split only; unseen values encode as all zeros.
+        categories = [
+            sorted({str(v) for v in parsed.categorical[train_rows, j]}) for j in range(parsed.categorical.shape[1])
+        ]
+    X = np.concatenate([X_numeric, one_hot(parsed.categorical, categories)], axis=1) if categories else X_numeric
+    X_train, X_test = X[train_rows], X[test_rows]
     report({"event": "log", "message": f"train {len(X_train)} rows, test {len(X_test)} rows ({parsed.task})"})
 
     from stratus.formats import compare_outputs, sklearn_to_onnx, torch_to_onnx
@@ -98,8 +120,18 @@ def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
 
     import onnxruntime as ort
 
-    session = ort.InferenceSession(converted.onnx_bytes, providers=["CPUExecutionProvider"])
-    served = session.run([output], {converted.signature.inputs[0].name: X_test})[0]
+    onnx_bytes = converted.onnx_bytes
+    feeds = {converted.signature.inputs[0].name: X_test}
+    if categories:
+        from stratus.formats.compose import CATEGORICAL_INPUT, NUMERIC_INPUT, with_one_hot_front
+
+        assert parsed.categorical is not None
+        onnx_bytes = with_one_hot_front(onnx_bytes, X_numeric.shape[1], categories)
+        feeds = {CATEGORICAL_INPUT: parsed.categorical[test_rows].astype(str).astype(object)}
+        if X_numeric.shape[1]:
+            feeds[NUMERIC_INPUT] = X_numeric[test_rows]
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    served = session.run([output], feeds)[0]
     # The artifact is what gets served: it must reproduce the framework on the whole test split.
     compare_outputs(framework.reshape(served.shape), served, what="test split", exact=classify, rtol=1e-4, atol=1e-4)
     if classify:
@@ -107,7 +139,7 @@ def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
         (job_dir / "confusion_matrix.png").write_bytes(confusion_png(metrics["confusion_matrix"], parsed.classes))
     else:
         metrics = regression_metrics(y_test, served)
-    (job_dir / "model.onnx").write_bytes(converted.onnx_bytes)
+    (job_dir / "model.onnx").write_bytes(onnx_bytes)
     evaluation = {"classes": parsed.classes, "test_predictions": served.ravel().tolist(), "seed": params.seed}
     (job_dir / "evaluation.json").write_text(json.dumps(evaluation))
     result = {
@@ -115,7 +147,7 @@ def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
         "task": parsed.task,
         "source": f"trainer:{request.model}",
         "stratus_version": __version__,
-        "input": converted.signature.inputs[0].to_dict(),
+        "categories": dict(zip(parsed.categorical_names, categories, strict=True)),
     }
     (job_dir / "result.json").write_text(json.dumps(result))
     headline = {k: v for k, v in metrics.items() if isinstance(v, float)}
