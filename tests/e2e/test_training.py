@@ -251,3 +251,40 @@ def test_categorical_columns_are_one_hot_encoded_inside_the_model(
     assert r.status_code == 200, r.text
     labels = [p["label"] for p in r.json()["predictions"]]
     assert labels[:2] == [1, 0]  # classes sort as no=0, yes=1
+
+
+def test_text_classifier_serves_raw_text(client: Client, server: LiveServer) -> None:
+    rng = np.random.default_rng(1)
+    good = ["great", "wonderful", "excellent", "loved", "brilliant", "delightful"]
+    bad = ["awful", "terrible", "boring", "hated", "dreadful", "dull"]
+    filler = ["the", "film", "was", "really", "quite", "plot", "acting", "and", "a", "story", "i", "it"]
+    lines = ["review,sentiment"]
+    for i in range(300):
+        positive = i % 2 == 0
+        words = list(rng.choice(filler, size=8)) + list(rng.choice(good if positive else bad, size=2))
+        rng.shuffle(words)
+        lines.append(f'"{" ".join(words)} #{i}",{"pos" if positive else "neg"}')
+    info = client.upload_dataset("reviews", ("\n".join(lines) + "\n").encode(), target="sentiment")
+    assert [f["kind"] for f in info["schema"]["features"]] == ["text"]
+    with pytest.raises(InvalidInput, match="text_classifier"):
+        client.train("reviews", "logistic_regression", wait=False)
+    job = client.train("reviews", "text_classifier", params={"epochs": 30, "lr": 0.05})
+    assert job.metrics["accuracy"] >= 0.9
+    version = client.get_version(job.model, job.version)  # type: ignore[arg-type]
+    assert version["format"] == "pipeline" and {"tokenizer.json", "classifier.onnx", "evaluation.json"} <= set(
+        version["files"]
+    )
+    body = {
+        "inputs": [
+            {
+                "name": "text",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": ["A wonderful, brilliant film!", "Boring and dreadful acting."],
+            }
+        ]
+    }
+    r = httpx.post(f"{server.url}/v2/models/{job.model}/infer", json=body)
+    assert r.status_code == 200, r.text
+    labels = next(o for o in r.json()["outputs"] if o["name"] == "label")["data"]
+    assert labels == [1, 0]  # classes sort as neg=0, pos=1

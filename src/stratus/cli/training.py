@@ -205,7 +205,10 @@ def jobs_cancel(job_id: str, url: UrlOption = None) -> None:
 def train(
     dataset: Annotated[str, typer.Option(help="Dataset name.")],
     model: Annotated[
-        str, typer.Option(help="linear_regression, logistic_regression, decision_tree, random_forest, svm, mlp, cnn")
+        str,
+        typer.Option(
+            help="linear_regression, logistic_regression, decision_tree, random_forest, svm, mlp, cnn, text_classifier"
+        ),
     ],
     name: Annotated[str | None, typer.Option(help="Registered model name (default DATASET-MODEL).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (torch trainers).")] = None,

@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -258,10 +259,17 @@ class JobService:
             files["confusion_matrix.png"] = (job_dir / "confusion_matrix.png").read_bytes()
         name = self._row(job_id).model_name
         assert name is not None
-        version = self.registry.register_onnx(
-            name,
-            (job_dir / "model.onnx").read_bytes(),
-            files=files,
+        if result.get("format") == "pipeline":
+            register = partial(
+                self.registry.register_pipeline,
+                name,
+                (job_dir / "pipeline.json").read_bytes(),
+                {f: (job_dir / f).read_bytes() for f in result["files"]},
+                attachments=files,
+            )
+        else:
+            register = partial(self.registry.register_onnx, name, (job_dir / "model.onnx").read_bytes(), files=files)
+        version = register(
             metrics=result["metrics"],
             params={**request["params"], "trainer": request["model"], "job_id": job_id, "stratus_version": __version__},
             dataset=f"{spec['dataset']}@{spec['dataset_digest']}",

@@ -161,7 +161,13 @@ class RegistryService(BlobAccess):
         return self._store(name, data, "onnx", info.signature, files or {}, meta)
 
     def register_pipeline(
-        self, name: str, spec_bytes: bytes, files: dict[str, bytes], **meta: Unpack[VersionMeta]
+        self,
+        name: str,
+        spec_bytes: bytes,
+        files: dict[str, bytes],
+        *,
+        attachments: dict[str, bytes] | None = None,
+        **meta: Unpack[VersionMeta],
     ) -> VersionInfo:
         """Store a pipeline: its JSON spec plus the files it names. It is built and run once on warm-up
         inputs before anything is written, so a pipeline that cannot serve is never registered."""
@@ -182,7 +188,10 @@ class RegistryService(BlobAccess):
         except Exception as exc:
             raise InvalidInput(f"the pipeline does not run: {exc}") from None
         meta.setdefault("source", "pipeline")
-        return self._store(name, spec_bytes, "pipeline", spec.signature(), files, meta)
+        clash = set(files) & set(attachments or {})
+        if clash:
+            raise InvalidInput(f"attachment names {sorted(clash)} are already pipeline files")
+        return self._store(name, spec_bytes, "pipeline", spec.signature(), {**files, **(attachments or {})}, meta)
 
     def _store(
         self,

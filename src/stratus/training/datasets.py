@@ -36,6 +36,8 @@ class ParsedDataset:
     resized: int = 0  # images brought to the common size
     categorical: Array | None = None  # raw string values, one column per categorical feature
     categorical_names: list[str] = field(default_factory=list)
+    text: Array | None = None  # free-text columns (for the text classifier)
+    text_names: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -103,6 +105,7 @@ def parse_csv(data: bytes, target: str | None, *, missing: str = "error", task: 
     columns = {name: [row[i] for row in rows[1:]] for i, name in enumerate(header)}
     names, kinds, features = [], [], []
     categorical_names, categorical = [], []
+    text_names, texts = [], []
     for name in header:
         if name == target:
             continue
@@ -111,10 +114,9 @@ def parse_csv(data: bytes, target: str | None, *, missing: str = "error", task: 
             raw = [v.strip() for v in columns[name]]
             distinct = len(set(raw))
             if distinct > MAX_CATEGORIES or (distinct > 20 and distinct > 0.5 * len(raw)):
-                raise InvalidInput(
-                    f"column {name!r} is free text ({distinct} distinct values); text features are not "
-                    f"supported yet (categorical columns may have up to {MAX_CATEGORIES} values)"
-                )
+                text_names.append(name)
+                texts.append(raw)
+                continue
             categorical_names.append(name)
             categorical.append(raw)
             continue
@@ -123,18 +125,19 @@ def parse_csv(data: bytes, target: str | None, *, missing: str = "error", task: 
         names.append(name)
         kinds.append("numeric")
         features.append(column)
-    if not features and not categorical:
+    if not features and not categorical and not texts:
         raise InvalidInput("the CSV has no feature columns besides the target")
     X = np.stack(features, axis=1) if features else np.zeros((len(rows) - 1, 0))
     cats = np.array(categorical, dtype=object).T if categorical else None
-    all_names = names + categorical_names
-    all_kinds = kinds + ["categorical"] * len(categorical_names)
+    all_names = names + categorical_names + text_names
+    all_kinds = kinds + ["categorical"] * len(categorical_names) + ["text"] * len(text_names)
     if target is None:
         parsed = ParsedDataset(X, None, all_names, all_kinds, "unsupervised")
     else:
         y, found_task, classes = _target_task([v.strip() for v in columns[target]], task)
         parsed = ParsedDataset(X, y, all_names, all_kinds, found_task, classes)
     parsed.categorical, parsed.categorical_names = cats, categorical_names
+    parsed.text, parsed.text_names = (np.array(texts, dtype=object).T if texts else None), text_names
     return parsed
 
 
@@ -298,6 +301,10 @@ def profile_of(parsed: ParsedDataset) -> dict[str, Any]:
     if parsed.image_shape is None:
         numeric = [n for n, k in zip(parsed.feature_names, parsed.feature_kinds, strict=True) if k == "numeric"]
         profile["features"] = {name: _numeric_profile(parsed.X[:, i]) for i, name in enumerate(numeric)}
+        for j, name in enumerate(parsed.text_names):
+            assert parsed.text is not None
+            lengths = np.array([len(str(t).split()) for t in parsed.text[:, j]], dtype=np.float64)
+            profile["features"][name] = {"count": int(lengths.size), "words": _numeric_profile(lengths)}
         for j, name in enumerate(parsed.categorical_names):
             assert parsed.categorical is not None
             values, counts = np.unique(parsed.categorical[:, j].astype(str), return_counts=True)

@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from stratus.errors import InvalidInput
 
 SKLEARN_MODELS = ("linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm")
-TORCH_MODELS = ("mlp", "cnn")
-Trainer = Literal["linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm", "mlp", "cnn"]
+TORCH_MODELS = ("mlp", "cnn", "text_classifier")
+Trainer = Literal[
+    "linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm", "mlp", "cnn", "text_classifier"
+]
 
 
 class TrainParams(BaseModel):
@@ -38,6 +40,9 @@ class TrainParams(BaseModel):
     hidden: list[int] = Field(default_factory=lambda: [64], max_length=8)
     channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, max_length=4)
     augment: list[Literal["flip", "crop", "rotate"]] = Field(default_factory=list)
+    embedding_dim: int = Field(default=64, ge=4, le=1024, description="text_classifier word vectors")
+    vocab_size: int = Field(default=20_000, ge=100, le=500_000, description="text_classifier vocabulary")
+    max_length: int = Field(default=128, ge=4, le=4096, description="text_classifier tokens per text")
     image_size: int | None = Field(
         default=None, ge=4, le=1024, description="train on images resized to this square size (inside the model)"
     )
@@ -72,6 +77,13 @@ def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
     """Refuse at submit time what cannot train, with the reason."""
     task = dataset["task"]
     image = "image" in dataset["schema"]
+    kinds = [f["kind"] for f in dataset["schema"]["features"]]
+    if request.model == "text_classifier":
+        if kinds.count("text") != 1 or task != "classification":
+            raise InvalidInput("text_classifier needs a classification dataset with exactly one free-text column")
+        return
+    if "text" in kinds:
+        raise InvalidInput(f"dataset {dataset['name']!r} has a free-text column: use the text_classifier trainer")
     if task == "unsupervised":
         raise InvalidInput(f"dataset {dataset['name']!r} has no target; supervised trainers need one")
     if request.model == "cnn" and not image:

@@ -68,6 +68,9 @@ def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
     classify = parsed.task == "classification"
     rows = np.arange(parsed.rows)
     train_rows, test_rows, y_train, y_test = split(rows, parsed.y, params.test_split, params.seed, classify)
+    if request.model == "text_classifier":
+        run_text_classifier(job_dir, parsed, train_rows, test_rows, y_train, y_test, request)
+        return
     X_numeric = parsed.X.astype(np.float32)
     categories: list[list[str]] = []
     if parsed.categorical is not None:
@@ -152,6 +155,40 @@ def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
     (job_dir / "result.json").write_text(json.dumps(result))
     headline = {k: v for k, v in metrics.items() if isinstance(v, float)}
     report({"event": "done", "metrics": headline})
+
+
+def run_text_classifier(
+    job_dir: Path, parsed: Any, train_rows: Any, test_rows: Any, y_train: Any, y_test: Any, request: TrainRequest
+) -> None:
+    import torch
+
+    from stratus.training.text_trainer import train_text
+
+    torch.set_num_threads(1)
+    texts = [str(t) for t in parsed.text[:, 0]]
+    served = train_text(
+        [texts[i] for i in train_rows],
+        y_train,
+        [texts[i] for i in test_rows],
+        parsed.classes,
+        request.params,
+        job_dir,
+        report,
+    )
+    metrics = classification_metrics(y_test, served, parsed.classes)
+    (job_dir / "confusion_matrix.png").write_bytes(confusion_png(metrics["confusion_matrix"], parsed.classes))
+    evaluation = {"classes": parsed.classes, "test_predictions": served.ravel().tolist(), "seed": request.params.seed}
+    (job_dir / "evaluation.json").write_text(json.dumps(evaluation))
+    result = {
+        "metrics": metrics,
+        "task": parsed.task,
+        "source": "trainer:text_classifier",
+        "stratus_version": __version__,
+        "format": "pipeline",
+        "files": ["tokenizer.json", "classifier.onnx"],
+    }
+    (job_dir / "result.json").write_text(json.dumps(result))
+    report({"event": "done", "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}})
 
 
 def main() -> None:

@@ -1,0 +1,147 @@
+"""The text classifier (training child only): a tokenizer built from the training text, and an
+EmbeddingBag-style model (mean of word vectors, padding masked out) with a linear head. It is served as
+a pipeline: tokenize -> ONNX classifier, so clients send raw text."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stratus.training.params import TrainParams
+from stratus.training.torch_trainers import _optimizer, _scheduler, init_weights
+
+Array = np.ndarray[Any, Any]
+
+
+class BagOfWords(nn.Module):
+    def __init__(self, vocab: int, dim: int, classes: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, dim, padding_idx=0)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = mask.unsqueeze(-1).to(torch.float32)
+        pooled = (self.embedding(ids) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        logits = self.head(pooled)
+        return logits, logits.argmax(dim=1)
+
+
+def build_tokenizer(texts: list[str], params: TrainParams) -> Any:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))  # noqa: S106 - a vocabulary token
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=params.vocab_size, special_tokens=["[PAD]", "[UNK]"])
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a vocabulary token
+    tokenizer.enable_truncation(max_length=params.max_length)
+    return tokenizer
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    encodings = tokenizer.encode_batch(texts)
+    ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
+    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
+    return ids, mask
+
+
+def train_text(
+    texts_train: list[str],
+    y_train: Array,
+    texts_test: list[str],
+    classes: list[str],
+    params: TrainParams,
+    job_dir: Path,
+    report: Callable[[dict[str, Any]], None],
+) -> Array:
+    """Train, export, write the pipeline into job_dir and return its predictions on the test texts."""
+    from stratus.formats import compare_outputs, torch_to_onnx
+    from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+
+    torch.manual_seed(params.seed)
+    generator = torch.Generator().manual_seed(params.seed)
+    tokenizer = build_tokenizer(texts_train, params)
+    report({"event": "log", "message": f"built a {tokenizer.get_vocab_size()}-word vocabulary from the training text"})
+    model = BagOfWords(tokenizer.get_vocab_size(), params.embedding_dim, len(classes))
+    init_weights(model, params.init)
+    optimizer = _optimizer(model, params)
+    scheduler = _scheduler(optimizer, params)
+    ids, mask = _encode(tokenizer, texts_train)
+    labels = torch.tensor(y_train, dtype=torch.long)
+    loss_fn = nn.CrossEntropyLoss()
+    started = time.monotonic()
+    for epoch in range(1, params.epochs + 1):
+        model.train()
+        order = torch.randperm(len(ids), generator=generator)
+        total = 0.0
+        for start in range(0, len(ids), params.batch_size):
+            index = order[start : start + params.batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(model(ids[index], mask[index])[0], labels[index])
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(index)
+        if scheduler is not None:
+            if params.schedule == "plateau":
+                scheduler.step(total)
+            else:
+                scheduler.step()
+        elapsed = time.monotonic() - started
+        report(
+            {
+                "event": "epoch",
+                "epoch": epoch,
+                "epochs": params.epochs,
+                "loss": total / len(ids),
+                "eta_s": elapsed / epoch * (params.epochs - epoch),
+            }
+        )
+    model.eval()
+    example = _encode(tokenizer, texts_test[:4])
+    converted = torch_to_onnx(
+        model,
+        example,
+        input_names=("input_ids", "attention_mask"),
+        output_names=("logits", "label"),
+        dynamic_axes_extra={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}},
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    spec = {
+        "kind": "pipeline",
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "logits", "datatype": "FP32", "shape": [-1, len(classes)]},
+        ],
+        "steps": [
+            {"op": "tokenize", "file": "tokenizer.json", "input": "text", "max_length": params.max_length},
+            {
+                "op": "onnx",
+                "file": "classifier.onnx",
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask"},
+                "outputs": {"logits": "logits", "label": "label"},
+            },
+        ],
+    }
+    files = {"tokenizer.json": tokenizer.to_str().encode(), "classifier.onnx": converted.onnx_bytes}
+    spec_bytes = json.dumps(spec).encode()
+    runner = PipelineRunner(PipelineSpec.parse(spec_bytes), files.__getitem__, lambda ref: b"", threads=1)
+    served = runner.run_checked({"text": np.array(texts_test, dtype=object)})["label"]
+    with torch.no_grad():
+        framework = model(*_encode(tokenizer, texts_test))[1].numpy()
+    # What is served (tokenizer + ONNX) must reproduce the trained model on the whole test split.
+    compare_outputs(framework, served, what="test split", exact=True)
+    (job_dir / "pipeline.json").write_bytes(spec_bytes)
+    for name, content in files.items():
+        (job_dir / name).write_bytes(content)
+    result: Array = served
+    return result
