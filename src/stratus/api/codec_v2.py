@@ -159,7 +159,8 @@ def _json_numbers(name: str, datatype: str, shape: tuple[int, ...], count: int, 
             raise InvalidInput(f"input {name!r}: BOOL data must be true or false, got {offender}")
         return raw.reshape(shape)
     if kind not in "iuf":
-        raise InvalidInput(f"input {name!r}: {datatype} data must be numbers, got {_first_offender(data, (int, float))}")
+        offender = _first_offender(data, (int, float))
+        raise InvalidInput(f"input {name!r}: {datatype} data must be numbers, got {offender}")
     if raw.dtype == dtype:
         return raw.reshape(shape)  # np.array already made a fresh, owned, C-contiguous array
     if dtype.kind in "iu" and kind == "f" and not np.array_equal(raw, np.trunc(raw)):
