@@ -105,5 +105,8 @@ def test_instances_share_the_threads() -> None:
         return ModelRunner(data, sig, threads=n)
 
     pool = ModelPool(threads=4, executor=ThreadPoolExecutor(1))
-    served = pool.load(1, "m", 1, factory, ServingConfig(instances=2))
-    assert threads == [2, 2] and len(served.runners) == 2
+    shared = pool.load(1, "m", 1, factory, ServingConfig(instances=2))
+    assert threads == [2] and len(shared.runners) == 1  # two batches in flight on one session
+    assert shared.batcher is not None and shared.info().instances == 2
+    separate = pool.load(2, "m", 2, factory, ServingConfig(instances=2, separate_sessions=True))
+    assert threads == [2, 2, 2] and len(separate.runners) == 2

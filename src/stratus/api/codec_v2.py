@@ -43,8 +43,9 @@ class RequestedOutput:
 @dataclass(slots=True)
 class InferRequest:
     """A decoded request. Inputs are C-contiguous numpy arrays of the declared shape and datatype
-    (BYTES: object arrays of ``bytes``). Inputs that arrived as binary data are read-only views of the
-    request body, aligned for their dtype: no copy, and nothing downstream is allowed to write into them."""
+    (BYTES: object arrays of ``bytes``). Numeric inputs that arrived as binary data are read-only: views of
+    the request body when it is aligned for their dtype (no copy), else aligned copies. Nothing downstream
+    may write into inputs; JSON and BYTES inputs are owned, writable arrays."""
 
     id: str | None
     inputs: dict[str, Tensor]
@@ -135,8 +136,6 @@ def _first_offender(data: list[Any], accept: tuple[type, ...]) -> str:
     for value in _flatten(data):
         if not isinstance(value, accept) or (bool not in accept and isinstance(value, bool)):
             return f"{_json_type(value)} ({value!r})"
-        if isinstance(value, int) and not -(2**63) <= value < 2**64:
-            return f"{value} (too large for any integer datatype)"
     return "mixed values"
 
 
@@ -163,16 +162,21 @@ def _json_numbers(name: str, datatype: str, shape: tuple[int, ...], count: int, 
         raise InvalidInput(f"input {name!r}: {datatype} data must be numbers, got {offender}")
     if raw.dtype == dtype:
         return raw.reshape(shape)  # np.array already made a fresh, owned, C-contiguous array
-    if dtype.kind in "iu" and kind == "f" and not np.array_equal(raw, np.trunc(raw)):
-        raise InvalidInput(f"input {name!r}: {datatype} data must be whole numbers, got a fraction")
     try:
         with np.errstate(over="raise", invalid="raise"):
-            array = raw.astype(dtype)
-    except FloatingPointError:
+            if dtype.kind in "iu" and kind == "f":
+                if not np.array_equal(raw, np.trunc(raw)):
+                    raise InvalidInput(f"input {name!r}: {datatype} data must be whole numbers, got a fraction")
+                # Float inference rounded any integers beyond 2**53 (UINT64 data above 2**63 always
+                # lands here): convert the original values, which numpy range-checks one by one.
+                array = np.array(data, dtype=dtype)
+            else:
+                array = raw.astype(dtype)
+                # Integer casts wrap around silently (300 -> 44 in INT8, -1 -> 2**64-1 in UINT64).
+                if dtype.kind in "iu" and not np.array_equal(array, raw):
+                    raise OverflowError
+    except (OverflowError, FloatingPointError):
         raise InvalidInput(f"input {name!r}: values are out of range for {datatype}") from None
-    # Integer casts wrap around silently (300 -> 44 in INT8, -1 -> 2**64-1 in UINT64): compare back.
-    if dtype.kind in "iu" and not np.array_equal(array, raw):
-        raise InvalidInput(f"input {name!r}: values are out of range for {datatype}")
     return array.reshape(shape)
 
 
@@ -190,9 +194,13 @@ def _binary_tensor(name: str, datatype: str, shape: tuple[int, ...], chunk: memo
     if datatype == "BOOL" and expected and np.frombuffer(chunk, dtype=np.uint8).max() > 1:
         raise InvalidInput(f"input {name!r}: binary BOOL data must be bytes 0 or 1")
     array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
-    # The tensor's offset in the body is arbitrary (it follows the JSON header and other tensors);
-    # runtimes may assume aligned memory, so only aligned data stays a zero-copy view.
-    return array if array.flags.aligned else array.copy()
+    if not array.flags.aligned:
+        # The tensor's offset in the body is arbitrary (it follows the JSON header and other tensors)
+        # and runtimes may assume aligned memory: copy, but keep it read-only like the zero-copy case
+        # so that code writing into inputs fails every time rather than only for some requests.
+        array = array.copy()
+        array.flags.writeable = False
+    return array
 
 
 def _shape(name: str, raw: Any) -> tuple[int, ...]:
@@ -321,9 +329,8 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
 def _json_data(array: Tensor, datatype: str) -> list[Any] | Tensor:
     if datatype == "BYTES":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.ravel()]
-    # orjson serializes only native-endian, C-contiguous arrays; ravel() gives the latter.
-    flat = array.ravel()
-    return flat if flat.dtype.isnative else flat.astype(flat.dtype.newbyteorder("="))
+    # orjson serializes only native-endian (ensured by the caller), C-contiguous arrays: ravel() is.
+    return array.ravel()
 
 
 def _binary_data(array: Tensor, datatype: str) -> bytes:
@@ -357,6 +364,8 @@ def encode_infer_response(
         if array is None:
             have = ", ".join(repr(n) for n in outputs)
             raise InvalidInput(f"output {name!r} was requested but the model has no such output; it has {have}")
+        if not array.dtype.isnative:  # neither orjson nor the datatype table take byte-swapped dtypes
+            array = array.astype(array.dtype.newbyteorder("="))
         datatype = v2_datatype(array.dtype)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:

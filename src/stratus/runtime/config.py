@@ -26,7 +26,12 @@ class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
-    instances: int = Field(default=1, ge=1, le=64, description="Parallel sessions of this version.")
+    instances: int = Field(default=1, ge=1, le=64, description="Batches of this version run in parallel.")
+    separate_sessions: bool = Field(
+        default=False,
+        description="Give each instance its own ONNX Runtime session. By default instances share one session "
+        "(ONNX Runtime runs concurrent calls safely), so extra instances cost no model memory.",
+    )
 
     @classmethod
     def parse(cls, raw: dict[str, Any] | None) -> ServingConfig:

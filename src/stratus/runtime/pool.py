@@ -59,7 +59,7 @@ class ServedModel:
         self.size_bytes = sum(r.size_bytes for r in runners)
         signature = runners[0].signature
         self.batcher = (
-            Batcher(self._run_any, config.policy(), executor, instances=len(runners))
+            Batcher(self._run_any, config.policy(), executor, instances=config.instances)
             if config.batching_enabled(signature)
             else None
         )
@@ -96,7 +96,7 @@ class ServedModel:
             self.name,
             self.version,
             self.size_bytes,
-            len(self.runners),
+            self.config.instances,
             self.batcher is not None,
             self.last_used,
         )
@@ -136,7 +136,8 @@ class ModelPool:
             if served is None:
                 # Intra-op threads are shared out across instances so N instances do not oversubscribe.
                 per_instance = max(1, self.threads // config.instances)
-                runners = [factory(per_instance) for _ in range(config.instances)]
+                sessions = config.instances if config.separate_sessions else 1
+                runners = [factory(per_instance) for _ in range(sessions)]
                 for runner in runners:
                     runner.warm_up()
                 observer = self._observe(name, version) if self._observe is not None else None
