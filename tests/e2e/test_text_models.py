@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -23,8 +24,10 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def client(live_server: LiveServer) -> OpenAI:
-    return OpenAI(base_url=f"{live_server.url}/openai/v1", api_key="not-needed-yet", max_retries=0)
+def client(live_server: LiveServer) -> Iterator[OpenAI]:
+    client = OpenAI(base_url=f"{live_server.url}/openai/v1", api_key="not-needed-yet", max_retries=0)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +78,11 @@ def test_models_and_errors(client: OpenAI) -> None:
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_v2_bytes_input_of_sentences(live_server: LiveServer, reference: np.ndarray, binary: bool) -> None:
+def test_v2_bytes_input_of_sentences(
+    live_server: LiveServer, reference: np.ndarray, binary: bool, request: pytest.FixtureRequest
+) -> None:
     client = triton.InferenceServerClient(f"127.0.0.1:{live_server.port}")
+    request.addfinalizer(client.close)
     meta = client.get_model_metadata("minilm")
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert {o["name"] for o in meta["outputs"]} == {"embedding", "token_count"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import tritonclient.http as triton
@@ -15,8 +17,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def client(live_server: LiveServer) -> triton.InferenceServerClient:
-    return triton.InferenceServerClient(f"127.0.0.1:{live_server.port}")
+def client(live_server: LiveServer) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(f"127.0.0.1:{live_server.port}")
+    yield client
+    client.close()
 
 
 def test_health_and_metadata(client: triton.InferenceServerClient) -> None:

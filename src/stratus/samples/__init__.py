@@ -14,6 +14,8 @@ from typing import Any
 from stratus.errors import StratusError
 
 MANIFEST = "manifest.json"
+#: Bump when what the builder produces changes, so caches built by an older Stratus are rebuilt.
+BUILD_FORMAT = 2
 
 
 class SampleBuildError(StratusError):
@@ -52,6 +54,8 @@ def load_manifest(cache_dir: Path) -> SampleManifest | None:
     """The cached manifest, if present and every file still has its recorded checksum."""
     try:
         raw = json.loads((cache_dir / MANIFEST).read_text())
+        if raw.get("format") != BUILD_FORMAT:
+            return None
         models = []
         for entry in raw["models"]:
             path = cache_dir / Path(entry["file"]).name
