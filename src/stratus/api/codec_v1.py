@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from stratus.api.json_body import json_object
 from stratus.errors import InvalidInput
 from stratus.runtime import Tensor
 from stratus.types import Signature, TensorSpec, numpy_dtype
@@ -31,12 +32,10 @@ def _to_tensor(spec: TensorSpec, value: Any, where: str) -> Tensor:
 
 
 def decode_predict_request(body: bytes, signature: Signature) -> dict[str, Tensor]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
-        raise InvalidInput('the request must be a JSON object with exactly one of "instances" or "inputs"')
+    expected = 'a JSON object with exactly one of "instances" or "inputs"'
+    payload = json_object(body, expected)
+    if ("instances" in payload) == ("inputs" in payload):
+        raise InvalidInput(f"the request must be {expected}")
     specs = signature.inputs
     if "instances" in payload:
         rows = payload["instances"]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from stratus.api.json_body import json_object
 from stratus.errors import InvalidInput
 from stratus.types import V2_TO_NUMPY, v2_datatype
 
@@ -267,12 +268,7 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
             raise InvalidInput(f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes")
         whole = memoryview(body)
         header, binary = whole[:header_length], whole[header_length:]
-    try:
-        payload = orjson.loads(header)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidInput("request body must be a JSON object with an 'inputs' list")
+    payload = json_object(header, "a JSON object with an 'inputs' list")
     raw_inputs = payload.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("request needs 'inputs': a non-empty list of tensors")

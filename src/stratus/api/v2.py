@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
 from stratus.api import codec_v2
 from stratus.api.deps import dataplane, platform
+from stratus.api.json_body import json_object
 from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput
 from stratus.registry import VersionInfo
@@ -152,15 +152,7 @@ _REPOSITORY_BODY = {
 
 async def _json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return body
+    return json_object(raw) if raw.strip() else {}
 
 
 def _version_parameter(body: dict[str, Any], allowed: tuple[str, ...] = ("version",)) -> str | None:
