@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         description="Extra Host header values to accept (JSON list). On loopback only localhost, 127.0.0.1 and "
         "[::1] with the server's port are accepted, against DNS rebinding.",
     )
+    insecure: bool = Field(
+        default=False,
+        description="Allow binding to a non-loopback interface although the API has no authentication yet.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the metadata DB. Default: SQLite in WAL mode at HOME/stratus.db.",

@@ -48,6 +48,9 @@ def serve(
     allowed_hosts: Annotated[
         str | None, typer.Option(help="Comma-separated extra Host header values to accept (DNS rebinding guard).")
     ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback --host although the API has no auth yet.")
+    ] = False,
 ) -> None:
     """Start the platform: REST APIs, registry and inference."""
     with reported_errors():
@@ -55,6 +58,8 @@ def serve(
         if allowed_hosts:
             extra = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
             settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, *extra]})
+        if insecure:
+            settings = settings.model_copy(update={"insecure": True})
         run_server(settings)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from stratus.api.hosts import is_loopback
+from stratus.errors import InvalidInput
 from stratus.settings import Settings
 
 
@@ -31,6 +33,26 @@ Or from Python:
 """
 
 
+def check_exposure(settings: Settings, console: Console) -> None:
+    """Refuse to put the unauthenticated API on a network interface unless told to, and then say so loudly.
+
+    The API has no authentication yet (a later issue adds keys): on anything but loopback, anyone who can
+    reach the port could register models, start training jobs and read artifacts.
+    """
+    if is_loopback(settings.host):
+        return
+    if not settings.insecure:
+        raise InvalidInput(
+            f"refusing to listen on {settings.host}: the API has no authentication yet, so anyone who can reach "
+            "this port could manage models and run jobs. Keep the default 127.0.0.1 (put a reverse proxy with "
+            "auth in front), or pass --insecure if this network is trusted."
+        )
+    console.print(
+        f"[bold red]WARNING: listening on {settings.host} with NO AUTHENTICATION (--insecure). Anyone who can "
+        "reach this port can manage models, run jobs and download artifacts.[/bold red]"
+    )
+
+
 def run_server(settings: Settings) -> None:
     import uvicorn
 
@@ -38,6 +60,7 @@ def run_server(settings: Settings) -> None:
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console()
+    check_exposure(settings, console)
     console.print(f"Starting Stratus on http://{settings.host}:{settings.port} (home: {settings.home})")
     if settings.samples and not (settings.home / ".samples-registered").exists():
         console.print("First start: building the bundled sample models (cached for later starts)...")
