@@ -5,7 +5,6 @@ a pipeline: tokenize -> ONNX classifier, so clients send raw text."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import torch
 from torch import nn
 
 from stratus.training.params import TrainParams
-from stratus.training.torch_trainers import _optimizer, _scheduler, init_weights
+from stratus.training.torch_trainers import init_weights, run_epochs
 
 Array = np.ndarray[Any, Any]
 
@@ -72,38 +71,15 @@ def train_text(
     report({"event": "log", "message": f"built a {tokenizer.get_vocab_size()}-word vocabulary from the training text"})
     model = BagOfWords(tokenizer.get_vocab_size(), params.embedding_dim, len(classes))
     init_weights(model, params.init)
-    optimizer = _optimizer(model, params)
-    scheduler = _scheduler(optimizer, params)
     ids, mask = _encode(tokenizer, texts_train)
     labels = torch.tensor(y_train, dtype=torch.long)
     loss_fn = nn.CrossEntropyLoss()
-    started = time.monotonic()
-    for epoch in range(1, params.epochs + 1):
-        model.train()
-        order = torch.randperm(len(ids), generator=generator)
-        total = 0.0
-        for start in range(0, len(ids), params.batch_size):
-            index = order[start : start + params.batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(ids[index], mask[index])[0], labels[index])
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(index)
-        if scheduler is not None:
-            if params.schedule == "plateau":
-                scheduler.step(total)
-            else:
-                scheduler.step()
-        elapsed = time.monotonic() - started
-        report(
-            {
-                "event": "epoch",
-                "epoch": epoch,
-                "epochs": params.epochs,
-                "loss": total / len(ids),
-                "eta_s": elapsed / epoch * (params.epochs - epoch),
-            }
-        )
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
+        loss: torch.Tensor = loss_fn(model(ids[index], mask[index])[0], labels[index])
+        return loss
+
+    run_epochs(model, len(ids), batch_loss, params, report, generator)
     model.eval()
     example = _encode(tokenizer, texts_test[:4])
     converted = torch_to_onnx(

@@ -189,34 +189,61 @@ def train_torch(
             body = nn.Sequential(nn.Flatten(), body)
     init_weights(body, params.init)
     model = Classifier(preprocess, body, classify, resize)
-    optimizer = _optimizer(model, params)
-    scheduler = _scheduler(optimizer, params)
     loss_fn: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()
     xs = torch.tensor(X_train, dtype=torch.float32)
     ys = torch.tensor(y_train, dtype=torch.long if classify else torch.float32)
+
+    def batch_loss(index: torch.Tensor) -> torch.Tensor:
+        batch = xs[index]
+        if image and params.augment:
+            # Augment the raw pixels: the preprocess is part of the model, as it is when serving.
+            batch = augment(batch, params.augment, generator)
+        out = model(batch)
+        loss: torch.Tensor = loss_fn(out[0] if classify else out, ys[index])
+        return loss
+
+    validate = None
+    if X_val is not None and y_val is not None and len(X_val):
+        validate = (lambda: evaluate_score(model, X_val, y_val, classify), "accuracy" if classify else "neg_mse")
+    run_epochs(model, len(xs), batch_loss, params, report, generator, validate)
+    return model
+
+
+Validation = tuple[Callable[[], float], str]
+
+
+def run_epochs(
+    model: nn.Module,
+    rows: int,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    params: TrainParams,
+    report: Report,
+    generator: torch.Generator,
+    validate: Validation | None = None,
+) -> None:
+    """The epoch loop every torch trainer shares: shuffled mini-batches, the optimizer and schedule from
+    params, a progress event per epoch (loss, validation metric, ETA), early stopping on the validation
+    metric with the best weights restored. Leaves the model in eval mode."""
+    optimizer = _optimizer(model, params)
+    scheduler = _scheduler(optimizer, params)
     best_state, best_score, stale = None, -math.inf, 0
     started = time.monotonic()
     for epoch in range(1, params.epochs + 1):
         model.train()
-        order = torch.randperm(len(xs), generator=generator)
+        order = torch.randperm(rows, generator=generator)
         total = 0.0
-        for start in range(0, len(xs), params.batch_size):
+        for start in range(0, rows, params.batch_size):
             index = order[start : start + params.batch_size]
-            batch = xs[index]
-            if image and params.augment:
-                # Augment the scaled input space: the raw-pixel preprocess is part of the model.
-                batch = augment(batch, params.augment, generator)
             optimizer.zero_grad()
-            out = model(batch)
-            loss = loss_fn(out[0] if classify else out, ys[index])
-            loss.backward()
+            loss = batch_loss(index)
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             optimizer.step()
             total += float(loss.detach()) * len(index)
-        event: dict[str, Any] = {"event": "epoch", "epoch": epoch, "epochs": params.epochs, "loss": total / len(xs)}
-        if X_val is not None and y_val is not None and len(X_val):
-            score = evaluate_score(model, X_val, y_val, classify)
-            event["val_metric"] = score
-            event["val_metric_name"] = "accuracy" if classify else "neg_mse"
+        event: dict[str, Any] = {"event": "epoch", "epoch": epoch, "epochs": params.epochs, "loss": total / rows}
+        if validate is not None:
+            model.eval()
+            score = validate[0]()
+            event["val_metric"], event["val_metric_name"] = score, validate[1]
             if score > best_score:
                 best_score, stale = score, 0
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -237,7 +264,6 @@ def train_torch(
     if best_state is not None and params.patience is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return model
 
 
 def evaluate_score(model: nn.Module, X: Array, y: Array, classify: bool) -> float:
