@@ -11,8 +11,9 @@ import base64
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+import orjson
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from stratus.api.deps import dataplane
@@ -56,40 +57,58 @@ def _texts(raw: str | list[str] | list[int] | list[list[int]]) -> list[str]:
     return texts  # type: ignore[return-value]
 
 
-def _encode(vector: np.ndarray[Any, Any], encoding: str) -> list[float] | str:
+def _encode(vector: np.ndarray[Any, Any], encoding: str) -> np.ndarray[Any, Any] | str:
+    """float: the array itself (orjson writes numpy directly); base64: little-endian float32 bytes."""
     if encoding == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    values: list[float] = vector.tolist()
-    return values
+    return vector
 
 
-@router.post("/embeddings")
-async def create_embeddings(request: Request, body: EmbeddingsRequest) -> JSONBody:
+_EMBEDDINGS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": EmbeddingsRequest.model_json_schema()}},
+    }
+}
+
+
+def _parse(body: bytes) -> EmbeddingsRequest:
+    # pydantic straight from the JSON bytes: the hot path skips FastAPI's body machinery.
+    try:
+        return EmbeddingsRequest.model_validate_json(body)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid request: {detail}") from None
+
+
+@router.post("/embeddings", openapi_extra=_EMBEDDINGS_BODY)
+async def create_embeddings(request: Request) -> Response:
+    body = _parse(await request.body())
     plane = dataplane(request)
     name, ref = _split_model(body.model)
     version = plane.resolve(name, ref)
     if not _is_text_embedder(version):
         raise InvalidInput(f"model {body.model!r} is not a text embedding model (one text input, an embedding output)")
+    width = next(o.shape[-1] for o in version.signature.outputs if o.name == "embedding")
+    if body.dimensions is not None and width > 0 and body.dimensions != width:
+        raise InvalidInput(f"model {body.model!r} produces {width} dimensions, not {body.dimensions}")
     texts = _texts(body.input)
     wanted = ["embedding"] + (["token_count"] if "token_count" in version.signature.output_names() else [])
     result = await plane.infer(
         name, ref, {version.signature.inputs[0].name: np.array(texts, dtype=object)}, wanted, protocol="openai"
     )
-    vectors = result.outputs["embedding"]
-    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
-        raise InvalidInput(f"model {body.model!r} produces {vectors.shape[1]} dimensions, not {body.dimensions}")
+    vectors = result.outputs["embedding"].astype(np.float32, copy=False)
     tokens = int(result.outputs["token_count"].sum()) if "token_count" in result.outputs else 0
-    return JSONBody(
-        {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": _encode(vectors[i], body.encoding_format)}
-                for i in range(len(texts))
-            ],
-            "model": body.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    )
+    payload = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode(vectors[i], body.encoding_format)}
+            for i in range(len(texts))
+        ],
+        "model": body.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 def _model_card(version: VersionInfo) -> dict[str, Any]:
