@@ -1,6 +1,21 @@
-"""Model formats: the ONNX gate every upload passes, and verified conversion to ONNX."""
+"""Model formats: the ONNX gate every upload passes, and verified conversion to ONNX.
 
-from stratus.formats.convert import ConvertedModel, compare_outputs, sklearn_to_onnx, torch_to_onnx
+Importing this package loads numpy, onnx and ONNX Runtime only; torch and scikit-learn are imported
+inside the conversion functions, so the server never loads them.
+"""
+
+from stratus.formats.convert import ConvertedModel, sklearn_to_onnx, torch_to_onnx
 from stratus.formats.onnx_gate import OnnxInfo, inspect_onnx
+from stratus.formats.sniff import sniff_unsafe
+from stratus.formats.verify import compare_outputs, verify_outputs
 
-__all__ = ["ConvertedModel", "OnnxInfo", "compare_outputs", "inspect_onnx", "sklearn_to_onnx", "torch_to_onnx"]
+__all__ = [
+    "ConvertedModel",
+    "OnnxInfo",
+    "compare_outputs",
+    "inspect_onnx",
+    "sklearn_to_onnx",
+    "sniff_unsafe",
+    "torch_to_onnx",
+    "verify_outputs",
+]

@@ -6,18 +6,25 @@ never load torch.
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from stratus.errors import ConversionError
 from stratus.formats.onnx_gate import inspect_onnx
+from stratus.formats.verify import Array, compare_outputs, run_onnx, verify_outputs
 from stratus.types import Signature
 
-Array = np.ndarray[Any, Any]
+SKLEARN_SAMPLE_ROWS = 32
+ONNX_OPSET = 17
+# Tree converters compare float32 thresholds, which can move a borderline row to a neighbouring leaf
+# in one tree of a forest: labels must still agree exactly, probabilities only this closely.
+_PROBABILITY_ATOL = 0.05
+# sklearn regressors compute in float64, the ONNX graph in float32: outputs near zero need some slack.
+_REGRESSION_MIN_ATOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -28,77 +35,101 @@ class ConvertedModel:
     max_abs_diff: float
 
 
-def _run(onnx_bytes: bytes, feeds: dict[str, Array]) -> list[Array]:
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    return list(session.run(None, feeds))
-
-
-def compare_outputs(
-    expected: Array, actual: Array, *, what: str, exact: bool = False, rtol: float = 1e-4, atol: float = 1e-5
-) -> float:
-    """Raise ConversionError unless ``actual`` matches ``expected``; return the max absolute difference."""
-    expected = np.asarray(expected)
-    actual = np.asarray(actual)
-    if expected.shape != actual.shape:
-        raise ConversionError(f"{what}: ONNX output shape {actual.shape} differs from the source's {expected.shape}")
-    if exact or expected.dtype.kind in "iubUSO":
-        wrong = int(np.sum(expected.ravel() != actual.ravel()))
-        if wrong:
-            raise ConversionError(
-                f"{what}: the ONNX model disagrees with the source on {wrong} of {expected.size} values"
-            )
-        return 0.0
-    diff = float(np.max(np.abs(expected.astype(np.float64) - actual.astype(np.float64)))) if expected.size else 0.0
-    if not np.allclose(actual, expected, rtol=rtol, atol=atol):
-        raise ConversionError(
-            f"{what}: the ONNX model's outputs differ from the source's by up to {diff:.3g} "
-            f"(tolerance rtol={rtol}, atol={atol})"
-        )
-    return diff
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def sklearn_to_onnx(
     estimator: Any, sample_input: Array | None = None, *, rtol: float = 1e-4, atol: float = 1e-5
 ) -> ConvertedModel:
+    """Convert a fitted estimator or Pipeline: input ``input`` FP32 [-1, n_features]; classifiers give
+    ``label`` and ``probabilities`` tensors (no ZipMap). Verified on ``sample_input`` (or 32 seeded
+    normal rows): labels must equal ``estimator.predict`` on every row."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.base import is_classifier
 
-    n_features = sample_input.shape[1] if sample_input is not None else getattr(estimator, "n_features_in_", None)
-    if n_features is None:
-        raise ConversionError("cannot tell the number of input features: pass sample_input or fit the estimator")
-    if sample_input is None:
-        sample_input = np.random.default_rng(0).normal(size=(32, int(n_features)))
-    sample = np.asarray(sample_input, dtype=np.float32)
-    from sklearn.base import is_classifier as sklearn_is_classifier
-
-    is_classifier = sklearn_is_classifier(estimator)
+    name = type(estimator).__name__
+    if sample_input is not None:
+        sample = np.asarray(sample_input, dtype=np.float32)
+        if sample.ndim != 2 or sample.shape[0] == 0:
+            raise ConversionError(f"sample_input must be a non-empty 2-D array (rows, features), got {sample.shape}")
+        n_features = int(sample.shape[1])
+    else:
+        features = getattr(estimator, "n_features_in_", None)
+        if features is None:
+            raise ConversionError(f"cannot tell how many features {name} takes: pass sample_input or fit it first")
+        n_features = int(features)
+        sample = np.random.default_rng(0).normal(size=(SKLEARN_SAMPLE_ROWS, n_features)).astype(np.float32)
+    classifier = is_classifier(estimator)
     try:
         model = to_onnx(
             estimator,
-            initial_types=[("input", FloatTensorType([None, int(n_features)]))],
-            options={id(estimator): {"zipmap": False}} if is_classifier else None,
-            target_opset=17,
+            initial_types=[("input", FloatTensorType([None, n_features]))],
+            # Keyed by the top-level object, so a Pipeline's final classifier gets it too.
+            options={id(estimator): {"zipmap": False}} if classifier else None,
+            target_opset=ONNX_OPSET,
         )
     except Exception as exc:
-        raise ConversionError(f"skl2onnx cannot convert {type(estimator).__name__}: {exc}") from None
-    onnx_bytes = model.SerializeToString()
-    outputs = _run(onnx_bytes, {"input": sample})
-    name = type(estimator).__name__
-    if is_classifier:
+        raise ConversionError(f"skl2onnx cannot convert {name}: {_first_line(exc)}") from None
+    onnx_bytes: bytes = model.SerializeToString()
+    outputs = run_onnx(onnx_bytes, {"input": sample})
+    if classifier:
         diff = compare_outputs(estimator.predict(sample), outputs[0], what=f"{name} labels", exact=True)
         if hasattr(estimator, "predict_proba") and len(outputs) > 1:
-            # Labels must agree exactly. Probabilities only closely: tree converters compare float32
-            # thresholds, which can move a borderline row to a neighbouring leaf in one tree.
-            diff = max(
-                diff,
-                compare_outputs(
-                    estimator.predict_proba(sample), outputs[1], what=f"{name} probabilities", rtol=rtol, atol=0.05
-                ),
-            )
+            probabilities = estimator.predict_proba(sample)
+            what = f"{name} probabilities"
+            atol_p = max(atol, _PROBABILITY_ATOL)
+            diff = max(diff, compare_outputs(probabilities, outputs[1], what=what, rtol=rtol, atol=atol_p))
     else:
-        expected = np.asarray(estimator.predict(sample)).reshape(outputs[0].shape)
-        diff = compare_outputs(expected, outputs[0], what=f"{name} predictions", rtol=rtol, atol=max(atol, 1e-4))
+        expected = np.asarray(estimator.predict(sample))
+        if expected.size == outputs[0].size:
+            expected = expected.reshape(outputs[0].shape)  # sklearn gives [n], skl2onnx [n, 1]
+        atol_r = max(atol, _REGRESSION_MIN_ATOL)
+        diff = compare_outputs(expected, outputs[0], what=f"{name} predictions", rtol=rtol, atol=atol_r)
     return ConvertedModel(onnx_bytes, inspect_onnx(onnx_bytes).signature, f"sklearn:{name}", diff)
+
+
+def _as_tensor(value: Any) -> Any:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value
+    array = np.asarray(value)
+    # Floats become float32, what torch modules hold; integer inputs (token ids) keep their type.
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
+
+
+def _names(given: tuple[str, ...], default: tuple[str, ...], count: int, prefix: str, what: str) -> tuple[str, ...]:
+    if len(given) == count:
+        return given
+    if given == default:  # the caller did not choose names: number them
+        return tuple(f"{prefix}_{i}" for i in range(count))
+    raise ConversionError(f"{len(given)} {what} names {list(given)} given for {count} {what}s")
+
+
+def _larger_batch(tensors: tuple[Any, ...], copies: int = 3) -> tuple[Any, ...]:
+    """The example stacked ``copies`` times, floats jittered, to prove the batch dimension is dynamic."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    stacked = []
+    for tensor in tensors:
+        parts = [tensor]
+        for _ in range(copies - 1):
+            if tensor.is_floating_point():
+                parts.append(tensor + 0.01 * torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype))
+            else:
+                parts.append(tensor)
+        stacked.append(torch.cat(parts))
+    return tuple(stacked)
 
 
 def torch_to_onnx(
@@ -112,26 +143,24 @@ def torch_to_onnx(
     rtol: float = 1e-3,
     atol: float = 1e-5,
 ) -> ConvertedModel:
-    """Export with the TorchScript exporter and verify on the example and on a larger batch.
+    """Export with the TorchScript exporter (opset 17) and verify in ONNX Runtime on the example and,
+    with ``dynamic_batch``, on three jittered copies of it stacked into one batch.
 
+    ``example_input`` is a tensor or array, or a tuple of them; numpy floats become float32.
     ``dynamic_axes_extra`` marks further dynamic dimensions, e.g. a sequence length.
     """
-    import io
-
     import torch
 
-    examples = example_input if isinstance(example_input, tuple) else (example_input,)
-    tensors = tuple(
-        torch.as_tensor(np.asarray(e, dtype=np.float32) if not isinstance(e, torch.Tensor) else e) for e in examples
-    )
-    if len(input_names) != len(tensors):
-        input_names = tuple(f"input_{i}" for i in range(len(tensors))) if len(tensors) > 1 else ("input",)
+    name = type(module).__name__
+    tensors = tuple(_as_tensor(e) for e in _as_tuple(example_input))
+    input_names = _names(input_names, ("input",), len(tensors), "input", "input")
     module.eval()
-    with torch.no_grad():
-        reference = module(*tensors)
-    references = reference if isinstance(reference, tuple) else (reference,)
-    if len(output_names) != len(references):
-        output_names = tuple(f"output_{i}" for i in range(len(references))) if len(references) > 1 else ("output",)
+    try:
+        with torch.no_grad():
+            references = _as_tuple(module(*tensors))
+    except Exception as exc:
+        raise ConversionError(f"{name} cannot run on the example input: {_first_line(exc)}") from None
+    output_names = _names(output_names, ("output",), len(references), "output", "output")
     dynamic_axes: dict[str, dict[int, str]] = (
         {n: {0: "batch"} for n in (*input_names, *output_names)} if dynamic_batch else {}
     )
@@ -149,31 +178,18 @@ def torch_to_onnx(
                 input_names=list(input_names),
                 output_names=list(output_names),
                 dynamic_axes=dynamic_axes or None,
-                opset_version=17,
+                opset_version=ONNX_OPSET,
                 dynamo=False,
             )
     except Exception as exc:
-        raise ConversionError(f"torch.onnx cannot export {type(module).__name__}: {exc}") from None
+        raise ConversionError(f"torch.onnx cannot export {name}: {_first_line(exc)}") from None
     onnx_bytes = buffer.getvalue()
-    name = type(module).__name__
+    batches = [tensors, _larger_batch(tensors)] if dynamic_batch else [tensors]
     diff = 0.0
-    batches = [tensors]
-    if dynamic_batch:
-        # A second, larger batch proves the batch dimension really is dynamic.
-        generator = torch.Generator().manual_seed(0)
-        batches.append(
-            tuple(
-                torch.cat([t, t + 0.01 * torch.randn(t.shape, generator=generator) if t.is_floating_point() else t])
-                for t in tensors
-            )
-        )
     for batch in batches:
         with torch.no_grad():
-            expected = module(*batch)
-        expected_list = expected if isinstance(expected, tuple) else (expected,)
-        actual = _run(onnx_bytes, {n: t.numpy() for n, t in zip(input_names, batch, strict=True)})
-        for out_name, exp, act in zip(output_names, expected_list, actual, strict=True):
-            diff = max(
-                diff, compare_outputs(exp.numpy(), act, what=f"{name} output {out_name!r}", rtol=rtol, atol=atol)
-            )
+            expected = [t.detach().cpu().numpy() for t in _as_tuple(module(*batch))]
+        feeds = {n: t.detach().cpu().numpy() for n, t in zip(input_names, batch, strict=True)}
+        actual = run_onnx(onnx_bytes, feeds)
+        diff = max(diff, verify_outputs(name, output_names, expected, actual, rtol=rtol, atol=atol))
     return ConvertedModel(onnx_bytes, inspect_onnx(onnx_bytes).signature, f"torch:{name}", diff)

@@ -47,7 +47,12 @@ class SampleManifest:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        # In chunks: the MiniLM encoder is ~90 MB and this runs on every server start.
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_manifest(cache_dir: Path) -> SampleManifest | None:
