@@ -121,14 +121,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         process, url = start_server(Path(tmp) / "home", cache, args.threads)
         try:
-            httpx.post(f"{url}/v2/repository/models/iris/load", timeout=60)
-            httpx.post(f"{url}/v2/repository/models/minilm/load", timeout=120)
+            key = (Path(tmp) / "home" / "admin.key").read_text().strip()
+            auth = {"Authorization": f"Bearer {key}"}
+            httpx.post(f"{url}/v2/repository/models/iris/load", timeout=60, headers=auth).raise_for_status()
+            httpx.post(f"{url}/v2/repository/models/minilm/load", timeout=120, headers=auth).raise_for_status()
             time.sleep(1)
             idle_rss = rss_mb(process.pid)
             served: dict[str, list[LoadResult]] = {"iris": [], "minilm": []}
             for concurrency in CONCURRENCY:
                 result = run_wrk(
-                    wrk, f"{url}/v2/models/iris/infer", wrk_script([iris_v2_body()]), concurrency, args.seconds
+                    wrk, f"{url}/v2/models/iris/infer", wrk_script([iris_v2_body()], key), concurrency, args.seconds
                 )
                 served["iris"].append(result)
                 print(
@@ -149,7 +151,7 @@ def main() -> None:
                 result = run_wrk(
                     wrk,
                     f"{url}/openai/v1/embeddings",
-                    wrk_script(minilm_openai_bodies(texts)),
+                    wrk_script(minilm_openai_bodies(texts), key),
                     concurrency,
                     args.seconds,
                 )

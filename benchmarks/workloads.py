@@ -83,12 +83,13 @@ def minilm_openai_bodies(texts: list[str]) -> list[str]:
     return [json.dumps({"model": "minilm", "input": t}, separators=(",", ":")) for t in texts]
 
 
-def wrk_script(bodies: list[str]) -> str:
-    """A wrk Lua script that POSTs JSON bodies in rotation."""
+def wrk_script(bodies: list[str], api_key: str) -> str:
+    """A wrk Lua script that POSTs JSON bodies in rotation with an API key, as a real client would."""
     quoted = ",\n".join("[==[" + body + "]==]" for body in bodies)
     return f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {api_key}"
 local bodies = {{
 {quoted}
 }}

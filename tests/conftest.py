@@ -50,19 +50,36 @@ def make_settings(home: Path, sample_cache: Path | None = None, **overrides: obj
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def admin_key_of(client: TestClient) -> str:
+    """The bootstrap admin key the app created on first start (also in HOME/admin.key)."""
+    platform = client.app.state.platform  # type: ignore[attr-defined]
+    key: str = platform.settings.resolved_admin_key_file.read_text().strip()
+    return key
+
+
+def as_admin(client: TestClient) -> TestClient:
+    """Send the admin key on every request of this client: most tests are about something other than auth."""
+    client.headers.update(bearer(admin_key_of(client)))
+    return client
+
+
 @pytest.fixture
 def empty_app(tmp_path: Path) -> Iterator[TestClient]:
-    """An in-process app on a fresh home without samples."""
+    """An in-process app on a fresh home without samples, called with the bootstrap admin key."""
     with TestClient(create_app(make_settings(tmp_path / "home"))) as client:
-        yield client
+        yield as_admin(client)
 
 
 @pytest.fixture(scope="module")
 def sample_app(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """An in-process app with iris and digits registered."""
+    """An in-process app with iris and digits registered, called with the bootstrap admin key."""
     home = tmp_path_factory.mktemp("home")
     with TestClient(create_app(make_settings(home, sample_cache))) as client:
-        yield client
+        yield as_admin(client)
 
 
 def free_port() -> int:
@@ -84,6 +101,39 @@ class LiveServer:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def admin_key(self) -> str:
+        """The bootstrap admin key that `stratus serve` wrote into its home on first start."""
+        return (self.home / "admin.key").read_text().strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.admin_key)
+
+    def request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
+        """httpx.request with the admin key added to the headers given."""
+        headers = {**self.headers, **(kwargs.pop("headers", None) or {})}  # type: ignore[dict-item]
+        return httpx.request(method, url, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+    def get(self, url: str, **kwargs: object) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: object) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: object) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: object) -> httpx.Response:
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: object) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        """An httpx client on this server that sends the admin key."""
+        return httpx.Client(base_url=self.url, headers=self.headers, **kwargs)  # type: ignore[arg-type]
+
     def stop(self, kill: bool = False) -> None:
         if self.process.poll() is None:
             if kill:
@@ -93,8 +143,15 @@ class LiveServer:
             self.process.wait(timeout=30)
 
 
-def start_server(home: Path, sample_cache: Path | None, *extra: str, env: dict[str, str] | None = None) -> LiveServer:
-    """`stratus serve` in a child process on a free loopback port; returns once /v2/health/ready is 200."""
+#: The home of each server started here, so the CLI pointed at it finds its admin key as a local user would.
+_HOMES: dict[str, Path] = {}
+
+
+def start_server(
+    home: Path, sample_cache: Path | None, *extra: str, env: dict[str, str] | None = None, scheme: str = "http"
+) -> LiveServer:
+    """`stratus serve` in a child process on a free loopback port; returns once /v2/health/ready is 200.
+    With ``scheme="https"`` (the caller passes --tls-cert/--tls-key), readiness is polled without verifying."""
     port = free_port()
     log = home.parent / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
@@ -106,13 +163,14 @@ def start_server(home: Path, sample_cache: Path | None, *extra: str, env: dict[s
         args.append("--no-samples")
     with open(log, "wb") as out:
         process = subprocess.Popen([*args, *extra], stdout=out, stderr=subprocess.STDOUT, env=child_env)
-    server = LiveServer(f"http://127.0.0.1:{port}", port, home, process, log)
+    server = LiveServer(f"{scheme}://127.0.0.1:{port}", port, home, process, log)
+    _HOMES[server.url] = home
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=2, verify=False).status_code == 200:
                 return server
         except httpx.TransportError:
             pass
@@ -134,6 +192,8 @@ def run_cli(
     env = {**os.environ}
     if url is not None:
         env["STRATUS_URL"] = url
+        if url in _HOMES and "STRATUS_API_KEY" not in env:
+            env["STRATUS_HOME"] = str(_HOMES[url])
     result = subprocess.run(
         [sys.executable, "-m", "stratus", *args],
         capture_output=True,
@@ -147,3 +207,25 @@ def run_cli(
             f"stratus {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+class KeyedTritonClient:
+    """tritonclient.http's client with the API key on every call: its methods take ``headers=``, which is how a
+    Triton user sends a bearer token."""
+
+    def __init__(self, server: LiveServer) -> None:
+        import tritonclient.http as triton
+
+        self._client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+        self._headers = server.headers
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._client, name)
+        if not callable(attr) or name == "close":
+            return attr
+
+        def call(*args: object, **kwargs: object) -> object:
+            kwargs["headers"] = {**self._headers, **(kwargs.get("headers") or {})}  # type: ignore[dict-item]
+            return attr(*args, **kwargs)
+
+        return call

@@ -4,10 +4,14 @@ OpenAI, the SDK in-process) calls this one object, so they all behave the same."
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
+from stratus import tenancy
 from stratus.errors import NotFound, NotReady, StratusError
 from stratus.registry import RegistryService, VersionInfo
 from stratus.runtime import ModelPool, ModelRunner, ServedModel, ServingConfig, Tensor
@@ -16,11 +20,53 @@ from stratus.runtime.metrics import InferenceMetrics
 from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
 from stratus.runtime.pool import RunnerFactory
 
+log = logging.getLogger(__name__)
+
+#: Largest number of values per input kept when a request's payload is logged.
+PAYLOAD_VALUES_LIMIT = 1000
+
 
 @dataclass(frozen=True)
 class InferenceResult:
     version: VersionInfo
     outputs: dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """One successful inference, as usage metering and the payload log hear of it."""
+
+    caller: tenancy.Caller
+    model: str
+    version: int
+    protocol: str
+    items: int
+    tokens: int
+    seconds: float
+    inputs: dict[str, Tensor]
+
+    def payload(self) -> dict[str, Any]:
+        """The inputs as JSON (the first PAYLOAD_VALUES_LIMIT values of each), for the payload log."""
+        return {
+            name: {"shape": list(array.shape), "data": [_jsonable(v) for v in array.ravel()[:PAYLOAD_VALUES_LIMIT]]}
+            for name, array in self.inputs.items()
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value.item() if hasattr(value, "item") else value
+
+
+ServedListener = Callable[[ServedRequest], None]
+
+
+def _items_of(inputs: dict[str, Tensor]) -> int:
+    first = next(iter(inputs.values()), None)
+    if first is None:
+        return 0
+    return int(first.shape[0]) if first.ndim else 1
 
 
 class DataPlane:
@@ -41,7 +87,8 @@ class DataPlane:
         )
         self.metrics.watch_pool(self.pool.snapshot)
         self._ttl = resolve_ttl_s
-        self._resolved: dict[tuple[str, str | None], tuple[float, VersionInfo]] = {}
+        self._resolved: dict[tuple[str, str, str | None], tuple[float, VersionInfo]] = {}
+        self.served_listeners: list[ServedListener] = []
         registry.on_change(self._forget)
 
     def _batch_observer(self, model: str, version: int) -> BatchObserver:
@@ -56,7 +103,7 @@ class DataPlane:
         return observe
 
     def _forget(self, model: str) -> None:
-        for key in [k for k in self._resolved if k[0] == model]:
+        for key in [k for k in self._resolved if k[1] == model]:
             self._resolved.pop(key, None)
         # Free the memory of loaded versions that were deleted, archived or found unhealthy.
         loaded = [m for m in self.pool.loaded() if m.name == model]
@@ -73,7 +120,7 @@ class DataPlane:
     def resolve(self, name: str, ref: str | None = None) -> VersionInfo:
         """Cached registry lookup. Changes made through this process's registry invalidate at once;
         the TTL bounds staleness for changes made by another process sharing the database."""
-        key = (name, ref)
+        key = (tenancy.current_project(), name, ref)
         hit = self._resolved.get(key)
         now = time.monotonic()
         if hit is not None and hit[0] > now:
@@ -143,8 +190,30 @@ class DataPlane:
             raise
         requests, latency = self.metrics.request_series(name, version_label, protocol)
         requests.inc()
-        latency.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        latency.observe(elapsed)
+        if self.served_listeners:
+            tokens = results.get("token_count")
+            self._tell(
+                ServedRequest(
+                    caller=tenancy.current(),
+                    model=name,
+                    version=version.version,
+                    protocol=protocol,
+                    items=_items_of(inputs),
+                    tokens=int(tokens.sum()) if tokens is not None else 0,
+                    seconds=elapsed,
+                    inputs=inputs,
+                )
+            )
         return InferenceResult(version=version, outputs=results)
+
+    def _tell(self, served: ServedRequest) -> None:
+        for listener in self.served_listeners:
+            try:
+                listener(served)
+            except Exception:  # metering must never fail a request that was served
+                log.exception("a served-request listener failed")
 
     async def load(self, name: str, ref: str | None = None) -> VersionInfo:
         version = self.resolve(name, ref)

@@ -6,13 +6,20 @@ import contextlib
 import ctypes
 import gc
 import logging
+import os
+import uuid
 from pathlib import Path
 
-from stratus.dataplane import DataPlane
+from stratus.dataplane import DataPlane, ServedRequest
 from stratus.errors import Conflict
 from stratus.jobs import JobService
+from stratus.metering import Prices, UsageMeter
 from stratus.registry import RegistryService
 from stratus.registry.records import VersionMeta
+from stratus.security.access import AccessControl, Limits
+from stratus.security.audit import AuditLog
+from stratus.security.keys import KeyService, load_or_create_secret_file
+from stratus.security.masking import PayloadLog
 from stratus.settings import Settings
 from stratus.store import ArtifactStore, Database
 from stratus.training import DatasetService
@@ -44,6 +51,19 @@ def _return_free_memory() -> None:
     libc.malloc_trim(0)
 
 
+def write_private_file(path: Path, text: str) -> None:
+    """Write a secret atomically into a file only its owner can read (0600 from creation, no window)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -54,6 +74,22 @@ class Platform:
         self.dataplane = DataPlane(
             self.registry, threads=settings.intra_op_threads, max_loaded_bytes=settings.max_loaded_bytes
         )
+        self.keys = KeyService(
+            self.db, load_or_create_secret_file(settings.home / "pepper.key"), cache_seconds=settings.key_cache_seconds
+        )
+        self.audit = AuditLog(self.db)
+        self.usage = UsageMeter(
+            self.db, flush_seconds=settings.usage_flush_seconds, prices=Prices.from_settings(settings)
+        )
+        self.payload_log = PayloadLog(self.db, enabled=settings.payload_log, fields=settings.payload_log_mask_fields)
+        self.access = AccessControl(
+            self.keys,
+            enabled=settings.auth,
+            limits=Limits(settings.rate_limit_rps, settings.rate_limit_burst, settings.monthly_item_quota),
+            items_this_month=self.usage.items_this_month,
+        )
+        self.dataplane.served_listeners.append(self._meter)
+        self.bootstrap_key: str | None = None
         self.datasets = DatasetService(self.registry)
         self.jobs = JobService(
             self.registry,
@@ -62,12 +98,33 @@ class Platform:
             slots=settings.job_slots,
             threads_per_job=settings.job_threads,
         )
+        self.jobs.cpu_listeners.append(
+            lambda caller, kind, model, cpu: self.usage.record_job(caller.project, caller.key_id, kind, model, cpu)
+        )
         self.started = False
+
+    def _meter(self, served: ServedRequest) -> None:
+        caller = served.caller
+        self.usage.record(
+            caller.project,
+            caller.key_id,
+            served.model,
+            items=served.items,
+            tokens=served.tokens,
+            compute_ms=served.seconds * 1000.0,
+        )
+        if self.payload_log.enabled:
+            self.payload_log.record(caller.project, caller.key_id, served.model, served.protocol, served.payload())
 
     def start(self) -> None:
         """Migrate, clean what a crash left behind, register the samples on first start."""
         self.db.migrate()
         self.registry.project_id()
+        self.bootstrap_key = self.keys.bootstrap_admin()
+        if self.bootstrap_key is not None:
+            write_private_file(self.settings.resolved_admin_key_file, self.bootstrap_key + "\n")
+            log.warning("created the bootstrap admin key; it is in %s", self.settings.resolved_admin_key_file)
+        self.usage.start()
         removed = self.registry.collect_garbage()
         if removed:
             log.info("removed %d unreferenced artifact file(s) left by an interrupted write", removed)
@@ -114,4 +171,6 @@ class Platform:
     def close(self) -> None:
         self.jobs.close()
         self.dataplane.close()
+        self.usage.close()
+        self.payload_log.close()
         self.db.dispose()

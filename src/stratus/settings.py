@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,7 +29,77 @@ class Settings(BaseSettings):
     )
     insecure: bool = Field(
         default=False,
-        description="Allow binding to a non-loopback interface although the API has no authentication yet.",
+        description="Allow serving without authentication on a non-loopback interface (with --no-auth). Never "
+        "needed with auth on.",
+    )
+    auth: bool = Field(
+        default=True,
+        description="Require an API key (Authorization: Bearer stk_...) on every route except /v2/health/*. "
+        "Off (--no-auth) is a local single-user mode, allowed only on loopback unless insecure is set.",
+    )
+    admin_key_file: Path | None = Field(
+        default=None,
+        description="Where the bootstrap admin key is written (mode 0600) on first start. "
+        "Default: HOME/admin.key. The CLI and SDK on the same machine read it when no key is given.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key that the CLI and SDK send. Default: the server home's admin key file, if readable.",
+    )
+    key_cache_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="How long a verified API key is trusted before the DB is asked again; bounds how late a "
+        "revocation made by another process takes effect.",
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM certificate file: serve HTTPS (with tls_key).")
+    tls_key: Path | None = Field(default=None, description="PEM private key file of tls_cert.")
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="Master key (base64 of 32 bytes) that wraps the per-artifact data keys of encryption at "
+        "rest. Default: read from master_key_file, which is created on first start.",
+    )
+    master_key_file: Path | None = Field(
+        default=None,
+        description="File holding the master key; must be mode 0600. Default: HOME/master.key.",
+    )
+    rate_limit_rps: float = Field(
+        default=0,
+        ge=0,
+        description="Default requests per second allowed per API key (token bucket; 0 = unlimited). "
+        "A key's or project's own limit overrides it.",
+    )
+    rate_limit_burst: int = Field(
+        default=0,
+        ge=0,
+        description="Token bucket size for rate limits. 0 means max(1, 2 x the rate).",
+    )
+    monthly_item_quota: int = Field(
+        default=0,
+        ge=0,
+        description="Default inferred items per project per calendar month (UTC); 0 = unlimited. A project's "
+        "own quota overrides it.",
+    )
+    usage_flush_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Interval at which in-memory usage counts are written to the DB. A crash loses at most "
+        "this interval of counts; a clean shutdown loses none.",
+    )
+    price_per_1k_requests: float = Field(default=0.0, ge=0, description="Price of 1,000 requests in usage reports.")
+    price_per_1k_items: float = Field(default=0.0, ge=0, description="Price of 1,000 inferred items in usage reports.")
+    price_per_1k_tokens: float = Field(default=0.0, ge=0, description="Price of 1,000 input tokens in usage reports.")
+    price_per_cpu_hour: float = Field(default=0.0, ge=0, description="Price of one job CPU-hour in usage reports.")
+    payload_log: bool = Field(
+        default=False,
+        description="Store inference request payloads (masked) in the payload log. Off by default.",
+    )
+    payload_log_mask_fields: list[str] = Field(
+        default_factory=list,
+        description="Input or JSON field names whose values are masked in the payload log (JSON list), on top "
+        "of the built-in patterns for emails, phone numbers and card numbers.",
     )
     database_url: str | None = Field(
         default=None,
@@ -72,7 +142,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning or error.")
 
-    @field_validator("home", "sample_cache_dir", mode="after")
+    @field_validator(
+        "home", "sample_cache_dir", "admin_key_file", "master_key_file", "tls_cert", "tls_key", mode="after"
+    )
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
@@ -88,6 +160,14 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'stratus.db'}"
+
+    @property
+    def resolved_admin_key_file(self) -> Path:
+        return self.admin_key_file or self.home / "admin.key"
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        return self.master_key_file or self.home / "master.key"
 
     @property
     def artifact_dir(self) -> Path:

@@ -68,11 +68,12 @@ def test_bad_uploads_are_refused_clearly_and_store_nothing(empty_app: TestClient
 
 
 def test_upload_over_the_limit_is_413(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from conftest import make_settings
+    from conftest import as_admin, make_settings
     from stratus.api import create_app
 
     settings = make_settings(tmp_path / "home", max_upload_bytes=2048)
     with TestClient(create_app(settings)) as c:
+        as_admin(c)
         r = upload(c, "big", b"\x00" * 10_000)
         assert r.status_code == 413
         assert "limit of 2048 bytes" in r.json()["error"]
@@ -92,11 +93,14 @@ def test_validation_errors_are_readable(empty_app: TestClient) -> None:
     assert empty_app.get("/no/such/route").status_code == 404
 
 
-def test_openapi_and_docs_are_served(empty_app: TestClient) -> None:
+def test_openapi_is_served_to_key_holders_with_scopes(empty_app: TestClient) -> None:
     spec = empty_app.get("/openapi.json").json()
     assert "/v2/models/{name}/infer" in spec["paths"]
     assert "/api/v1/models/{name}/versions" in spec["paths"]
-    assert empty_app.get("/docs").status_code == 200
+    assert spec["paths"]["/v2/models/{name}/infer"]["post"]["x-required-scope"] == "predict"
+    assert empty_app.get("/openapi.json", headers={"Authorization": ""}).status_code == 401
+    # No interactive docs page: it would load scripts from a CDN and could not send a key.
+    assert empty_app.get("/docs").status_code == 404
 
 
 def test_pipeline_upload_with_its_files(empty_app: TestClient) -> None:

@@ -120,10 +120,11 @@ def test_unknown_model_or_version_is_404(app: TestClient) -> None:
 
 
 def test_body_over_limit_is_413(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from conftest import make_settings
+    from conftest import as_admin, make_settings
     from stratus.api import create_app
 
     with TestClient(create_app(make_settings(tmp_path / "h", max_request_bytes=4096))) as c:
+        as_admin(c)
         c.post("/api/v1/models/affine/versions", files={"file": ("m.onnx", affine_model())})
         data = np.ones((1000, 3)).ravel().tolist()
         r = infer(c, "affine", {"inputs": [{"name": "x", "shape": [1000, 3], "datatype": "FP32", "data": data}]})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from conftest import LiveServer, run_cli
@@ -30,12 +29,12 @@ def test_register_a_user_onnx_and_serve_it_through_v1_and_v2(live_server: LiveSe
     info = json.loads(out.stdout)
     assert info["version"] == 1 and info["signature"]["inputs"][0]["name"] == "x"
 
-    v2 = httpx.post(
+    v2 = live_server.post(
         f"{live_server.url}/v2/models/user-model/infer",
         json={"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]},
     ).json()
     assert v2["outputs"][0]["data"] == [3.5, 6.5, 9.5]
-    v1 = httpx.post(f"{live_server.url}/v1/models/user-model:predict", json={"instances": [[1, 2, 3]]}).json()
+    v1 = live_server.post(f"{live_server.url}/v1/models/user-model:predict", json={"instances": [[1, 2, 3]]}).json()
     assert v1 == {"predictions": [[3.5, 6.5, 9.5]]}
 
     out = run_cli("predict", "user-model", "--data", "[[1, 2, 3]]", "--json", url=live_server.url)
@@ -78,4 +77,4 @@ def test_delete_asks_and_deletes(live_server: LiveServer, tmp_path: Path) -> Non
     out = run_cli("models", "delete", "to-delete", url=live_server.url, check=False, input="n\n")
     assert out.returncode == 1
     run_cli("models", "delete", "to-delete", "--yes", url=live_server.url)
-    assert httpx.get(f"{live_server.url}/api/v1/models/to-delete").status_code == 404
+    assert live_server.get(f"{live_server.url}/api/v1/models/to-delete").status_code == 404

@@ -17,7 +17,7 @@ REQUESTS = 2000
 
 
 def test_2000_concurrent_requests_each_get_their_own_result(live_server: LiveServer) -> None:
-    artifact = httpx.get(f"{live_server.url}/api/v1/models/digits/versions/1/artifact").content
+    artifact = live_server.get(f"{live_server.url}/api/v1/models/digits/versions/1/artifact").content
     session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(7)
     images = rng.random((REQUESTS, 1, 8, 8), dtype=np.float32)
@@ -38,7 +38,9 @@ def test_2000_concurrent_requests_each_get_their_own_result(live_server: LiveSer
         # One connection per request, so all 2,000 are in the server at once; httpx's pool is slow to
         # hand out connections to thousands of waiters.
         limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=REQUESTS)
-        async with httpx.AsyncClient(base_url=live_server.url, limits=limits, timeout=60) as client:
+        async with httpx.AsyncClient(
+            base_url=live_server.url, headers=live_server.headers, limits=limits, timeout=60
+        ) as client:
             return await asyncio.wait_for(asyncio.gather(*(one(client, i) for i in range(REQUESTS))), 120)
 
     results = asyncio.run(main())
@@ -47,7 +49,7 @@ def test_2000_concurrent_requests_each_get_their_own_result(live_server: LiveSer
         outputs = {o["name"]: o for o in result["outputs"]}
         assert outputs["label"]["data"] == [int(expected_labels[i])]
         np.testing.assert_allclose(outputs["logits"]["data"], expected_logits[i], rtol=1e-4, atol=1e-5)
-    metrics = httpx.get(f"{live_server.url}/metrics").text
+    metrics = live_server.get(f"{live_server.url}/metrics").text
     batched = [
         line for line in metrics.splitlines() if line.startswith('stratus_inference_batch_size_count{model="digits"')
     ]
@@ -60,10 +62,10 @@ def test_deadline_passes_in_the_queue_with_a_clear_error(live_server: LiveServer
         "parameters": {"timeout": 1},
         "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}],
     }
-    r = httpx.post(f"{live_server.url}/v2/models/iris/infer", json=body)
+    r = live_server.post(f"{live_server.url}/v2/models/iris/infer", json=body)
     assert r.status_code == 504 and "deadline" in r.json()["error"]
     body["parameters"] = {"timeout": "soon"}
-    r = httpx.post(f"{live_server.url}/v2/models/iris/infer", json=body)
+    r = live_server.post(f"{live_server.url}/v2/models/iris/infer", json=body)
     assert r.status_code == 400 and "microseconds" in r.json()["error"]
 
 
@@ -72,7 +74,7 @@ def test_a_bad_request_among_good_ones_fails_alone(live_server: LiveServer) -> N
     bad = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [5.1, 3.5, 1.4]}]}
 
     async def main() -> list[int]:
-        async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=live_server.url, headers=live_server.headers, timeout=30) as client:
             responses = await asyncio.gather(
                 *(client.post("/v2/models/iris/infer", json=bad if i % 10 == 3 else good) for i in range(200))
             )

@@ -23,6 +23,9 @@ BLOCKS = re.findall(r"```(bash|python)\n(.*?)```", README, flags=re.S)
 
 def _adapt(code: str, server: LiveServer, model_path: Path) -> str:
     code = code.replace("127.0.0.1:8080", f"127.0.0.1:{server.port}")
+    # The server under test keeps its admin key in its own home, not in ~/.stratus.
+    code = code.replace("~/.stratus/admin.key", shlex.quote(str(server.home / "admin.key")))
+    code = code.replace('Path.home() / ".stratus" / "admin.key"', f"Path({str(server.home / 'admin.key')!r})")
     code = code.replace("path/to/model.onnx", str(model_path))
     return code.replace(".venv/bin/stratus", f"{shlex.quote(sys.executable)} -m stratus")
 
@@ -40,10 +43,10 @@ def test_readme_example_runs(index: int, live_server: LiveServer, tmp_path: Path
     model_path.write_bytes(affine_model())
     onnx.checker.check_model(str(model_path))
     code = _adapt(code, live_server, model_path)
-    env = {**os.environ, "STRATUS_URL": live_server.url}
+    env = {**os.environ, "STRATUS_URL": live_server.url, "STRATUS_HOME": str(live_server.home)}
     if lang == "bash":
         # Register before aliasing works only once per server: use a fresh model name per block.
-        code = code.replace("my-model", f"my-model-{index}")
+        code = code.replace("my-model", f"my-model-{index}").replace("team-a", f"team-{index}")
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True, env=env, timeout=120
         )

@@ -31,9 +31,11 @@ IRIS_ROW = {
 
 def test_no_torch_in_the_serving_process(live_server: LiveServer) -> None:
     for _ in range(5):
-        r = httpx.post(f"{live_server.url}/v2/models/iris/infer", json=IRIS_ROW)
+        r = live_server.post(f"{live_server.url}/v2/models/iris/infer", json=IRIS_ROW)
         assert r.status_code == 200
-    r = httpx.post(f"{live_server.url}/v1/models/digits:predict", json={"instances": np.zeros((1, 1, 8, 8)).tolist()})
+    r = live_server.post(
+        f"{live_server.url}/v1/models/digits:predict", json={"instances": np.zeros((1, 1, 8, 8)).tolist()}
+    )
     assert r.status_code == 200
     maps = Path(f"/proc/{live_server.pid}/maps").read_text()
     assert "onnxruntime" in maps  # the check can see libraries at all
@@ -44,21 +46,21 @@ def test_restart_on_the_same_home_serves_the_same(tmp_path: Path) -> None:
     home = tmp_path / "home"
     server = start_server(home, None)
     try:
-        r = httpx.post(
+        r = server.post(
             f"{server.url}/api/v1/models/affine/versions", files={"file": ("a.onnx", affine_model(scale=4.0))}
         )
         assert r.status_code == 201
-        httpx.put(f"{server.url}/api/v1/models/affine/aliases/production", json={"version": 1})
+        server.put(f"{server.url}/api/v1/models/affine/aliases/production", json={"version": 1})
         body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
-        before = httpx.post(f"{server.url}/v2/models/affine/infer", json=body).json()
+        before = server.post(f"{server.url}/v2/models/affine/infer", json=body).json()
     finally:
         server.stop()
     server = start_server(home, None)
     try:
-        after = httpx.post(f"{server.url}/v2/models/affine/infer", json=body).json()
+        after = server.post(f"{server.url}/v2/models/affine/infer", json=body).json()
         assert after == before
         assert after["outputs"][0]["data"] == [5.0, 9.0, 13.0]
-        assert httpx.get(f"{server.url}/api/v1/models/affine").json()["aliases"] == {"production": 1}
+        assert server.get(f"{server.url}/api/v1/models/affine").json()["aliases"] == {"production": 1}
     finally:
         server.stop()
 
@@ -91,8 +93,8 @@ def test_kill_9_during_upload_leaves_no_version_and_no_orphan(tmp_path: Path) ->
         server.stop(kill=True)
     server = start_server(home, None)
     try:
-        assert httpx.get(f"{server.url}/api/v1/models/crash").status_code == 404
-        assert httpx.get(f"{server.url}/api/v1/models").json()["models"] == []
+        assert server.get(f"{server.url}/api/v1/models/crash").status_code == 404
+        assert server.get(f"{server.url}/api/v1/models").json()["models"] == []
         assert not list((home / "artifacts" / "sha256").glob("??/*"))
         assert not list((home / "artifacts" / "tmp").iterdir())
     finally:
@@ -108,7 +110,7 @@ def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(tmp_pat
     server = start_server(home, None)
     payload = affine_model(scale=7.0)
     try:
-        with httpx.Client(base_url=server.url, timeout=5) as client:
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=5) as client:
             request = client.build_request("POST", "/api/v1/models/crash/versions", files={"file": ("m.onnx", payload)})
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 head = f"POST {request.url.raw_path.decode()} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
@@ -121,7 +123,7 @@ def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(tmp_pat
         server.stop(kill=True)
     server = start_server(home, None)
     try:
-        versions = httpx.get(f"{server.url}/api/v1/models/crash/versions")
+        versions = server.get(f"{server.url}/api/v1/models/crash/versions")
         blobs = {p.name for p in (home / "artifacts" / "sha256").glob("??/*")}
         if versions.status_code == 404:
             assert blobs == set()
@@ -129,7 +131,7 @@ def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(tmp_pat
             [version] = versions.json()["versions"]
             assert blobs == {version["digest"][7:]}
             body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 1, 1]}]}
-            r = httpx.post(f"{server.url}/v2/models/crash/infer", json=body)
+            r = server.post(f"{server.url}/v2/models/crash/infer", json=body)
             assert r.json()["outputs"][0]["data"] == [8.0, 8.0, 8.0]
         assert not list((home / "artifacts" / "tmp").iterdir())
     finally:
@@ -143,21 +145,23 @@ def test_duplicate_version_registration_race_over_http(live_server: LiveServer) 
 
     def register(scale: float) -> int:
         files = {"file": ("m.onnx", affine_model(scale=scale))}
-        r = httpx.post(f"{live_server.url}/api/v1/models/race/versions", files=files, data={"version": "1"}, timeout=30)
+        r = live_server.post(
+            f"{live_server.url}/api/v1/models/race/versions", files=files, data={"version": "1"}, timeout=30
+        )
         return r.status_code
 
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(register, [float(i + 2) for i in range(8)]))
     assert sorted(codes) == [201] + [409] * 7
-    versions = httpx.get(f"{live_server.url}/api/v1/models/race/versions").json()["versions"]
+    versions = live_server.get(f"{live_server.url}/api/v1/models/race/versions").json()["versions"]
     assert [v["version"] for v in versions] == [1]
     blob = live_server.home / "artifacts" / "sha256" / versions[0]["digest"][7:9] / versions[0]["digest"][7:]
     assert blob.is_file()
     stored = {p.name for p in (live_server.home / "artifacts" / "sha256").glob("??/*")}
     referenced = {
         digest[7:]
-        for m in httpx.get(f"{live_server.url}/api/v1/models").json()["models"]
-        for v in httpx.get(f"{live_server.url}/api/v1/models/{m['name']}/versions").json()["versions"]
+        for m in live_server.get(f"{live_server.url}/api/v1/models").json()["models"]
+        for v in live_server.get(f"{live_server.url}/api/v1/models/{m['name']}/versions").json()["versions"]
         for digest in (v["digest"], *v["files"].values())
     }
     assert stored == referenced  # the seven losers left no blob behind

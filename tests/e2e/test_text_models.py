@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as triton
 from openai import BadRequestError, NotFoundError, OpenAI
 
-from conftest import LiveServer
+from conftest import KeyedTritonClient, LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def client(live_server: LiveServer) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=f"{live_server.url}/openai/v1", api_key="not-needed-yet", max_retries=0)
+    client = OpenAI(base_url=f"{live_server.url}/openai/v1", api_key=live_server.admin_key, max_retries=0)
     yield client
     client.close()
 
@@ -81,7 +81,7 @@ def test_models_and_errors(client: OpenAI) -> None:
 def test_v2_bytes_input_of_sentences(
     live_server: LiveServer, reference: np.ndarray, binary: bool, request: pytest.FixtureRequest
 ) -> None:
-    client = triton.InferenceServerClient(f"127.0.0.1:{live_server.port}")
+    client = KeyedTritonClient(live_server)
     request.addfinalizer(client.close)
     meta = client.get_model_metadata("minilm")
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]

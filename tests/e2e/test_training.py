@@ -11,7 +11,6 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_digits
@@ -33,16 +32,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def client(server: LiveServer) -> Iterator[Client]:
-    with Client(server.url) as c:
+    with Client(server.url, api_key=server.admin_key) as c:
         yield c
 
 
-def v2_predict(url: str, model: str, version: int, X: np.ndarray, output: str) -> np.ndarray:
+def v2_predict(server: LiveServer, model: str, version: int, X: np.ndarray, output: str) -> np.ndarray:
     body = {
         "inputs": [{"name": "input", "shape": list(X.shape), "datatype": "FP32", "data": X.ravel().tolist()}],
         "outputs": [{"name": output}],
     }
-    r = httpx.post(f"{url}/v2/models/{model}/versions/{version}/infer", json=body, timeout=60)
+    r = server.post(f"{server.url}/v2/models/{model}/versions/{version}/infer", json=body, timeout=60)
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
     return np.array(out["data"]).reshape(out["shape"])
@@ -58,19 +57,19 @@ def test_digits_npz_cnn_through_the_cli(server: LiveServer, tmp_path: Path) -> N
     job = json.loads(run_cli("jobs", "list", "--json", url=server.url).stdout)[0]
     assert job["state"] == "succeeded" and job["model"] == "digits-cnn"
     assert job["metrics"]["accuracy"] >= 0.97
-    version = httpx.get(f"{server.url}/api/v1/models/digits-cnn/versions/{job['version']}").json()
+    version = server.get(f"{server.url}/api/v1/models/digits-cnn/versions/{job['version']}").json()
     assert version["metrics"]["accuracy"] == job["metrics"]["accuracy"]
     assert version["lineage"]["dataset"].startswith("digits@sha256:")
     assert version["params"]["job_id"] == job["id"] and version["params"]["trainer"] == "cnn"
     assert "confusion_matrix.png" in version["files"]
-    png = httpx.get(f"{server.url}/api/v1/models/digits-cnn/versions/{job['version']}/files/confusion_matrix.png")
+    png = server.get(f"{server.url}/api/v1/models/digits-cnn/versions/{job['version']}/files/confusion_matrix.png")
     assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
     # The served version reproduces what the job reported on the test split, row for row.
-    evaluation = httpx.get(
+    evaluation = server.get(
         f"{server.url}/api/v1/models/digits-cnn/versions/{job['version']}/files/evaluation.json"
     ).json()
     _, X_test, _, y_test = train_test_split(X.reshape(-1, 1, 8, 8), y, test_size=0.25, random_state=0, stratify=y)
-    served = v2_predict(server.url, "digits-cnn", job["version"], X_test.astype(np.float32), "label")
+    served = v2_predict(server, "digits-cnn", job["version"], X_test.astype(np.float32), "label")
     assert served.tolist() == evaluation["test_predictions"]
     assert float((served == y_test).mean()) == pytest.approx(job["metrics"]["accuracy"])
     logs = run_cli("jobs", "logs", job["id"], url=server.url).stdout
@@ -87,7 +86,7 @@ def test_breast_cancer_csv_logistic_regression_with_baked_in_scaling(client: Cli
     assert job.state == "succeeded" and job.metrics["accuracy"] >= 0.95
     # Raw, unscaled features in; the scaler fitted on the training split is inside the ONNX.
     X = data.data[:20].astype(np.float32)
-    labels = v2_predict(server.url, "cancer-lr", job.version, X, "label")  # type: ignore[arg-type]
+    labels = v2_predict(server, "cancer-lr", job.version, X, "label")  # type: ignore[arg-type]
     assert float((labels == (1 - data.target[:20])).mean()) >= 0.9  # classes sort as benign=0, malignant=1
 
 
@@ -190,7 +189,7 @@ def test_cancel_takes_effect_within_2_s_and_registers_nothing(client: Client) ->
 def test_kill_9_mid_training_fails_the_job_and_leaves_no_version(tmp_path: Path) -> None:
     home = tmp_path / "home"
     server = start_server(home, None)
-    with Client(server.url) as c:
+    with Client(server.url, api_key=server.admin_key) as c:
         c.upload_dataset("wine", builtin="wine")
         job = c.train("wine", "mlp", name="wine-killed", params={"epochs": 1000, "batch_size": 1}, wait=False)
         deadline = time.monotonic() + 30
@@ -201,7 +200,7 @@ def test_kill_9_mid_training_fails_the_job_and_leaves_no_version(tmp_path: Path)
     server.process.wait(timeout=10)
     server = start_server(home, None)
     try:
-        with Client(server.url) as c:
+        with Client(server.url, api_key=server.admin_key) as c:
             after = c.get_job(job.id)
             assert after.state == "failed" and "server stopped" in after.error
             with pytest.raises(StratusError, match="does not exist"):
@@ -247,7 +246,7 @@ def test_categorical_columns_are_one_hot_encoded_inside_the_model(
         {"numeric": [-1.0], "categorical": ["blue"]},
         {"numeric": [3.0], "categorical": ["purple"]},
     ]
-    r = httpx.post(f"{server.url}/v1/models/{job.model}/versions/{job.version}:predict", json={"instances": rows})
+    r = server.post(f"{server.url}/v1/models/{job.model}/versions/{job.version}:predict", json={"instances": rows})
     assert r.status_code == 200, r.text
     labels = [p["label"] for p in r.json()["predictions"]]
     assert labels[:2] == [1, 0]  # classes sort as no=0, yes=1
@@ -284,7 +283,7 @@ def test_text_classifier_serves_raw_text(client: Client, server: LiveServer) -> 
             }
         ]
     }
-    r = httpx.post(f"{server.url}/v2/models/{job.model}/infer", json=body)
+    r = server.post(f"{server.url}/v2/models/{job.model}/infer", json=body)
     assert r.status_code == 200, r.text
     labels = next(o for o in r.json()["outputs"] if o["name"] == "label")["data"]
     assert labels == [1, 0]  # classes sort as neg=0, pos=1

@@ -11,19 +11,19 @@ from sklearn.datasets import load_digits, load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from conftest import LiveServer
+from conftest import KeyedTritonClient, LiveServer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def client(live_server: LiveServer) -> Iterator[triton.InferenceServerClient]:
-    client = triton.InferenceServerClient(f"127.0.0.1:{live_server.port}")
+def client(live_server: LiveServer) -> Iterator[KeyedTritonClient]:
+    client = KeyedTritonClient(live_server)
     yield client
     client.close()
 
 
-def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
+def test_health_and_metadata(client: KeyedTritonClient) -> None:
     assert client.is_server_live()
     assert client.is_server_ready()
     assert client.get_server_metadata()["name"] == "stratus"
@@ -37,7 +37,7 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_iris_agrees_with_scikit_learn_on_all_rows(client: triton.InferenceServerClient, binary: bool) -> None:
+def test_iris_agrees_with_scikit_learn_on_all_rows(client: KeyedTritonClient, binary: bool) -> None:
     X, y = load_iris(return_X_y=True)
     expected = LogisticRegression(max_iter=1000).fit(X, y).predict(X)
     inp = triton.InferInput("input", list(X.shape), "FP32")
@@ -57,7 +57,7 @@ def test_iris_agrees_with_scikit_learn_on_all_rows(client: triton.InferenceServe
 
 
 @pytest.mark.parametrize("binary", [False, True])
-def test_digits_accuracy_on_test_split(client: triton.InferenceServerClient, binary: bool) -> None:
+def test_digits_accuracy_on_test_split(client: KeyedTritonClient, binary: bool) -> None:
     X, y = load_digits(return_X_y=True)
     _, X_test, _, y_test = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     batch = (X_test / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
@@ -68,7 +68,7 @@ def test_digits_accuracy_on_test_split(client: triton.InferenceServerClient, bin
     assert accuracy >= 0.97, accuracy
 
 
-def test_errors_surface_through_the_client(client: triton.InferenceServerClient) -> None:
+def test_errors_surface_through_the_client(client: KeyedTritonClient) -> None:
     inp = triton.InferInput("input", [1, 3], "FP32")
     inp.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
     with pytest.raises(triton.InferenceServerException, match="shape"):
@@ -77,7 +77,7 @@ def test_errors_surface_through_the_client(client: triton.InferenceServerClient)
         client.get_model_metadata("no-such-model")
 
 
-def test_repository_extension(client: triton.InferenceServerClient) -> None:
+def test_repository_extension(client: KeyedTritonClient) -> None:
     client.unload_model("digits")
     index = {(m["name"], m["version"]): m for m in client.get_model_repository_index()}
     assert index[("digits", "1")]["state"] == "UNAVAILABLE"

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client(live_server: LiveServer) -> Client:
-    with Client(live_server.url) as c:
+    with Client(live_server.url, api_key=live_server.admin_key) as c:
         yield c  # type: ignore[misc]
 
 

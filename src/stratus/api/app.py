@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
-from stratus.api import control, monitoring, openai, training, v1, v2
+from stratus.api import control, monitoring, openai, security, training, v1, v2
 from stratus.api.errors import install_error_handlers
 from stratus.api.hosts import HostCheck, allowed_host_values
 from stratus.api.limits import BodySizeLimit
@@ -44,6 +44,10 @@ def create_app(
         version=__version__,
         description="Self-hosted Model-as-a-Service: registry, training, compression and inference.",
         lifespan=lifespan,
+        # The schema is served by a route that needs a key like any other (see monitoring.py).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.platform = plat
     install_error_handlers(app)
@@ -62,4 +66,5 @@ def create_app(
     app.include_router(monitoring.router)
     app.include_router(openai.router)
     app.include_router(training.router)
+    app.include_router(security.router)
     return app

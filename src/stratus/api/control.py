@@ -13,10 +13,11 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from stratus.api.auth import ScopedRoute
 from stratus.api.deps import registry
 from stratus.errors import InvalidInput
 
-router = APIRouter(prefix="/api/v1", tags=["control"])
+router = APIRouter(prefix="/api/v1", tags=["control"], route_class=ScopedRoute)
 
 
 class ModelCreate(BaseModel):
@@ -30,6 +31,7 @@ class ModelUpdate(BaseModel):
     description: str | None = None
     task: str | None = None
     tags: dict[str, str] | None = None
+    allow_download: bool | None = Field(default=None, description="Whether manage keys may download artifacts")
 
 
 class VersionUpdate(BaseModel):
@@ -81,6 +83,7 @@ def update_model(request: Request, name: str, body: ModelUpdate) -> dict[str, An
             description=body.description,
             task=body.task,
             tags=None if body.tags is None else dict(body.tags),
+            allow_download=body.allow_download,
         )
         .to_dict()
     )
@@ -171,6 +174,7 @@ def delete_version(request: Request, name: str, version: int) -> Response:
 @router.get("/models/{name}/versions/{version}/artifact")
 def download_artifact(request: Request, name: str, version: int) -> Response:
     reg = registry(request)
+    reg.check_download(name)
     info = reg.get_version(name, version)
     return Response(
         reg.read_artifact(info),
@@ -183,6 +187,7 @@ def download_artifact(request: Request, name: str, version: int) -> Response:
 def download_file(request: Request, name: str, version: int, file: str) -> Response:
     """A further artifact of a version (evaluation.json, confusion_matrix.png, a pipeline's files)."""
     reg = registry(request)
+    reg.check_download(name)
     info = reg.get_version(name, version)
     media = "image/png" if file.endswith(".png") else "application/json" if file.endswith(".json") else None
     return Response(reg.read_file(info, file), media_type=media or "application/octet-stream")

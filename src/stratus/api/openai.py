@@ -16,12 +16,13 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from stratus.api.auth import ScopedRoute
 from stratus.api.deps import dataplane
 from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput, NotFound
 from stratus.registry import VersionInfo
 
-router = APIRouter(prefix="/openai/v1", tags=["openai"])
+router = APIRouter(prefix="/openai/v1", tags=["openai"], route_class=ScopedRoute)
 
 MAX_INPUTS = 2048
 

@@ -12,10 +12,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from stratus.api.auth import ScopedRoute
 from stratus.api.deps import platform
 from stratus.jobs import TERMINAL
 
-router = APIRouter(prefix="/api/v1", tags=["training"])
+router = APIRouter(prefix="/api/v1", tags=["training"], route_class=ScopedRoute)
 
 
 class BuiltinDataset(BaseModel):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from stratus.api import codec_v1
+from stratus.api.auth import ScopedRoute
 from stratus.api.deps import dataplane
 from stratus.api.responses import JSONBody
 
-router = APIRouter(tags=["v1"])
+router = APIRouter(tags=["v1"], route_class=ScopedRoute)
 
 _PREDICT_BODY = {
     "requestBody": {

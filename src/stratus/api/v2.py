@@ -9,13 +9,14 @@ from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
 from stratus.api import codec_v2
+from stratus.api.auth import ScopedRoute
 from stratus.api.deps import dataplane, platform
 from stratus.api.json_body import json_object
 from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput
 from stratus.registry import VersionInfo
 
-router = APIRouter(tags=["v2"])
+router = APIRouter(tags=["v2"], route_class=ScopedRoute)
 
 PLATFORM_NAME = "onnxruntime_onnx"
 _INFER_BODY = {

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from stratus.cli.connection import client, set_api_key
 from stratus.cli.output import print_table, reported_errors, show
+from stratus.cli.security import audit, keys_app, projects_app, usage
 from stratus.cli.serve import run_server, settings_for
 from stratus.cli.training import datasets_app, jobs_app, train
 from stratus.errors import InvalidInput
@@ -21,15 +23,32 @@ app.add_typer(alias_app, name="alias")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.command("train")(train)
+app.add_typer(keys_app, name="keys")
+app.add_typer(projects_app, name="projects")
+app.command("audit")(audit)
+app.command("usage")(usage)
 
 UrlOption = Annotated[str | None, typer.Option("--url", envvar="STRATUS_URL", help="Server URL.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 
 
-def _client(url: str | None) -> Any:
-    from stratus.sdk import Client
+_client = client
 
-    return Client(url)
+
+@app.callback()
+def main(
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="STRATUS_API_KEY",
+            help="API key (stk_...). Default: the admin key file of the local server's home.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Stratus: self-hosted Model-as-a-Service."""
+    set_api_key(api_key)
 
 
 @app.command()
@@ -48,9 +67,18 @@ def serve(
     allowed_hosts: Annotated[
         str | None, typer.Option(help="Comma-separated extra Host header values to accept (DNS rebinding guard).")
     ] = None,
-    insecure: Annotated[
-        bool, typer.Option("--insecure", help="Allow a non-loopback --host although the API has no auth yet.")
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="Local single-user mode without API keys. Loopback only (see --insecure)."),
     ] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow --no-auth on a non-loopback --host. Dangerous.")
+    ] = False,
+    admin_key_file: Annotated[
+        Path | None, typer.Option(help="Write the bootstrap admin key here (mode 0600). Default HOME/admin.key.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
 ) -> None:
     """Start the platform: REST APIs, registry and inference."""
     with reported_errors():
@@ -58,9 +86,15 @@ def serve(
         if allowed_hosts:
             extra = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
             settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, *extra]})
+        updates: dict[str, Any] = {}
+        for field, value in (("admin_key_file", admin_key_file), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+            if value is not None:
+                updates[field] = value.expanduser().resolve()
         if insecure:
-            settings = settings.model_copy(update={"insecure": True})
-        run_server(settings)
+            updates["insecure"] = True
+        if no_auth:
+            updates["auth"] = False
+        run_server(settings.model_copy(update=updates))
 
 
 def _render_models(models: list[dict[str, Any]]) -> None:

@@ -12,18 +12,27 @@ from stratus.errors import InvalidInput
 from stratus.settings import Settings
 
 
-def banner(settings: Settings) -> str:
-    base = f"http://{settings.host}:{settings.port}"
+def banner(settings: Settings, bootstrap_key: str | None = None) -> str:
+    scheme = "https" if settings.tls_cert else "http"
+    base = f"{scheme}://{settings.host}:{settings.port}"
     if settings.host in ("0.0.0.0", "::"):  # noqa: S104 - we only print it
-        base = f"http://127.0.0.1:{settings.port}"
+        base = f"{scheme}://127.0.0.1:{settings.port}"
+    key_file = settings.resolved_admin_key_file
+    if not settings.auth:
+        auth = "  auth:      OFF (--no-auth): every request acts as the local admin\n"
+        header = ""
+    else:
+        auth = f"  admin key: {key_file} (the CLI and SDK on this machine read it)\n"
+        if bootstrap_key is not None:
+            auth += f"\nCreated the bootstrap admin key. It is shown this once:\n  {bootstrap_key}\n"
+        header = f' \\\n    -H "Authorization: Bearer $(cat {key_file})"'
     return f"""
 Stratus is ready at {base}
   home:      {settings.home}
-  API docs:  {base}/docs
   health:    {base}/v2/health/ready
-
+{auth}
 Predict with curl (Open Inference Protocol / KServe V2):
-  curl -s {base}/v2/models/iris/infer -H 'Content-Type: application/json' \\
+  curl -s {base}/v2/models/iris/infer -H 'Content-Type: application/json'{header} \\
     -d '{{"inputs":[{{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}}]}}'
 
 Or from Python:
@@ -34,22 +43,35 @@ Or from Python:
 
 
 def check_exposure(settings: Settings, console: Console) -> None:
-    """Refuse to put the unauthenticated API on a network interface unless told to, and then say so loudly.
+    """Refuse to put an unauthenticated API on a network interface unless told to, and then say so loudly.
 
-    The API has no authentication yet (a later issue adds keys): on anything but loopback, anyone who can
-    reach the port could register models, start training jobs and read artifacts.
+    Without keys (--no-auth), anyone who can reach the port could register models, start training jobs
+    and read artifacts: the hole behind ShellTorch and ShadowRay. With keys on, a network bind is fine,
+    though without TLS the keys cross the network in clear, which is worth a warning.
     """
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise InvalidInput("--tls-cert and --tls-key go together: give both or neither")
+    for path in (settings.tls_cert, settings.tls_key):
+        if path is not None and not path.is_file():
+            raise InvalidInput(f"TLS file {path} does not exist")
     if is_loopback(settings.host):
+        return
+    if settings.auth:
+        if settings.tls_cert is None:
+            console.print(
+                f"[yellow]Listening on {settings.host} without TLS: API keys cross the network in clear. "
+                "Use --tls-cert/--tls-key or a TLS proxy.[/yellow]"
+            )
         return
     if not settings.insecure:
         raise InvalidInput(
-            f"refusing to listen on {settings.host}: the API has no authentication yet, so anyone who can reach "
-            "this port could manage models and run jobs. Keep the default 127.0.0.1 (put a reverse proxy with "
-            "auth in front), or pass --insecure if this network is trusted."
+            f"refusing to listen on {settings.host} with --no-auth: anyone who can reach this port could manage "
+            "models, run jobs and download artifacts. Drop --no-auth (API keys are on by default), keep the "
+            "default 127.0.0.1, or add --insecure if this network is trusted."
         )
     console.print(
-        f"[bold red]WARNING: listening on {settings.host} with NO AUTHENTICATION (--insecure). Anyone who can "
-        "reach this port can manage models, run jobs and download artifacts.[/bold red]"
+        f"[bold red]WARNING: listening on {settings.host} with NO AUTHENTICATION (--no-auth --insecure). Anyone "
+        "who can reach this port can manage models, run jobs and download artifacts.[/bold red]"
     )
 
 
@@ -61,15 +83,20 @@ def run_server(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console = Console()
     check_exposure(settings, console)
-    console.print(f"Starting Stratus on http://{settings.host}:{settings.port} (home: {settings.home})")
+    scheme = "https" if settings.tls_cert else "http"
+    console.print(f"Starting Stratus on {scheme}://{settings.host}:{settings.port} (home: {settings.home})")
     if settings.samples and not (settings.home / ".samples-registered").exists():
         console.print("First start: building the bundled sample models (cached for later starts)...")
 
+    from stratus.platform import Platform
+
+    platform = Platform(settings)
+
     def announce() -> None:
         # Plain print: Rich would wrap the curl line at the terminal width and break copy-paste.
-        print(banner(settings), flush=True)
+        print(banner(settings, platform.bootstrap_key), flush=True)
 
-    app = create_app(settings, on_started=announce)
+    app = create_app(settings, platform, on_started=announce)
     uvicorn.run(
         app,
         host=settings.host,
@@ -78,6 +105,8 @@ def run_server(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
 
 

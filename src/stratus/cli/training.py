@@ -9,6 +9,7 @@ import orjson
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from stratus.cli.connection import client
 from stratus.cli.output import console, err_console, print_json, print_table, reported_errors, show
 from stratus.errors import InvalidInput
 
@@ -19,10 +20,7 @@ UrlOption = Annotated[str | None, typer.Option("--url", envvar="STRATUS_URL", he
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 
 
-def _client(url: str | None) -> Any:
-    from stratus.sdk import Client
-
-    return Client(url)
+_client = client
 
 
 def _render_dataset(d: dict[str, Any]) -> None:

@@ -79,6 +79,8 @@ class _ChildProcess:
                 return self.process.wait()
             self._usage = usage.ru_utime + usage.ru_stime
             self.process.returncode = os.waitstatus_to_exitcode(status)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return int(self.process.returncode)
 
     def stop(self) -> None:

@@ -15,19 +15,24 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
-from stratus import __version__
+from stratus import __version__, tenancy
 from stratus.errors import Conflict, NotFound, StratusError
 from stratus.jobs.executor import Executor, LocalProcessExecutor, RunningWork, WorkItem
 from stratus.registry import RegistryService, check_name
-from stratus.store.tables import Job, JobEvent, utcnow
+from stratus.store.tables import Job, JobEvent, Project, utcnow
+from stratus.tenancy import DEFAULT_PROJECT
 from stratus.training.params import check_applicable, parse_train_request
 from stratus.training.service import DatasetService
+
+#: Told of each finished job's CPU time: (caller, job kind, model name, CPU seconds). Usage metering listens.
+CpuListener = Callable[[tenancy.Caller, str, str, float], None]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ class JobService:
         self.executor = executor or LocalProcessExecutor()
         self._running: dict[str, RunningWork] = {}
         self._cancelled: set[str] = set()
+        self.cpu_listeners: list[CpuListener] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -93,7 +99,12 @@ class JobService:
             project_id=self.registry.project_id(),
             kind="train",
             state="queued",
-            spec={"request": request.model_dump(), "dataset": dataset["name"], "dataset_digest": dataset["digest"]},
+            spec={
+                "request": request.model_dump(),
+                "dataset": dataset["name"],
+                "dataset_digest": dataset["digest"],
+                "key_id": tenancy.current().key_id,
+            },
             model_name=name,
             retries=request.retries,
             timeout_s=request.timeout_s,
@@ -199,7 +210,14 @@ class JobService:
                 row.started_at = utcnow()
                 self._add_event(s, row.id, "state", {"state": "running", "attempt": row.attempts})
                 job_id, spec, timeout_s = row.id, dict(row.spec), row.timeout_s
-            threading.Thread(target=self._run, args=(job_id, spec, timeout_s), daemon=True).start()
+                project = s.scalar(select(Project.name).where(Project.id == row.project_id)) or DEFAULT_PROJECT
+            caller = tenancy.Caller(project=project, key_id=str(spec.get("key_id", "")))
+            threading.Thread(target=self._run_as, args=(caller, job_id, spec, timeout_s), daemon=True).start()
+
+    def _run_as(self, caller: tenancy.Caller, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
+        """Run a job as the project that submitted it, so its dataset and model resolve in that project."""
+        with tenancy.acting_as(caller):
+            self._run(job_id, spec, timeout_s)
 
     def _run(self, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
         job_dir = self.work_root / job_id  # the id is a server-made hex uuid, never user input
@@ -318,6 +336,10 @@ class JobService:
             if version is not None:
                 row.model_version = version
             self._add_event(s, job_id, "state", {"state": state, "error": error, "version": version})
+            kind, model = row.kind, row.model_name or ""
+        if cpu > 0:
+            for listener in self.cpu_listeners:
+                listener(tenancy.current(), "training" if kind == "train" else kind, model, cpu)
 
 
 __all__ = ["TERMINAL", "JobService", "job_dict"]

@@ -111,6 +111,7 @@ class ModelInfo:
     updated_at: datetime
     versions: tuple[int, ...] = ()
     aliases: dict[str, int] = field(default_factory=dict)
+    allow_download: bool = True
 
     @classmethod
     def from_row(cls, row: Model) -> ModelInfo:
@@ -124,6 +125,7 @@ class ModelInfo:
             updated_at=row.updated_at,
             versions=tuple(v.version for v in row.versions),
             aliases={a.name: by_id[a.version_id] for a in row.aliases if a.version_id in by_id},
+            allow_download=row.allow_download,
         )
 
     @property
@@ -139,6 +141,7 @@ class ModelInfo:
             "versions": list(self.versions),
             "latest_version": self.latest_version,
             "aliases": self.aliases,
+            "allow_download": self.allow_download,
             "created_at": self.created_at.isoformat() + "Z",
             "updated_at": self.updated_at.isoformat() + "Z",
         }

@@ -14,7 +14,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from stratus.errors import Conflict, InvalidInput, NotFound, StratusError
+from stratus import tenancy
+from stratus.errors import Conflict, Forbidden, InvalidInput, NotFound, StratusError
 from stratus.formats import inspect_onnx
 from stratus.registry.blobs import BlobAccess
 from stratus.registry.names import check_alias, check_name, check_task, parse_version_ref
@@ -26,7 +27,7 @@ from stratus.types import Signature
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROJECT = "default"
+DEFAULT_PROJECT = tenancy.DEFAULT_PROJECT
 DEFAULT_ALIAS = "production"
 ChangeListener = Callable[[str], None]
 
@@ -35,7 +36,7 @@ class RegistryService(BlobAccess):
     def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
         super().__init__(db, artifacts)
         self._listeners: list[ChangeListener] = []
-        self._project_id: int | None = None
+        self._project_ids: dict[str, int] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -47,15 +48,25 @@ class RegistryService(BlobAccess):
             listener(model)
 
     def project_id(self) -> int:
-        if self._project_id is None:
-            with self.db.write() as s:
-                row = s.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
-                if row is None:
-                    row = Project(name=DEFAULT_PROJECT)
-                    s.add(row)
-                    s.flush()
-                self._project_id = row.id
-        return self._project_id
+        """The id of the calling project (see stratus.tenancy). Every query of this service is scoped to it,
+        so another project's model is simply not found. Projects are never deleted, so ids are cached."""
+        name = tenancy.current_project()
+        found = self._project_ids.get(name)
+        if found is None:
+            with self.db.read() as s:
+                found = s.scalar(select(Project.id).where(Project.name == name))
+            if found is None:
+                if name != DEFAULT_PROJECT:
+                    raise NotFound(f"no project {name!r}")
+                with self.db.write() as s:
+                    found = s.scalar(select(Project.id).where(Project.name == name))
+                    if found is None:
+                        row = Project(name=name)
+                        s.add(row)
+                        s.flush()
+                        found = row.id
+            self._project_ids[name] = found
+        return found
 
     def _model_row(self, s: Session, name: str) -> Model:
         check_name(name)
@@ -108,9 +119,12 @@ class RegistryService(BlobAccess):
         description: str | None = None,
         task: str | None = None,
         tags: dict[str, Any] | None = None,
+        allow_download: bool | None = None,
     ) -> ModelInfo:
         with self.db.write() as s:
             row = self._model_row(s, name)
+            if allow_download is not None:
+                row.allow_download = allow_download
             if description is not None:
                 row.description = description
             if task is not None:
@@ -119,6 +133,11 @@ class RegistryService(BlobAccess):
                 row.tags = tags
         self._changed(name)
         return self.get_model(name)
+
+    def check_download(self, name: str) -> None:
+        """Downloading a model's bytes hands over its IP; its owner can switch that off."""
+        if not self.get_model(name).allow_download:
+            raise Forbidden(f"downloading model {name!r} is disabled (allow_download is false)")
 
     def get_model(self, name: str) -> ModelInfo:
         with self.db.read() as s:

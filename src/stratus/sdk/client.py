@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from stratus import errors
+from stratus.sdk.admin import AdminCalls
 from stratus.sdk.jobs import Job
 from stratus.types import numpy_dtype, v2_datatype
 
@@ -61,8 +62,23 @@ def _decode_tensor(output: dict[str, Any]) -> Tensor:
     return np.asarray(output["data"], dtype=dtype).reshape(output["shape"])
 
 
-class Client:
-    """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL."""
+def discover_api_key() -> str | None:
+    """The key to send when none is given: STRATUS_API_KEY, else the admin key file that a server on this
+    machine wrote into its home (STRATUS_HOME, default ~/.stratus), when this user can read it."""
+    from stratus.settings import Settings
+
+    settings = Settings()
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    try:
+        return settings.resolved_admin_key_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
+class Client(AdminCalls):
+    """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL; the API key to STRATUS_API_KEY or
+    the local server's admin key file (see ``discover_api_key``)."""
 
     def __init__(
         self,
@@ -76,6 +92,8 @@ class Client:
             from stratus.settings import Settings
 
             url = Settings().url
+        if api_key is None:
+            api_key = discover_api_key()
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers, transport=transport)

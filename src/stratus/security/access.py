@@ -1,0 +1,99 @@
+"""Access control for one request: who is calling (API key), may they (scope), and may they now (rate
+limit, monthly quota). Protocol adapters pass the bearer token and the route's required scope; nothing here
+knows about HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from stratus.errors import Forbidden, Unauthenticated
+from stratus.security.keys import KeyService, satisfies
+from stratus.security.ratelimit import RateLimiter, check_quota
+from stratus.tenancy import DEFAULT_PROJECT, Caller
+
+PUBLIC = "public"
+#: The caller of a server started with --no-auth: the single local user, with every right.
+LOCAL_USER = Caller(project=DEFAULT_PROJECT, key_id="", scopes=frozenset({"admin"}))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-wide defaults; a project's or key's own value overrides them (0 = unlimited)."""
+
+    rate_limit_rps: float = 0.0
+    rate_limit_burst: int = 0
+    monthly_item_quota: int = 0
+
+
+class AccessControl:
+    def __init__(
+        self,
+        keys: KeyService,
+        *,
+        enabled: bool,
+        limits: Limits,
+        items_this_month: Callable[[str], int],
+        limits_ttl_s: float = 1.0,
+    ) -> None:
+        self.keys = keys
+        self.enabled = enabled
+        self.limits = limits
+        self._items_this_month = items_this_month
+        self._rate = RateLimiter()
+        self._ttl = limits_ttl_s
+        self._project_limits: dict[str, tuple[float, float | None, int | None]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, token: str | None, required: str) -> tuple[Caller, float | None]:
+        """The caller behind ``token`` and its key's own rate limit. Raises Unauthenticated."""
+        if not self.enabled:
+            return LOCAL_USER, None
+        if required == PUBLIC:
+            return Caller(), None
+        if not token:
+            raise Unauthenticated("this route needs an API key: send the header 'Authorization: Bearer stk_...'")
+        return self.keys.authenticate(token)
+
+    def authorize(self, caller: Caller, key_rps: float | None, required: str, *, counts_items: bool = False) -> None:
+        """Whether ``caller`` may use a route requiring ``required`` now.
+
+        Raises Forbidden (scope too weak) or RateLimited. Routes that infer (``counts_items``) also check the
+        project's monthly item quota.
+        """
+        if required == PUBLIC:
+            return
+        if self.enabled and not satisfies(caller.scopes, required):
+            raise Forbidden(
+                f"API key {caller.key_id} has scope(s) {', '.join(sorted(caller.scopes))}; "
+                f"this route needs {required!r}"
+            )
+        project_rps, quota = self._limits_of(caller.project)
+        if key_rps or project_rps or self.limits.rate_limit_rps:
+            self._rate.check(
+                caller.key_id,
+                key_rps,
+                caller.project,
+                project_rps,
+                self.limits.rate_limit_rps,
+                self.limits.rate_limit_burst,
+            )
+        quota = self.limits.monthly_item_quota if quota is None else quota
+        if counts_items and quota:
+            check_quota(self._items_this_month(caller.project), quota, caller.project)
+
+    def _limits_of(self, project: str) -> tuple[float | None, int | None]:
+        now = time.monotonic()
+        cached = self._project_limits.get(project)
+        if cached is None or now - cached[0] > self._ttl:
+            info = self.keys.get_project(project)
+            cached = (now, info.rate_limit_rps, info.monthly_item_quota)
+            with self._lock:
+                self._project_limits[project] = cached
+        return cached[1], cached[2]
+
+    def forget_project(self, project: str) -> None:
+        with self._lock:
+            self._project_limits.pop(project, None)
