@@ -12,7 +12,7 @@ from stratus.settings import Settings
 
 def test_every_setting_is_documented() -> None:
     text = (ROOT / "docs" / "settings.md").read_text()
-    documented = set(re.findall(r"`(STRATUS_[A-Z_]+)`", text))
+    documented = set(re.findall(r"`(STRATUS_[A-Z0-9_]+)`", text))
     declared = {f"STRATUS_{name.upper()}" for name in Settings.model_fields}
     assert declared - documented == set(), "undocumented settings"
     assert documented - declared == set(), "documented settings that do not exist"

@@ -22,7 +22,7 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 # 13-19 digits, optionally grouped by spaces or dashes.
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 # A leading + or a parenthesised area code, then at least 9 digits with separators.
-_PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?![\w])")
+_PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w])")
 _BUFFER_LIMIT = 100
 
 
@@ -44,7 +44,8 @@ def _mask_card(match: re.Match[str]) -> str:
 
 
 def _mask_phone(match: re.Match[str]) -> str:
-    return "[phone]" if len(re.sub(r"\D", "", match.group(0))) >= 9 else match.group(0)
+    # E.164 numbers have at most 15 digits; fewer than 9 is a date, a price or a count.
+    return "[phone]" if 9 <= len(re.sub(r"\D", "", match.group(0))) <= 15 else match.group(0)
 
 
 def mask_text(text: str) -> str:
