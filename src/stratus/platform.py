@@ -18,6 +18,7 @@ from stratus.registry import RegistryService
 from stratus.registry.records import VersionMeta
 from stratus.security.access import AccessControl, Limits
 from stratus.security.audit import AuditLog
+from stratus.security.encryption import Keyring
 from stratus.security.keys import KeyService, load_or_create_secret_file
 from stratus.security.masking import PayloadLog
 from stratus.settings import Settings
@@ -69,7 +70,7 @@ class Platform:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(settings.resolved_database_url)
-        self.artifacts = ArtifactStore(settings.artifact_dir)
+        self.artifacts = ArtifactStore(settings.artifact_dir, Keyring.from_settings(settings))
         self.registry = RegistryService(self.db, self.artifacts)
         self.dataplane = DataPlane(
             self.registry, threads=settings.intra_op_threads, max_loaded_bytes=settings.max_loaded_bytes

@@ -26,23 +26,26 @@ def test_allowed_values() -> None:
     assert allowed_host_values("0.0.0.0", 8080, []) is None
 
 
-def test_serve_refuses_a_network_interface_without_insecure(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from conftest import run_cli
-
-    out = run_cli("serve", "--host", "0.0.0.0", "--port", "9", "--home", str(tmp_path), "--no-samples", check=False)
-    assert out.returncode == 1 and "refusing to listen on 0.0.0.0" in out.stderr
-    assert "no authentication" in out.stderr
-
-
-def test_insecure_bind_is_allowed_with_a_loud_warning(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_exposure_rules(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Keys on: a network bind is allowed (a warning without TLS). No auth: loopback only, unless --insecure,
+    which warns loudly. The refusal through `stratus serve` is in test_security_live.py."""
     import io
 
+    import pytest
     from rich.console import Console
 
     from stratus.cli.serve import check_exposure
+    from stratus.errors import InvalidInput
     from stratus.settings import Settings
 
     buffer = io.StringIO()
-    check_exposure(Settings(home=tmp_path, host="0.0.0.0", insecure=True), Console(file=buffer, width=200))
+    console = Console(file=buffer, width=200)
+    check_exposure(Settings(home=tmp_path, host="0.0.0.0"), console)
+    assert "without TLS" in buffer.getvalue()
+    with pytest.raises(InvalidInput, match=r"refusing to listen on 0\.0\.0\.0 with --no-auth"):
+        check_exposure(Settings(home=tmp_path, host="0.0.0.0", auth=False), console)
+    check_exposure(Settings(home=tmp_path, host="0.0.0.0", auth=False, insecure=True), console)
     assert "NO AUTHENTICATION" in buffer.getvalue()
-    check_exposure(Settings(home=tmp_path, host="::1"), Console(file=buffer))  # loopback: fine, silent
+    check_exposure(Settings(home=tmp_path, host="::1", auth=False), console)  # loopback: fine
+    with pytest.raises(InvalidInput, match="go together"):
+        check_exposure(Settings(home=tmp_path, tls_cert=tmp_path / "c.pem"), console)

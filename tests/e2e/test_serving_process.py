@@ -95,7 +95,7 @@ def test_kill_9_during_upload_leaves_no_version_and_no_orphan(tmp_path: Path) ->
     try:
         assert server.get(f"{server.url}/api/v1/models/crash").status_code == 404
         assert server.get(f"{server.url}/api/v1/models").json()["models"] == []
-        assert not list((home / "artifacts" / "sha256").glob("??/*"))
+        assert stored_blobs(home) == set()
         assert not list((home / "artifacts" / "tmp").iterdir())
     finally:
         server.stop()
@@ -124,7 +124,7 @@ def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(tmp_pat
     server = start_server(home, None)
     try:
         versions = server.get(f"{server.url}/api/v1/models/crash/versions")
-        blobs = {p.name for p in (home / "artifacts" / "sha256").glob("??/*")}
+        blobs = stored_blobs(home)
         if versions.status_code == 404:
             assert blobs == set()
         else:
@@ -157,7 +157,7 @@ def test_duplicate_version_registration_race_over_http(live_server: LiveServer) 
     assert [v["version"] for v in versions] == [1]
     blob = live_server.home / "artifacts" / "sha256" / versions[0]["digest"][7:9] / versions[0]["digest"][7:]
     assert blob.is_file()
-    stored = {p.name for p in (live_server.home / "artifacts" / "sha256").glob("??/*")}
+    stored = stored_blobs(live_server.home)
     referenced = {
         digest[7:]
         for m in live_server.get(f"{live_server.url}/api/v1/models").json()["models"]
@@ -165,3 +165,12 @@ def test_duplicate_version_registration_race_over_http(live_server: LiveServer) 
         for digest in (v["digest"], *v["files"].values())
     }
     assert stored == referenced  # the seven losers left no blob behind
+
+
+def stored_blobs(home: Path) -> set[str]:
+    """Names of the blobs in a home's artifact store, after checking each has its wrapped key and no key
+    is left without its blob."""
+    names = {p.name for p in (home / "artifacts" / "sha256").glob("??/*")}
+    blobs = {n for n in names if not n.endswith(".key")}
+    assert {n.removesuffix(".key") for n in names - blobs} == blobs
+    return blobs

@@ -8,6 +8,7 @@ import pytest
 from onnx_factory import affine_model
 from stratus.errors import Conflict, IntegrityError, InvalidInput, NotFound, UnsafeFormat
 from stratus.registry import RegistryService
+from stratus.security.encryption import Keyring
 from stratus.store import ArtifactStore, Database
 
 
@@ -15,7 +16,7 @@ from stratus.store import ArtifactStore, Database
 def registry(tmp_path: Path) -> RegistryService:
     db = Database(f"sqlite:///{tmp_path / 'meta.db'}")
     db.migrate()
-    return RegistryService(db, ArtifactStore(tmp_path / "artifacts"))
+    return RegistryService(db, ArtifactStore(tmp_path / "artifacts", Keyring.generate()))
 
 
 def test_register_reads_signature_and_numbers_versions(registry: RegistryService) -> None:
@@ -129,13 +130,13 @@ def test_bad_uploads_store_nothing(registry: RegistryService) -> None:
 
 def test_tampered_artifact_marks_version_unhealthy(registry: RegistryService) -> None:
     info = registry.register_onnx("m", affine_model())
-    path = next((registry.artifacts.root / "sha256").glob("??/*"))
+    path = next(p for p in (registry.artifacts.root / "sha256").glob("??/*") if not p.name.endswith(".key"))
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(IntegrityError, match="unhealthy"):
         registry.read_artifact(info)
     after = registry.get_version("m", 1)
     assert after.health == "unhealthy"
-    assert "checksum mismatch" in after.health_reason
+    assert "failed authentication" in after.health_reason
 
 
 def test_garbage_collection_removes_orphans_only(registry: RegistryService) -> None:

@@ -10,6 +10,7 @@ from onnx_factory import EMBEDDING_TABLE, affine_model, embedding_lookup_model, 
 from stratus.errors import InvalidInput
 from stratus.registry import RegistryService
 from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+from stratus.security.encryption import Keyring
 from stratus.store import ArtifactStore, Database
 
 EMBEDDER = {
@@ -107,7 +108,7 @@ def test_bad_specs_are_refused(mutate, needle: str) -> None:  # type: ignore[no-
 def test_registry_registers_and_verifies_pipelines(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     db.migrate()
-    registry = RegistryService(db, ArtifactStore(tmp_path / "a"))
+    registry = RegistryService(db, ArtifactStore(tmp_path / "a", Keyring.generate()))
     info = registry.register_pipeline("embedder", json.dumps(EMBEDDER).encode(), dict(FILES), task="embedding")
     assert info.format == "pipeline" and sorted(info.files) == ["encoder.onnx", "tokenizer.json"]
     assert [s.name for s in info.signature.inputs] == ["text"]

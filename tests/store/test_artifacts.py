@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from stratus.errors import IntegrityError, NotFound, PayloadTooLarge
+from stratus.security.encryption import Keyring
 from stratus.store import ArtifactStore
 
 
 def test_put_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path)
+    store = ArtifactStore(tmp_path, Keyring.generate())
     first = store.put_bytes(b"hello model")
     second = store.put_bytes(b"hello model")
     assert first == second
@@ -23,16 +24,16 @@ def test_put_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:
 
 
 def test_read_refuses_altered_blob(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path)
+    store = ArtifactStore(tmp_path, Keyring.generate())
     stored = store.put_bytes(b"original bytes")
-    path = next((tmp_path / "sha256").glob("??/*"))
+    path = next(p for p in (tmp_path / "sha256").glob("??/*") if not p.name.endswith(".key"))
     path.write_bytes(b"tampered bytes")
-    with pytest.raises(IntegrityError, match="checksum mismatch"):
+    with pytest.raises(IntegrityError, match="altered"):
         store.read(stored.digest)
 
 
 def test_missing_blob_is_an_integrity_error(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path)
+    store = ArtifactStore(tmp_path, Keyring.generate())
     stored = store.put_bytes(b"x")
     store.delete(stored.digest)
     with pytest.raises(IntegrityError, match="missing"):
@@ -41,13 +42,13 @@ def test_missing_blob_is_an_integrity_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("digest", ["../../etc/passwd", "sha256:../x", "sha256:" + "g" * 64, "sha256:ABC", ""])
 def test_digest_is_the_only_way_to_a_path(tmp_path: Path, digest: str) -> None:
-    store = ArtifactStore(tmp_path)
+    store = ArtifactStore(tmp_path, Keyring.generate())
     with pytest.raises(NotFound):
         store.read(digest)
 
 
 def test_oversized_stream_leaves_nothing(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path)
+    store = ArtifactStore(tmp_path, Keyring.generate())
     with pytest.raises(PayloadTooLarge):
         store.put_stream(io.BytesIO(b"x" * 5000), max_bytes=1000)
     assert not list(store.digests())
@@ -55,7 +56,7 @@ def test_oversized_stream_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_sweep_removes_interrupted_writes(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path)
+    store = ArtifactStore(tmp_path, Keyring.generate())
     (tmp_path / "tmp" / "abc.part").write_bytes(b"half a model")
     assert store.sweep_temp() == 1
     assert not list((tmp_path / "tmp").iterdir())

@@ -6,6 +6,7 @@ import torch
 
 from stratus.jobs import JobService
 from stratus.registry import RegistryService
+from stratus.security.encryption import Keyring
 from stratus.store import ArtifactStore, Database
 from stratus.store.tables import Job, JobEvent
 from stratus.training import DatasetService
@@ -27,7 +28,7 @@ def test_augmentation_keeps_shape_and_changes_pixels() -> None:
 def test_recover_requeues_while_retries_remain(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     db.migrate()
-    registry = RegistryService(db, ArtifactStore(tmp_path / "a"))
+    registry = RegistryService(db, ArtifactStore(tmp_path / "a", Keyring.generate()))
     jobs = JobService(registry, DatasetService(registry), tmp_path / "jobs")
     project = registry.project_id()
     with db.write() as s:

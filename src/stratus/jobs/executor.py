@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Protocol
 class WorkItem:
     job_id: str
     job_dir: Path
-    dataset_file: Path
+    #: Handed to the child on its stdin, so the decrypted dataset never touches the disk.
+    dataset: bytes
     threads: int
     module: str = "stratus.training.worker"
 
@@ -53,17 +55,24 @@ class _ChildProcess:
                     "--job",
                     str(item.job_dir),
                     "--dataset",
-                    str(item.dataset_file),
+                    "-",
                     "--threads",
                     str(item.threads),
                 ],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 env=env,
                 start_new_session=True,  # its own process group: stop() reaches any grandchildren too
             )
         self._usage: float = 0.0
+        threading.Thread(target=self._feed, args=(item.dataset,), daemon=True).start()
+
+    def _feed(self, data: bytes) -> None:
+        """Write the dataset to the child's stdin from a thread: the pipe holds only 64 KiB."""
+        assert self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError), self.process.stdin:
+            self.process.stdin.write(data)
 
     def lines(self) -> Iterator[str]:
         assert self.process.stdout is not None

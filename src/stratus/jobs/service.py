@@ -222,10 +222,10 @@ class JobService:
     def _run(self, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
         job_dir = self.work_root / job_id  # the id is a server-made hex uuid, never user input
         try:
-            dataset, dataset_file = self.datasets.source(spec["dataset"])
+            dataset, dataset_bytes = self.datasets.source(spec["dataset"])
             job_dir.mkdir(parents=True, exist_ok=True)
             (job_dir / "request.json").write_text(json.dumps({"request": spec["request"], "dataset": dataset}))
-            work = self.executor.start(WorkItem(job_id, job_dir, dataset_file, self.threads_per_job))
+            work = self.executor.start(WorkItem(job_id, job_dir, dataset_bytes, self.threads_per_job))
         except StratusError as exc:
             self._finish(job_id, "failed", error=exc.message)
             shutil.rmtree(job_dir, ignore_errors=True)

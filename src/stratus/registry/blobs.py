@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from stratus.errors import IntegrityError, NotFound
 from stratus.store import ArtifactStore, Database
-from stratus.store.tables import Dataset, Model, ModelVersion, VersionFile
+from stratus.store.tables import Dataset, ModelVersion, VersionFile
 
 if TYPE_CHECKING:
     from stratus.registry.records import VersionInfo
@@ -30,22 +30,23 @@ class BlobAccess:
     def _changed(self, model: str) -> None:  # overridden by the registry
         pass
 
-    def _verified(self, version: VersionInfo, digest: str, *, as_path: bool = False) -> bytes | Path:
+    def _verified(self, version: VersionInfo, digest: str) -> bytes:
         try:
-            return self.artifacts.verified_path(digest) if as_path else self.artifacts.read(digest)
+            return self.artifacts.read(digest)
         except IntegrityError as exc:
-            self.mark_unhealthy(version.model, version.version, str(exc))
+            self.mark_unhealthy(version, str(exc))
             raise IntegrityError(
                 f"version {version.version} of model {version.model!r} is unhealthy and will not be served: {exc}"
             ) from None
 
     def read_artifact(self, version: VersionInfo) -> bytes:
-        """The version's bytes, checksum-verified. A mismatch takes the version out of service."""
-        return bytes(self._verified(version, version.digest))
+        """The version's bytes, decrypted in memory and checksum-verified. A mismatch takes the version out of
+        service."""
+        return self._verified(version, version.digest)
 
     def artifact_source(self, version: VersionInfo) -> ModelSource:
-        """What ONNX Runtime should load the version from, checksum-verified."""
-        return self._verified(version, version.digest, as_path=True)
+        """What ONNX Runtime loads the version from: its decrypted bytes (no plain model is ever on disk)."""
+        return self._verified(version, version.digest)
 
     def _file_digest(self, version: VersionInfo, name: str) -> str:
         digest = version.files.get(name)
@@ -54,24 +55,24 @@ class BlobAccess:
         return digest
 
     def read_file(self, version: VersionInfo, name: str) -> bytes:
-        return bytes(self._verified(version, self._file_digest(version, name)))
+        return self._verified(version, self._file_digest(version, name))
 
     def file_source(self, version: VersionInfo, name: str) -> ModelSource:
-        return self._verified(version, self._file_digest(version, name), as_path=True)
+        return self._verified(version, self._file_digest(version, name))
 
     def ref_source(self, ref: ModelRef) -> ModelSource:
         """The ONNX artifact of another registered version, for pipelines built from other models."""
         resolve = getattr(self, "get_version")  # noqa: B009 - provided by the registry that mixes this in
         return self.artifact_source(resolve(ref.name, ref.version))
 
-    def mark_unhealthy(self, name: str, version: int, reason: str) -> None:
-        log.error("model %s version %s marked unhealthy: %s", name, version, reason)
+    def mark_unhealthy(self, version: VersionInfo, reason: str) -> None:
+        log.error("model %s version %s marked unhealthy: %s", version.model, version.version, reason)
         with self.db.write() as s:
-            row = s.scalar(select(ModelVersion).join(Model).where(Model.name == name, ModelVersion.version == version))
+            row = s.get(ModelVersion, version.id)  # by id: another project may have a model of the same name
             if row is not None:
                 row.health = "unhealthy"
                 row.health_reason = reason
-        self._changed(name)
+        self._changed(version.model)
 
     def _referenced(self, digest: str) -> bool:
         with self.db.read() as s:

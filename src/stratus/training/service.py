@@ -135,7 +135,7 @@ class DatasetService:
                 s.delete(s.get(Dataset, row.id))
             self.registry._drop_unreferenced({row.digest})
 
-    def source(self, name: str) -> tuple[dict[str, Any], Any]:
-        """The dataset's record and its verified file, for a training child to read."""
+    def source(self, name: str) -> tuple[dict[str, Any], bytes]:
+        """The dataset's record and its bytes, decrypted in memory and verified, for a training child."""
         row = self._row(name)
-        return dataset_dict(row), self.artifacts.verified_path(row.digest)
+        return dataset_dict(row), self.artifacts.read(row.digest)

@@ -1,4 +1,4 @@
-"""The training child: ``python -m stratus.training.worker --job DIR --dataset FILE --threads N``.
+"""The training child: ``python -m stratus.training.worker --job DIR --dataset - --threads N``.
 
 It reads DIR/request.json, trains, verifies the ONNX export against the framework on the test split,
 and writes DIR/model.onnx, DIR/result.json and plots. Progress goes to stdout as JSON lines, which the
@@ -50,7 +50,12 @@ def split(X: Any, y: Any, fraction: float, seed: int, classify: bool) -> tuple[A
     return result
 
 
-def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
+def read_dataset(source: str) -> bytes:
+    """``-`` is stdin: the server pipes the decrypted dataset, so no plain copy is written to disk."""
+    return sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+
+
+def run(job_dir: Path, data: bytes, threads: int) -> None:
     spec = json.loads((job_dir / "request.json").read_text())
     request = TrainRequest.model_validate(spec["request"])
     dataset = spec["dataset"]
@@ -59,7 +64,7 @@ def run(job_dir: Path, dataset_file: Path, threads: int) -> None:
     report({"event": "log", "message": f"loading dataset {dataset['name']} ({dataset['rows']} rows)"})
     parsed = parse(
         dataset["format"],
-        dataset_file.read_bytes(),
+        data,
         target=dataset.get("target"),
         missing=options.get("missing", "error"),
         task=options.get("task"),
@@ -194,11 +199,11 @@ def run_text_classifier(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--job", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--dataset", required=True, help="dataset file, or - for stdin")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     try:
-        run(args.job, args.dataset, args.threads)
+        run(args.job, read_dataset(args.dataset), args.threads)
     except Exception as exc:
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         report({"event": "error", "message": str(message)})
