@@ -39,9 +39,16 @@ def free_port() -> int:
         return port
 
 
-def start_server(home: Path, cache: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    home: Path, cache: Path, threads: int, *extra: str, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "STRATUS_SAMPLE_CACHE_DIR": str(cache), "STRATUS_INTRA_OP_THREADS": str(threads)}
+    env = {
+        **os.environ,
+        "STRATUS_SAMPLE_CACHE_DIR": str(cache),
+        "STRATUS_INTRA_OP_THREADS": str(threads),
+        **(env_extra or {}),
+    }
     args = [
         sys.executable,
         "-m",
@@ -53,6 +60,7 @@ def start_server(home: Path, cache: Path, threads: int) -> tuple[subprocess.Pope
         str(home),
         "--log-level",
         "warning",
+        *extra,
     ]
     process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -165,6 +173,7 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=30)
+    overhead_lines = measure_overhead(wrk, cache, args.threads, min(args.seconds, 5))
 
     iris_best, minilm_best = max(iris_rates.values()), max(minilm_rates.values())
     lines = [
@@ -186,8 +195,59 @@ def main() -> None:
         f"- Idle server RSS with iris and minilm loaded: {idle_rss:.0f} MB.",
     ]
     print("\n" + "\n".join(ceiling_lines) + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(summary))
+    print("\n" + "\n".join(overhead_lines))
     if args.write:
-        write_report(lines, ceiling_lines, summary, args)
+        write_report(lines, ceiling_lines, [*summary, "", *overhead_lines], args)
+
+
+#: Configurations whose iris throughput is compared: what auth and usage metering cost per request.
+OVERHEAD_CONFIGS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "keys + metering (default)": ((), {}),
+    "keys, metering off": ((), {"STRATUS_USAGE_METERING": "false"}),
+    "no auth, metering off": (("--no-auth",), {"STRATUS_USAGE_METERING": "false"}),
+}
+
+
+def measure_overhead(wrk: str, cache: Path, threads: int, seconds: float, rounds: int = 3) -> list[str]:
+    """iris V2 at concurrency 32 on three servers, in alternating rounds (the machine drifts), median kept."""
+    rates: dict[str, list[float]] = {name: [] for name in OVERHEAD_CONFIGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {}
+        try:
+            for index, (name, (extra, env)) in enumerate(OVERHEAD_CONFIGS.items()):
+                home = Path(tmp) / f"home{index}"
+                process, url = start_server(home, cache, threads, *extra, env_extra=env)
+                key = (home / "admin.key").read_text().strip()
+                headers = {"Authorization": f"Bearer {key}"}
+                httpx.post(f"{url}/v2/repository/models/iris/load", timeout=60, headers=headers).raise_for_status()
+                servers[name] = (process, url, key)
+            for _ in range(rounds):
+                for name, (_, url, key) in servers.items():
+                    result = run_wrk(wrk, f"{url}/v2/models/iris/infer", wrk_script([iris_v2_body()], key), 32, seconds)
+                    assert result.errors == 0, f"{name}: {result.errors} errors"
+                    rates[name].append(result.requests_per_s)
+        finally:
+            for process, _, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=30)
+    medians = {name: sorted(values)[len(values) // 2] for name, values in rates.items()}
+    base = medians["keys, metering off"]
+    bare = medians["no auth, metering off"]
+    lines = [
+        "Cost of security on iris (V2 JSON, 1 row, concurrency 32), median of "
+        f"{rounds} alternating {seconds:.0f} s runs per configuration:",
+        "",
+        "| configuration | req/s (median) | runs |",
+        "| --- | --- | --- |",
+        *(f"| {n} | {medians[n]:,.0f} | {', '.join(f'{v:,.0f}' for v in rates[n])} |" for n in OVERHEAD_CONFIGS),
+        "",
+        f"- Usage metering costs {1 - medians['keys + metering (default)'] / base:.1%} of iris throughput "
+        "(target: under 2%).",
+        f"- API key verification costs {1 - base / bare:.1%}.",
+    ]
+    for line in lines:
+        print(line, flush=True)
+    return lines
 
 
 def write_report(lines: list[str], ceiling_lines: list[str], summary: list[str], args: argparse.Namespace) -> None:

@@ -89,7 +89,8 @@ class Platform:
             limits=Limits(settings.rate_limit_rps, settings.rate_limit_burst, settings.monthly_item_quota),
             items_this_month=self.usage.items_this_month,
         )
-        self.dataplane.served_listeners.append(self._meter)
+        if settings.usage_metering or settings.payload_log:
+            self.dataplane.served_listeners.append(self._meter)
         self.bootstrap_key: str | None = None
         self.datasets = DatasetService(self.registry)
         self.jobs = JobService(
@@ -106,14 +107,15 @@ class Platform:
 
     def _meter(self, served: ServedRequest) -> None:
         caller = served.caller
-        self.usage.record(
-            caller.project,
-            caller.key_id,
-            served.model,
-            items=served.items,
-            tokens=served.tokens,
-            compute_ms=served.seconds * 1000.0,
-        )
+        if self.settings.usage_metering:
+            self.usage.record(
+                caller.project,
+                caller.key_id,
+                served.model,
+                items=served.items,
+                tokens=served.tokens,
+                compute_ms=served.seconds * 1000.0,
+            )
         if self.payload_log.enabled:
             self.payload_log.record(caller.project, caller.key_id, served.model, served.protocol, served.payload())
 

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="Default inferred items per project per calendar month (UTC); 0 = unlimited. A project's "
         "own quota overrides it.",
     )
+    usage_metering: bool = Field(
+        default=True,
+        description="Count requests, items, tokens and compute per project, key and model. Monthly quotas "
+        "rest on these counts.",
+    )
     usage_flush_seconds: float = Field(
         default=5.0,
         gt=0,

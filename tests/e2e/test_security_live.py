@@ -211,3 +211,29 @@ def test_tls(tmp_path: Path) -> None:
             httpx.get(https.replace("https://", "http://") + "/v2/health/live", timeout=5)
     finally:
         server.stop()
+
+
+def test_no_plain_model_on_disk_and_serving_survives_a_master_key_rotation(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    model = affine_model(scale=3.0)
+    server = start_server(home, None)
+    try:
+        r = server.post(f"{server.url}/api/v1/models/affine/versions", files={"file": ("a.onnx", model)})
+        assert r.status_code == 201
+        before = _infer(server, server.admin_key).json()["outputs"][0]["data"]
+    finally:
+        server.stop()
+    for path in home.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert model[:48] not in data and model[-48:] not in data, f"plain model bytes in {path}"
+    old_key = (home / "master.key").read_text()
+    run_cli("keys", "rotate-master", "--home", str(home))
+    assert (home / "master.key").read_text() != old_key
+    assert (home / "master.key").stat().st_mode & 0o777 == 0o600
+    server = start_server(home, None)
+    try:
+        server.post(f"{server.url}/v2/repository/models/affine/unload", json={})
+        assert _infer(server, server.admin_key).json()["outputs"][0]["data"] == before
+    finally:
+        server.stop()
