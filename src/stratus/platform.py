@@ -10,6 +10,7 @@ import os
 import uuid
 from pathlib import Path
 
+from stratus.compress.service import CompressionService
 from stratus.dataplane import DataPlane, ServedRequest
 from stratus.errors import Conflict
 from stratus.jobs import JobService
@@ -100,6 +101,7 @@ class Platform:
             slots=settings.job_slots,
             threads_per_job=settings.job_threads,
         )
+        self.compression = CompressionService(self.registry, self.datasets, self.jobs)
         self.jobs.cpu_listeners.append(
             lambda caller, kind, model, cpu: self.usage.record_job(caller.project, caller.key_id, kind, model, cpu)
         )
@@ -167,7 +169,8 @@ class Platform:
                     files = {name: path.read_bytes() for name, path in sample.files.items()}
                     self.registry.register_pipeline(sample.name, sample.path.read_bytes(), files, **meta)
                 else:
-                    self.registry.register_onnx(sample.name, sample.path.read_bytes(), **meta)
+                    files = {name: path.read_bytes() for name, path in sample.files.items()}
+                    self.registry.register_onnx(sample.name, sample.path.read_bytes(), files=files, **meta)
             log.info("registered bundled sample model %r", sample.name)
         marker.write_text("samples registered; delete this file to register missing samples again\n")
 

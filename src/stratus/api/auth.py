@@ -81,6 +81,7 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/datasets/{name}"): READ,
     ("DELETE", "/api/v1/datasets/{name}"): MANAGE,
     ("POST", "/api/v1/jobs"): MANAGE,
+    ("POST", "/api/v1/models/{name}/versions/{version}/compress"): MANAGE,
     ("GET", "/api/v1/jobs"): READ,
     ("GET", "/api/v1/jobs/{job_id}"): READ,
     ("GET", "/api/v1/jobs/{job_id}/logs"): READ,

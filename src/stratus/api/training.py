@@ -76,6 +76,12 @@ def submit_job(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     return platform(request).jobs.submit_training(body)
 
 
+@router.post("/models/{name}/versions/{version}/compress", status_code=201)
+def compress_version(request: Request, name: str, version: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A compression job: {"methods": [...], "params"?, "accuracy_budget"?, "promote_alias"?, "threads"?}."""
+    return platform(request).compression.submit(name, version, body)
+
+
 @router.get("/jobs")
 def list_jobs(request: Request, state: str | None = None) -> dict[str, Any]:
     return {"jobs": platform(request).jobs.list_jobs(state)}

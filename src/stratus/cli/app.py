@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from stratus.cli.compress import compress
 from stratus.cli.connection import client, set_api_key
 from stratus.cli.output import print_table, reported_errors, show
 from stratus.cli.security import audit, keys_app, projects_app, usage
@@ -23,6 +24,7 @@ app.add_typer(alias_app, name="alias")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.command("train")(train)
+app.command("compress")(compress)
 app.add_typer(keys_app, name="keys")
 app.add_typer(projects_app, name="projects")
 app.command("audit")(audit)

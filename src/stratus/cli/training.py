@@ -152,6 +152,8 @@ def _follow(job: Any) -> None:
                 if "val_metric" in data:
                     stats += f"  val {data.get('val_metric_name', 'metric')} {data['val_metric']:.4f}"
                 progress.update(bar, total=data["epochs"], completed=data["epoch"], stats=stats)
+            elif event["kind"] == "step":
+                progress.update(bar, description=f"{data['method']} done ({data['step']}/{data['steps']})")
             elif event["kind"] == "state":
                 progress.update(bar, description=data["state"])
             elif event["kind"] == "log":

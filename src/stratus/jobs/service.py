@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
@@ -28,7 +28,7 @@ from stratus.jobs.executor import Executor, LocalProcessExecutor, RunningWork, W
 from stratus.registry import RegistryService, check_name
 from stratus.store.tables import Job, JobEvent, Project, utcnow
 from stratus.tenancy import DEFAULT_PROJECT
-from stratus.training.params import check_applicable, parse_train_request
+from stratus.training.params import GRAPH_FILE, WEIGHTS_FILE, check_applicable, parse_train_request
 from stratus.training.service import DatasetService
 
 #: Told of each finished job's CPU time: (caller, job kind, model name, CPU seconds). Usage metering listens.
@@ -60,6 +60,60 @@ def job_dict(row: Job) -> dict[str, Any]:
     }
 
 
+class JobKind(Protocol):
+    """What the runner needs from a kind of job: the child module, its inputs, and how to keep its result."""
+
+    module: str
+
+    def inputs(self, spec: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """The child's request.json and the bytes piped to its stdin (decrypted data stays off the disk)."""
+        ...
+
+    def register(self, job_id: str, spec: dict[str, Any], job_dir: Path) -> tuple[dict[str, Any], int | None]:
+        """Keep what a successful child produced; return the job's metrics and the version it made."""
+        ...
+
+
+class TrainingJobs:
+    module = "stratus.training.worker"
+
+    def __init__(self, registry: RegistryService, datasets: DatasetService) -> None:
+        self.registry = registry
+        self.datasets = datasets
+
+    def inputs(self, spec: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        dataset, dataset_bytes = self.datasets.source(spec["dataset"])
+        return {"request": spec["request"], "dataset": dataset}, dataset_bytes
+
+    def register(self, job_id: str, spec: dict[str, Any], job_dir: Path) -> tuple[dict[str, Any], int | None]:
+        result = json.loads((job_dir / "result.json").read_text())
+        request = spec["request"]
+        files = {"evaluation.json": (job_dir / "evaluation.json").read_bytes()}
+        for optional in ("confusion_matrix.png", GRAPH_FILE, WEIGHTS_FILE):
+            if (job_dir / optional).exists():
+                files[optional] = (job_dir / optional).read_bytes()
+        name = spec["model_name"]
+        if result.get("format") == "pipeline":
+            register = partial(
+                self.registry.register_pipeline,
+                name,
+                (job_dir / "pipeline.json").read_bytes(),
+                {f: (job_dir / f).read_bytes() for f in result["files"]},
+                attachments=files,
+            )
+        else:
+            register = partial(self.registry.register_onnx, name, (job_dir / "model.onnx").read_bytes(), files=files)
+        version = register(
+            metrics=result["metrics"],
+            params={**request["params"], "trainer": request["model"], "job_id": job_id, "stratus_version": __version__},
+            dataset=f"{spec['dataset']}@{spec['dataset_digest']}",
+            source=result["source"],
+            task=result["task"],
+            description=f"trained by job {job_id}",
+        )
+        return result["metrics"], version.version
+
+
 class JobService:
     def __init__(
         self,
@@ -81,6 +135,7 @@ class JobService:
         self._running: dict[str, RunningWork] = {}
         self._cancelled: set[str] = set()
         self.cpu_listeners: list[CpuListener] = []
+        self.kinds: dict[str, JobKind] = {"train": TrainingJobs(registry, datasets)}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -94,20 +149,24 @@ class JobService:
         check_applicable(request, dataset)
         name = request.name or f"{request.dataset}-{request.model}".replace("_", "-")[:64]
         check_name(name)
+        spec = {"request": request.model_dump(), "dataset": dataset["name"], "dataset_digest": dataset["digest"]}
+        return self.create("train", spec, name, retries=request.retries, timeout_s=request.timeout_s)
+
+    def create(
+        self, kind: str, spec: dict[str, Any], model_name: str, *, retries: int, timeout_s: int
+    ) -> dict[str, Any]:
+        """Queue a job of a registered kind, owned by the caller's project and key."""
+        if kind not in self.kinds:
+            raise NotFound(f"no job kind {kind!r}")
         job = Job(
             id=uuid.uuid4().hex,
             project_id=self.registry.project_id(),
-            kind="train",
+            kind=kind,
             state="queued",
-            spec={
-                "request": request.model_dump(),
-                "dataset": dataset["name"],
-                "dataset_digest": dataset["digest"],
-                "key_id": tenancy.current().key_id,
-            },
-            model_name=name,
-            retries=request.retries,
-            timeout_s=request.timeout_s,
+            spec={**spec, "key_id": tenancy.current().key_id},
+            model_name=model_name,
+            retries=retries,
+            timeout_s=timeout_s,
         )
         with self.db.write() as s:
             s.add(job)
@@ -209,23 +268,25 @@ class JobService:
                 row.attempts += 1
                 row.started_at = utcnow()
                 self._add_event(s, row.id, "state", {"state": "running", "attempt": row.attempts})
-                job_id, spec, timeout_s = row.id, dict(row.spec), row.timeout_s
+                job_id, timeout_s, kind = row.id, row.timeout_s, row.kind
+                spec = {**dict(row.spec), "model_name": row.model_name}
                 project = s.scalar(select(Project.name).where(Project.id == row.project_id)) or DEFAULT_PROJECT
             caller = tenancy.Caller(project=project, key_id=str(spec.get("key_id", "")))
-            threading.Thread(target=self._run_as, args=(caller, job_id, spec, timeout_s), daemon=True).start()
+            args = (caller, self.kinds[kind], job_id, spec, timeout_s)
+            threading.Thread(target=self._run_as, args=args, daemon=True).start()
 
-    def _run_as(self, caller: tenancy.Caller, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
+    def _run_as(self, caller: tenancy.Caller, kind: JobKind, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
         """Run a job as the project that submitted it, so its dataset and model resolve in that project."""
         with tenancy.acting_as(caller):
-            self._run(job_id, spec, timeout_s)
+            self._run(kind, job_id, spec, timeout_s)
 
-    def _run(self, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
+    def _run(self, kind: JobKind, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
         job_dir = self.work_root / job_id  # the id is a server-made hex uuid, never user input
         try:
-            dataset, dataset_bytes = self.datasets.source(spec["dataset"])
+            request, stdin = kind.inputs(spec)
             job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / "request.json").write_text(json.dumps({"request": spec["request"], "dataset": dataset}))
-            work = self.executor.start(WorkItem(job_id, job_dir, dataset_bytes, self.threads_per_job))
+            (job_dir / "request.json").write_text(json.dumps(request))
+            work = self.executor.start(WorkItem(job_id, job_dir, stdin, self.threads_per_job, kind.module))
         except StratusError as exc:
             self._finish(job_id, "failed", error=exc.message)
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -263,39 +324,12 @@ class JobService:
                 )
                 self._finish(job_id, "failed", error=reason, cpu=work.cpu_seconds())
             else:
-                self._register(job_id, spec, job_dir, work.cpu_seconds())
+                metrics, version = kind.register(job_id, spec, job_dir)
+                self._finish(job_id, "succeeded", metrics=metrics, version=version, cpu=work.cpu_seconds())
         except StratusError as exc:
             self._finish(job_id, "failed", error=exc.message, cpu=work.cpu_seconds())
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
-
-    def _register(self, job_id: str, spec: dict[str, Any], job_dir: Path, cpu: float) -> None:
-        result = json.loads((job_dir / "result.json").read_text())
-        request = spec["request"]
-        files = {"evaluation.json": (job_dir / "evaluation.json").read_bytes()}
-        if (job_dir / "confusion_matrix.png").exists():
-            files["confusion_matrix.png"] = (job_dir / "confusion_matrix.png").read_bytes()
-        name = self._row(job_id).model_name
-        assert name is not None
-        if result.get("format") == "pipeline":
-            register = partial(
-                self.registry.register_pipeline,
-                name,
-                (job_dir / "pipeline.json").read_bytes(),
-                {f: (job_dir / f).read_bytes() for f in result["files"]},
-                attachments=files,
-            )
-        else:
-            register = partial(self.registry.register_onnx, name, (job_dir / "model.onnx").read_bytes(), files=files)
-        version = register(
-            metrics=result["metrics"],
-            params={**request["params"], "trainer": request["model"], "job_id": job_id, "stratus_version": __version__},
-            dataset=f"{spec['dataset']}@{spec['dataset_digest']}",
-            source=result["source"],
-            task=result["task"],
-            description=f"trained by job {job_id}",
-        )
-        self._finish(job_id, "succeeded", metrics=result["metrics"], version=version.version, cpu=cpu)
 
     # -- persistence ------------------------------------------------------------------------------
 
@@ -342,4 +376,4 @@ class JobService:
                 listener(tenancy.current(), "training" if kind == "train" else kind, model, cpu)
 
 
-__all__ = ["TERMINAL", "JobService", "job_dict"]
+__all__ = ["TERMINAL", "JobKind", "JobService", "job_dict"]

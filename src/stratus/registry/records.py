@@ -90,6 +90,12 @@ class VersionInfo:
                 "parent_version": self.parent_version,
                 "dataset": self.dataset,
                 "source": self.source,
+                # A compressed variant: how it was made from its parent.
+                **(
+                    {"method": self.params["compression_method"], "method_params": self.params["compression_params"]}
+                    if "compression_method" in self.params
+                    else {}
+                ),
             },
             "description": self.description,
             "status": self.status,

@@ -15,7 +15,7 @@ from stratus.errors import StratusError
 
 MANIFEST = "manifest.json"
 #: Bump when what the builder produces changes, so caches built by an older Stratus are rebuilt.
-BUILD_FORMAT = 2
+BUILD_FORMAT = 3
 
 
 class SampleBuildError(StratusError):

@@ -126,6 +126,14 @@ def build_digits(out: Path) -> dict[str, Any]:
         raise RuntimeError(f"digits CNN reached only {accuracy:.4f} test accuracy; the sample needs 0.97")
     converted = torch_to_onnx(model, images(X_test[:4]), output_names=("logits", "label"))
     write_atomically(out / "digits.onnx", converted.onnx_bytes)
+    from stratus.training.graph import graph_of
+
+    # The training graph lets `stratus compress digits --method prune,distill` retrain from these weights.
+    graph = graph_of(torch.nn.Sequential(model.features, model.head), [1, 8, 8], classify=True)
+    graph_files = {}
+    for name, content in graph.to_files().items():
+        graph_files[name] = f"digits-{name}"
+        write_atomically(out / graph_files[name], content)
     return {
         "name": "digits",
         "file": "digits.onnx",
@@ -134,8 +142,18 @@ def build_digits(out: Path) -> dict[str, Any]:
         "task": "classification",
         "tags": {"sample": "true", "framework": "pytorch"},
         "metrics": {"test_accuracy": accuracy, "test_size": len(y_test)},
-        "params": {"epochs": DIGITS_EPOCHS, "optimizer": "adam", "lr": 2e-3, "batch_size": 32, "seed": 0},
+        # input_scale, test_split and seed say how to rebuild its held-out split, for compression.
+        "params": {
+            "epochs": DIGITS_EPOCHS,
+            "optimizer": "adam",
+            "lr": 2e-3,
+            "batch_size": 32,
+            "seed": 0,
+            "input_scale": 1 / 16,
+            "test_split": 0.25,
+        },
         "dataset": "sklearn:digits",
+        "files": graph_files,
         "source": converted.source,
     }
 

@@ -276,6 +276,31 @@ class Client(AdminCalls):
         job = Job(self, self._json("POST", "/api/v1/jobs", json=body))
         return job.wait(timeout_s=timeout_s + 60) if wait else job
 
+    def compress(
+        self,
+        model: str,
+        version: int | str = "latest",
+        *,
+        methods: list[str],
+        params: dict[str, dict[str, Any]] | None = None,
+        accuracy_budget: float = 0.01,
+        promote_alias: str | None = None,
+        wait: bool = True,
+        timeout_s: int = 3600,
+    ) -> Job:
+        """Compress a version with each method as one job; ``job.metrics`` is then the comparison report, and
+        ``job.version`` the recommended variant (fastest within the budget), if any."""
+        body: dict[str, Any] = {
+            "methods": methods,
+            "params": params or {},
+            "accuracy_budget": accuracy_budget,
+            "promote_alias": promote_alias,
+            "timeout_s": timeout_s,
+        }
+        path = f"/api/v1/models/{model}/versions/{version}/compress"
+        job = Job(self, self._json("POST", path, json=body))
+        return job.wait(timeout_s=timeout_s + 60) if wait else job
+
     def get_job(self, job_id: str) -> Job:
         return Job(self, self._json("GET", f"/api/v1/jobs/{job_id}"))
 

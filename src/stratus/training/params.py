@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stratus.errors import InvalidInput
 
+#: The training graph a torch-trained version keeps (see training/graph.py), for pruning and distilling.
+GRAPH_FILE = "training-graph.json"
+WEIGHTS_FILE = "training-weights.npz"
 SKLEARN_MODELS = ("linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm")
 TORCH_MODELS = ("mlp", "cnn", "text_classifier")
 Trainer = Literal[

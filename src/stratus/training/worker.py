@@ -55,6 +55,18 @@ def read_dataset(source: str) -> bytes:
     return sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
 
 
+def write_training_graph(
+    job_dir: Path, model: Any, image_shape: tuple[int, int, int] | None, features: int, classify: bool
+) -> None:
+    """Keep the torch network next to its export, so the version can be pruned or distilled later."""
+    from stratus.training.graph import graph_of
+
+    shape = list(image_shape) if image_shape is not None else [features]
+    graph = graph_of(model.body, shape, classify=classify, preprocess=model.preprocess, resize=model.resize)
+    for name, content in graph.to_files().items():
+        (job_dir / name).write_bytes(content)
+
+
 def run(job_dir: Path, data: bytes, threads: int) -> None:
     spec = json.loads((job_dir / "request.json").read_text())
     request = TrainRequest.model_validate(spec["request"])
@@ -125,6 +137,7 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         converted = torch_to_onnx(model, X_test[:4], output_names=names, dynamic_axes_extra=extra, rtol=1e-4, atol=1e-4)
         framework = predict(model, X_test, classify)
         output = "label" if classify else "prediction"
+        write_training_graph(job_dir, model, parsed.image_shape, X_train.shape[1], classify)
 
     import onnxruntime as ort
 
