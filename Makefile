@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench install clean
+.PHONY: serve test lint typecheck pytest bench bench-compress install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+bench-compress: $(STAMP)
+	$(BIN)/python -m benchmarks.compression
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -180,3 +180,18 @@ def test_a_version_trained_by_stratus_keeps_its_graph_and_compresses_on_its_data
     assert pruned["recipe"]["units_after"] == 16
     again = client.compress("wine-mlp", pruned["version"], methods=["prune"], params={"prune": {"finetune_epochs": 1}})
     assert again.metrics["variants"][0]["recipe"]["units_before"] == 16
+
+
+def test_minilm_distillation_builds_a_shallower_student_that_serves(server: LiveServer, client: Client) -> None:
+    """A few steps only: this proves the path (teacher = the served version, student from every other layer,
+    export, evaluation, registration); the quality after a full run is in docs/compression.md."""
+    job = client.compress("minilm", 1, methods=["distill"], params={"distill": {"steps": 10}}, accuracy_budget=0.05)
+    row = job.metrics["variants"][0]
+    assert row["recipe"]["student_layers"] == 3 and row["recipe"]["teacher_layers_kept"] == [0, 2, 4]
+    assert row["size_ratio"] < 0.85  # three of six transformer layers gone; the embeddings table stays
+    assert 0.0 < row["quality"]["mean_cosine"] < 1.0
+    body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a student", "of MiniLM"]}]}
+    r = server.post(f"{server.url}/v2/models/minilm/versions/{row['version']}/infer", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    embedding = next(o for o in r.json()["outputs"] if o["name"] == "embedding")
+    assert embedding["shape"] == [2, 384]

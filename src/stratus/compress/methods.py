@@ -54,7 +54,7 @@ class DistillParams(BaseModel):
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.7, ge=0.0, le=1.0, description="weight of the soft-target loss")
     epochs: int = Field(default=40, ge=1, le=1000)
-    lr: float | None = Field(default=None, gt=0.0, le=1.0, description="default 2e-3; 1e-4 for text encoders")
+    lr: float | None = Field(default=None, gt=0.0, le=1.0, description="default 2e-3; 5e-4 for text encoders")
     width: float = Field(default=0.5, gt=0.0, le=1.0, description="student channels/units as a fraction")
     layers: int | None = Field(default=None, ge=1, le=48, description="embedding students: encoder layers")
     steps: int = Field(default=600, ge=1, le=100_000, description="embedding students: optimizer steps")
