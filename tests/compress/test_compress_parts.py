@@ -140,6 +140,8 @@ def test_dynamic_recipe_differs_by_model(sample_cache: Path) -> None:
     assert len(transformer["nodes_to_exclude"]) == 12
     kept = dynamic_recipe(encoder, {"keep_fp32": ["ffn-output"]})
     assert len(kept["nodes_to_exclude"]) == 18
+    whole_ffn = dynamic_recipe(encoder, {"keep_fp32": ["ffn-output", "ffn-input"]})
+    assert len(whole_ffn["nodes_to_exclude"]) == 24
     cnn = dynamic_recipe(onnx.load(str(sample_cache / "digits.onnx")), {})
     assert not cnn["transformer"] and not cnn["per_channel"]
     assert cnn["op_types_to_quantize"] == ["MatMul", "Gemm", "Conv"] and cnn["nodes_to_exclude"] == []

@@ -25,7 +25,7 @@ class QuantizeDynamicParams(BaseModel):
     keep_fp32: list[str] = Field(
         default_factory=list,
         max_length=1000,
-        description="node names, or 'ffn-output' for the transformer feed-forward output projections",
+        description="node names, or 'ffn-output' / 'ffn-input' for a transformer's feed-forward projections",
     )
     weights_only: bool = Field(default=True, description="skip MatMuls between two activations (attention scores)")
 

@@ -44,6 +44,11 @@ def ffn_output_matmuls(model: onnx.ModelProto) -> list[str]:
     ]
 
 
+def ffn_input_matmuls(model: onnx.ModelProto) -> list[str]:
+    """The feed-forward input projections (``.../intermediate/dense/MatMul``) of a BERT-like encoder."""
+    return [node.name for node in model.graph.node if node.op_type == "MatMul" and "/intermediate/dense" in node.name]
+
+
 def dynamic_recipe(model: onnx.ModelProto, params: dict[str, Any]) -> dict[str, Any]:
     """The quantize_dynamic arguments for this model: what the method decides when params leave it open."""
     transformer = is_transformer(model)
@@ -52,8 +57,9 @@ def dynamic_recipe(model: onnx.ModelProto, params: dict[str, Any]) -> dict[str, 
     if per_channel is None:
         per_channel = transformer
     exclude: list[str] = []
+    named_groups = {"ffn-output": ffn_output_matmuls, "ffn-input": ffn_input_matmuls}
     for name in params.get("keep_fp32", []):
-        exclude += ffn_output_matmuls(model) if name == "ffn-output" else [name]
+        exclude += named_groups[name](model) if name in named_groups else [name]
     if params.get("weights_only", True):
         exclude += activation_matmuls(model)
     known = {node.name for node in model.graph.node}
