@@ -272,6 +272,9 @@ class JobService:
                 spec = {**dict(row.spec), "model_name": row.model_name}
                 project = s.scalar(select(Project.name).where(Project.id == row.project_id)) or DEFAULT_PROJECT
             caller = tenancy.Caller(project=project, key_id=str(spec.get("key_id", "")))
+            if kind not in self.kinds:  # queued by a Stratus that knew a kind this one does not
+                self._finish(job_id, "failed", error=f"this server cannot run jobs of kind {kind!r}")
+                continue
             args = (caller, self.kinds[kind], job_id, spec, timeout_s)
             threading.Thread(target=self._run_as, args=args, daemon=True).start()
 
@@ -320,7 +323,7 @@ class JobService:
                 reason = (
                     f"timed out after {timeout_s} s"
                     if elapsed >= timeout_s
-                    else last_error or f"the training process exited with {code}: {work.stderr_tail()}"
+                    else last_error or f"the job's process exited with {code}: {work.stderr_tail()}"
                 )
                 self._finish(job_id, "failed", error=reason, cpu=work.cpu_seconds())
             else:
