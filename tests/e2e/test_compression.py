@@ -183,11 +183,14 @@ def test_a_version_trained_by_stratus_keeps_its_graph_and_compresses_on_its_data
 
 
 def test_minilm_distillation_builds_a_shallower_student_that_serves(server: LiveServer, client: Client) -> None:
-    """A few steps only: this proves the path (teacher = the served version, student from every other layer,
-    export, evaluation, registration); the quality after a full run is in docs/compression.md."""
+    """A few steps only: this proves the path (teacher = the served version, student from the best subset of
+    its layers, export, evaluation, registration); the quality after a full run is in docs/compression.md."""
     job = client.compress("minilm", 1, methods=["distill"], params={"distill": {"steps": 10}}, accuracy_budget=0.05)
     row = job.metrics["variants"][0]
-    assert row["recipe"]["student_layers"] == 3 and row["recipe"]["teacher_layers_kept"] == [0, 2, 4]
+    recipe = row["recipe"]
+    assert recipe["student_layers"] == 3 and len(recipe["teacher_layers_kept"]) == 3
+    # Every 3-of-6 subset was scored; every-other-layer (0, 2, 4) starts far from the teacher on MiniLM.
+    assert recipe["teacher_layers_kept"] != [0, 2, 4] and 0.5 < recipe["starting_cosine"] < 1.0
     assert row["size_ratio"] < 0.85  # three of six transformer layers gone; the embeddings table stays
     assert 0.0 < row["quality"]["mean_cosine"] < 1.0
     body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a student", "of MiniLM"]}]}

