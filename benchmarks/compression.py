@@ -172,7 +172,7 @@ def main() -> None:
     print("\n".join(lines))
     if args.write:
         header = [
-            f"Measured by `make bench-compress` (`.venv/bin/python -m benchmarks.compression --write`) on "
+            f"Measured by `.venv/bin/python -m benchmarks.compression --write --distill-steps {args.distill_steps}` on "
             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: {machine()}. {args.threads} threads everywhere.",
             "",
             '"speedup (job)" is the job\'s own batch-32 throughput ratio to the parent; "speedup (independent)" '
