@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from stratus.cli.output import err_console, print_json, print_table, reported_errors, show
-from stratus.cli.training import JsonOption, UrlOption, _client, _follow, _params
+from stratus.cli.output import err_console, print_table, reported_errors
+from stratus.cli.training import JsonOption, UrlOption, _client, _params, follow_job
 from stratus.errors import InvalidInput
 
 
@@ -99,16 +99,4 @@ def compress(
             wait=False,
             timeout_s=timeout,
         )
-        if not wait:
-            show(job.data, as_json, lambda j: typer.echo(f"submitted compression job {j['id']} ({j['state']})"))
-            return
-        if not as_json:
-            _follow(job)
-        job.wait(timeout_s=timeout + 60, raise_on_failure=False)
-        if as_json:
-            print_json(job.data)
-        elif job.state == "succeeded":
-            render_report(job.data)
-        if job.state != "succeeded":
-            err_console.print(f"[red]job {job.id} {job.state}:[/red] {job.error}", highlight=False)
-            raise typer.Exit(1)
+        follow_job(job, wait=wait, timeout=timeout, as_json=as_json, render=render_report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -224,16 +225,22 @@ def train(
         if epochs is not None:
             params["epochs"] = epochs
         job = client.train(dataset, model, name=name, params=params, wait=False, timeout_s=timeout)
-        if not wait:
-            show(job.data, as_json, lambda j: typer.echo(f"submitted job {j['id']} ({j['state']})"))
-            return
-        if not as_json:
-            _follow(job)
-        job.wait(timeout_s=timeout + 60, raise_on_failure=False)
-        if as_json:
-            print_json(job.data)
-        elif job.state == "succeeded":
-            render_metrics(job.data)
-        if job.state != "succeeded":
-            err_console.print(f"[red]job {job.id} {job.state}:[/red] {job.error}", highlight=False)
-            raise typer.Exit(1)
+        follow_job(job, wait=wait, timeout=timeout, as_json=as_json, render=render_metrics)
+
+
+def follow_job(job: Any, *, wait: bool, timeout: int, as_json: bool, render: Callable[[dict[str, Any]], None]) -> None:
+    """After submitting: print the job, or follow it with a progress bar and render its result; a job that
+    did not succeed exits with status 1 and its reason."""
+    if not wait:
+        show(job.data, as_json, lambda j: typer.echo(f"submitted {j['kind']} job {j['id']} ({j['state']})"))
+        return
+    if not as_json:
+        _follow(job)
+    job.wait(timeout_s=timeout + 60, raise_on_failure=False)
+    if as_json:
+        print_json(job.data)
+    elif job.state == "succeeded":
+        render(job.data)
+    if job.state != "succeeded":
+        err_console.print(f"[red]job {job.id} {job.state}:[/red] {job.error}", highlight=False)
+        raise typer.Exit(1)

@@ -64,7 +64,7 @@ def distill_minilm(parent: Any, params: dict[str, Any], data: Any, request: dict
     from tokenizers import Tokenizer
 
     from stratus.compress.worker import Model, Predictor
-    from stratus.formats import torch_to_onnx
+    from stratus.formats import bert_encoder_to_onnx
 
     torch.manual_seed(0)
     torch.set_num_threads(request["threads"])
@@ -125,28 +125,7 @@ def distill_minilm(parent: Any, params: dict[str, Any], data: Any, request: dict
             report({"event": "epoch", "epoch": step, "epochs": steps, "loss": float(loss.detach()), "step": "distill"})
     model.eval()
 
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = model
-
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-            hidden: torch.Tensor = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-            return hidden
-
-    ones = torch.ones(2, 8, dtype=torch.long)
-    example = (ones, ones, torch.zeros(2, 8, dtype=torch.long))
-    converted = torch_to_onnx(
-        Encoder(),
-        example,
-        input_names=("input_ids", "attention_mask", "token_type_ids"),
-        output_names=("last_hidden_state",),
-        dynamic_axes_extra={
-            name: {1: "sequence"} for name in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")
-        },
-        rtol=1e-3,
-        atol=1e-4,
-    )
+    converted = bert_encoder_to_onnx(model)
     files = dict(parent.files)
     for name in request["onnx_files"]:
         files[name] = converted.onnx_bytes

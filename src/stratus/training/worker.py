@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,19 +210,25 @@ def run_text_classifier(
     report({"event": "done", "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}})
 
 
-def main() -> None:
+def child_main(work: Callable[[Path, bytes, int], None]) -> None:
+    """The command line every job child shares: ``--job DIR --dataset FILE|- --threads N``. A failure is
+    reported as an error event (the job's reason) and exit status 1."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--job", type=Path, required=True)
-    parser.add_argument("--dataset", required=True, help="dataset file, or - for stdin")
+    parser.add_argument("--dataset", required=True, help="the input file, or - for stdin")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     try:
-        run(args.job, read_dataset(args.dataset), args.threads)
+        work(args.job, read_dataset(args.dataset), args.threads)
     except Exception as exc:
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         report({"event": "error", "message": str(message)})
         traceback.print_exc()
         sys.exit(1)
+
+
+def main() -> None:
+    child_main(run)
 
 
 if __name__ == "__main__":
