@@ -4,7 +4,7 @@ fp16 weights, and ONNX Runtime's offline graph optimization. They run in the com
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,24 +74,34 @@ def dynamic_recipe(model: onnx.ModelProto, params: dict[str, Any]) -> dict[str, 
     }
 
 
+def _through_files(onnx_bytes: bytes, work: Path, convert: Callable[[str, str], object]) -> bytes:
+    """ONNX Runtime's quantizers read and write model files: run ``convert(source, target)`` on temporary
+    files in the job folder and return the target's bytes."""
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        source.write_bytes(onnx_bytes)
+        convert(str(source), str(target))
+        return target.read_bytes()
+
+
 def quantize_dynamic(onnx_bytes: bytes, params: dict[str, Any], work: Path) -> tuple[bytes, dict[str, Any]]:
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     recipe = dynamic_recipe(onnx.load_from_string(onnx_bytes), params)
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        source.write_bytes(onnx_bytes)
-        ort_quantize_dynamic(
-            str(source),
-            str(target),
+    result = _through_files(
+        onnx_bytes,
+        work,
+        lambda source, target: ort_quantize_dynamic(
+            source,
+            target,
             op_types_to_quantize=recipe["op_types_to_quantize"],
             per_channel=recipe["per_channel"],
             nodes_to_exclude=recipe["nodes_to_exclude"],
             weight_type=QuantType.QInt8,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-        result = target.read_bytes()
+        ),
+    )
     recipe["excluded_nodes"] = len(recipe.pop("nodes_to_exclude"))
     return result, recipe
 
@@ -123,12 +133,12 @@ def quantize_static(
         "percentile": CalibrationMethod.Percentile,
     }[params["calibration"]]
     op_types = params.get("op_types") or ["Conv", "MatMul", "Gemm"]
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        source.write_bytes(onnx_bytes)
-        ort_quantize_static(
-            str(source),
-            str(target),
+    result = _through_files(
+        onnx_bytes,
+        work,
+        lambda source, target: ort_quantize_static(
+            source,
+            target,
             _Calibration(input_name, rows.astype(np.float32)),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=op_types,
@@ -137,8 +147,8 @@ def quantize_static(
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "CalibTensorRangeSymmetric": False},
-        )
-        result = target.read_bytes()
+        ),
+    )
     recipe = {
         "format": "QDQ",
         "calibration": params["calibration"],

@@ -77,7 +77,7 @@ def structured_prune(graph: TrainingGraph, ratio: float) -> tuple[GraphModel, di
     model = copy.deepcopy(graph.model)
     layers = list(model.layers)
     parametric = [i for i, layer in enumerate(layers) if isinstance(layer, PARAMETRIC)]
-    channels, spatial = _flatten_shape(model, graph.input_shape)
+    _, spatial = _flatten_shape(model, graph.input_shape)
     flatten_at = next((i for i, layer in enumerate(layers) if isinstance(layer, nn.Flatten)), -1)
     before, after = 0, 0
     for position, index in enumerate(parametric[:-1]):
@@ -94,7 +94,6 @@ def structured_prune(graph: TrainingGraph, ratio: float) -> tuple[GraphModel, di
         crosses_flatten = isinstance(layers[following], nn.Linear) and isinstance(layer, nn.Conv2d)
         span = spatial if crosses_flatten and index < flatten_at < following else 1
         layers[following] = _slice_in(layers[following], keep, span)
-    del channels
     pruned = GraphModel(layers, classify=model.classify, resize=model.resize, preprocess=_preprocess_of(model))
     pruned.eval()
     return pruned, {"mode": "structured", "units_before": before, "units_after": after}

@@ -89,7 +89,6 @@ class Predictor:
     """Runs a model the way the server would (same session options), on rows of its one input."""
 
     def __init__(self, model: Model, request: dict[str, Any], threads: int) -> None:
-        self.kind = request["kind"]
         self._run: Callable[[Array], Array]
         if model.format == "pipeline":
             from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
