@@ -9,15 +9,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from stratus import tenancy
 from stratus.errors import NotFound, NotReady, StratusError
-from stratus.registry import RegistryService, VersionInfo
+from stratus.registry.blobs import ModelSource
+from stratus.registry.records import ModelInfo, VersionInfo
 from stratus.runtime import ModelPool, ModelRunner, ServedModel, ServingConfig, Tensor
 from stratus.runtime.batching import BatchObserver
 from stratus.runtime.metrics import InferenceMetrics
-from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+from stratus.runtime.pipeline import ModelRef, PipelineRunner, PipelineSpec
 from stratus.runtime.pool import RunnerFactory
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,44 @@ def _items_of(inputs: dict[str, Tensor]) -> int:
     return int(first.shape[0]) if first.ndim else 1
 
 
+class Catalog(Protocol):
+    """Where the data plane finds versions and their bytes: the registry, or an endpoint bundle."""
+
+    def on_change(self, listener: Callable[[str], None]) -> None: ...
+    def list_models(self) -> list[ModelInfo]: ...
+    def list_versions(self, name: str) -> list[VersionInfo]: ...
+    def resolve(self, name: str, ref: str | int | None = None) -> VersionInfo: ...
+    def read_artifact(self, version: VersionInfo) -> bytes: ...
+    def artifact_source(self, version: VersionInfo) -> ModelSource: ...
+    def read_file(self, version: VersionInfo, name: str) -> bytes: ...
+    def file_source(self, version: VersionInfo, name: str) -> ModelSource: ...
+    def ref_source(self, ref: ModelRef) -> ModelSource: ...
+
+
+class RoutedEndpoint(Protocol):
+    """An endpoint: a name whose requests are routed to one of several versions (see stratus.deploy)."""
+
+    def versions(self) -> list[VersionInfo]:
+        """The versions it routes to, the primary (heaviest) target first."""
+        ...
+
+    def ready(self) -> bool: ...
+
+    async def infer(
+        self, inputs: dict[str, Tensor], outputs: list[str] | None, timeout_ms: float | None
+    ) -> tuple[VersionInfo, dict[str, Tensor]]: ...
+
+
+class EndpointDirectory(Protocol):
+    def find(self, name: str) -> RoutedEndpoint | None:
+        """The caller's project's endpoint of that name, if any."""
+        ...
+
+
 class DataPlane:
     def __init__(
         self,
-        registry: RegistryService,
+        registry: Catalog,
         *,
         threads: int,
         workers: int = 8,
@@ -89,6 +124,7 @@ class DataPlane:
         self._ttl = resolve_ttl_s
         self._resolved: dict[tuple[str, str, str | None], tuple[float, VersionInfo]] = {}
         self.served_listeners: list[ServedListener] = []
+        self.endpoints: EndpointDirectory | None = None
         registry.on_change(self._forget)
 
     def _batch_observer(self, model: str, version: int) -> BatchObserver:
@@ -117,9 +153,24 @@ class DataPlane:
                 if version is None or version.status != "active" or version.health != "healthy":
                     self.pool.unload(entry.key)
 
+    def endpoint(self, name: str, ref: str | None = None) -> RoutedEndpoint | None:
+        """The endpoint called ``name``, when there is one and no version was asked for."""
+        if ref is not None or self.endpoints is None:
+            return None
+        return self.endpoints.find(name)
+
+    def versions_of(self, name: str) -> list[VersionInfo]:
+        """The versions a name serves: an endpoint's targets, or a model's versions."""
+        endpoint = self.endpoint(name)
+        return endpoint.versions() if endpoint is not None else self.registry.list_versions(name)
+
     def resolve(self, name: str, ref: str | None = None) -> VersionInfo:
-        """Cached registry lookup. Changes made through this process's registry invalidate at once;
-        the TTL bounds staleness for changes made by another process sharing the database."""
+        """The version a reference means (for an endpoint, its primary target). Cached registry lookup:
+        changes made through this process's registry invalidate at once; the TTL bounds staleness for
+        changes made by another process sharing the database."""
+        endpoint = self.endpoint(name, ref)
+        if endpoint is not None:
+            return endpoint.versions()[0]
         key = (tenancy.current_project(), name, ref)
         hit = self._resolved.get(key)
         now = time.monotonic()
@@ -181,10 +232,15 @@ class DataPlane:
         started = time.perf_counter()
         model_label, version_label = "(unresolved)", ""  # unknown names must not grow the label set
         try:
-            version = self.resolve(name, ref)
-            model_label, version_label = name, str(version.version)
-            served = await self._served(version)
-            results = await served.infer(inputs, outputs, timeout_ms)
+            endpoint = self.endpoint(name, ref)
+            if endpoint is not None:
+                model_label = name
+                version, results = await endpoint.infer(inputs, outputs, timeout_ms)
+            else:
+                version = self.resolve(name, ref)
+                model_label, version_label = name, str(version.version)
+                results = await self.run_version(version, inputs, outputs, timeout_ms)
+            version_label = str(version.version)
         except StratusError as exc:
             self.metrics.failed(model_label, version_label, protocol, exc.kind)
             raise
@@ -207,6 +263,17 @@ class DataPlane:
                 )
             )
         return InferenceResult(version=version, outputs=results)
+
+    async def run_version(
+        self,
+        version: VersionInfo,
+        inputs: dict[str, Tensor],
+        outputs: list[str] | None = None,
+        timeout_ms: float | None = None,
+    ) -> dict[str, Tensor]:
+        """Run one resolved version in this process (loading it on first use)."""
+        served = await self._served(version)
+        return await served.infer(inputs, outputs, timeout_ms)
 
     def _tell(self, served: ServedRequest) -> None:
         for listener in self.served_listeners:
@@ -244,7 +311,11 @@ class DataPlane:
         return rows
 
     async def is_ready(self, name: str, ref: str | None = None) -> bool:
-        """Ready means loaded, warmed up and healthy. Asking loads the model, as first use would."""
+        """Ready means loaded, warmed up and healthy. Asking loads the model, as first use would. An
+        endpoint is ready when a replica of it is."""
+        endpoint = self.endpoint(name, ref)
+        if endpoint is not None:
+            return endpoint.ready()
         try:
             await self.load(name, ref)
         except NotReady:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from stratus.compress.service import CompressionService
 from stratus.dataplane import DataPlane, ServedRequest
+from stratus.deploy import Controller, DeployMetrics, EndpointService, LocalPlacement
 from stratus.errors import Conflict
 from stratus.jobs import JobService
 from stratus.metering import Prices, UsageMeter
@@ -105,6 +106,16 @@ class Platform:
         self.jobs.cpu_listeners.append(
             lambda caller, kind, model, cpu: self.usage.record_job(caller.project, caller.key_id, kind, model, cpu)
         )
+        self.endpoints = EndpointService(self.db, self.registry)
+        self.endpoints.attach(
+            Controller(
+                LocalPlacement(threads=settings.replica_threads),
+                self.endpoints,
+                DeployMetrics(self.dataplane.metrics.registry),
+                self.endpoints.entries_for,
+            )
+        )
+        self.dataplane.endpoints = self.endpoints.controller
         self.started = False
 
     def _meter(self, served: ServedRequest) -> None:
@@ -139,6 +150,11 @@ class Platform:
         if self.settings.samples:
             self._register_samples()
         self.jobs.start()
+        assert self.endpoints.controller is not None
+        self.endpoints.controller.start()
+        redeployed = self.endpoints.recover()
+        if redeployed:
+            log.info("redeploying %d endpoint(s)", redeployed)
         self.started = True
         settle_heap()
 
@@ -175,6 +191,8 @@ class Platform:
         marker.write_text("samples registered; delete this file to register missing samples again\n")
 
     def close(self) -> None:
+        if self.endpoints.controller is not None:
+            self.endpoints.controller.close()
         self.jobs.close()
         self.dataplane.close()
         self.usage.close()

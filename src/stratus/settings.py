@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     job_threads: int = Field(
         default_factory=_default_threads, ge=1, le=256, description="CPU threads each job's process may use."
     )
+    replica_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="ONNX Runtime threads of each endpoint replica process (replicas are the parallelism).",
+    )
     log_level: str = Field(default="info", description="Log level: debug, info, warning or error.")
 
     @field_validator(

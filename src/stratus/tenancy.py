@@ -8,7 +8,7 @@ service called off the event loop sees the same caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -25,6 +25,9 @@ class Caller:
 
 SYSTEM = Caller()
 _caller: ContextVar[Caller] = ContextVar("stratus_caller", default=SYSTEM)
+_NO_HEADERS: Mapping[str, str] = {}
+# The request's headers, for routing decisions made below the HTTP layer (an endpoint's sticky header).
+_headers: ContextVar[Mapping[str, str]] = ContextVar("stratus_request_headers", default=_NO_HEADERS)
 
 
 def current() -> Caller:
@@ -35,9 +38,16 @@ def current_project() -> str:
     return _caller.get().project
 
 
-def enter(caller: Caller) -> None:
-    """Set the caller for the rest of this context (one request's task)."""
+def enter(caller: Caller, headers: Mapping[str, str] | None = None) -> None:
+    """Set the caller (and the request's headers) for the rest of this context (one request's task)."""
     _caller.set(caller)
+    if headers is not None:
+        _headers.set(headers)
+
+
+def request_headers() -> Mapping[str, str]:
+    """Headers of the request being served (lower-case names); empty outside a request."""
+    return _headers.get()
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,3 +123,46 @@ class Signature:
 
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs]
+
+
+Tensor = np.ndarray[Any, Any]
+_LENGTH = struct.Struct("<I")
+
+
+def encode_bytes_tensor(values: Tensor) -> bytes:
+    """Each element as a 4-byte little-endian length and its bytes; str elements are written as UTF-8."""
+    parts: list[bytes] = []
+    for value in values.ravel():
+        raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        parts.append(_LENGTH.pack(len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def decode_bytes_tensor(buf: bytes | memoryview, count: int, name: str = "") -> Tensor:
+    """``count`` length-prefixed elements, filling ``buf`` exactly, as a 1-D object array of ``bytes``."""
+    view = memoryview(buf)
+    end = len(view)
+    values: list[bytes] = []
+    offset = 0
+    # Bounded by the buffer, not by count: a huge declared shape fails as soon as the data runs out.
+    for _ in range(count):
+        if offset + 4 > end:
+            raise InvalidInput(
+                f"input {name!r}: binary BYTES data ends after {len(values)} of {count} elements "
+                "(each element is a 4-byte length followed by its bytes)"
+            )
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput(
+                f"input {name!r}: binary BYTES element {len(values)} says it has {length} bytes "
+                f"but only {end - offset} remain"
+            )
+        values.append(bytes(view[offset : offset + length]))
+        offset += length
+    if offset != end:
+        raise InvalidInput(f"input {name!r}: {end - offset} bytes left over after {count} BYTES elements")
+    array = np.empty(count, dtype=object)
+    array[:] = values
+    return array

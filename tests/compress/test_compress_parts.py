@@ -13,7 +13,7 @@ from torch import nn
 
 from stratus.cli.compress import parse_budget
 from stratus.compress import corpus
-from stratus.compress.bundle import pack, unpack
+from stratus.framing import pack, unpack
 from stratus.compress.evaluate import embedding_quality, plot_png, quality_drop, recommend, top_k
 from stratus.compress.methods import parse_request
 from stratus.compress.onnx_methods import dynamic_recipe

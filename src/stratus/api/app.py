@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
-from stratus.api import control, monitoring, openai, security, training, v1, v2
+from stratus.api import control, endpoints, monitoring, openai, security, training, v1, v2
 from stratus.api.errors import install_error_handlers
 from stratus.api.hosts import HostCheck, allowed_host_values
 from stratus.api.limits import BodySizeLimit
@@ -67,4 +67,5 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(training.router)
     app.include_router(security.router)
+    app.include_router(endpoints.router)
     return app

@@ -87,6 +87,18 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/jobs/{job_id}/logs"): READ,
     ("POST", "/api/v1/jobs/{job_id}/cancel"): MANAGE,
     ("GET", "/api/v1/jobs/{job_id}/events"): READ,
+    # Endpoints (deployments)
+    ("GET", "/api/v1/endpoints"): READ,
+    ("POST", "/api/v1/endpoints"): MANAGE,
+    ("GET", "/api/v1/endpoints/{name}"): READ,
+    ("PUT", "/api/v1/endpoints/{name}"): MANAGE,
+    ("DELETE", "/api/v1/endpoints/{name}"): MANAGE,
+    ("POST", "/api/v1/endpoints/{name}/rollback"): MANAGE,
+    ("GET", "/api/v1/endpoints/{name}/revisions"): READ,
+    ("GET", "/api/v1/endpoints/{name}/events"): READ,
+    # Exports carry the models' bytes: manage only, like artifact downloads.
+    ("GET", "/api/v1/endpoints/{name}/export/docker"): MANAGE,
+    ("GET", "/api/v1/endpoints/{name}/export/k8s"): MANAGE,
     # Security and metering
     ("GET", "/api/v1/whoami"): READ,
     ("GET", "/api/v1/projects"): ADMIN,
@@ -144,7 +156,7 @@ class ScopedRoute(APIRoute):
             try:
                 caller, key_rps = platform.access.authenticate(bearer_token(request), required)
                 platform.access.authorize(caller, key_rps, required, counts_items=counts_items)
-                tenancy.enter(caller)
+                tenancy.enter(caller, request.headers)
                 request.scope["stratus.caller"] = caller
                 response = await handler(request)
             except Exception as exc:

@@ -10,7 +10,6 @@ followed by that many bytes. Responses use the same layout for outputs asked for
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any
@@ -20,7 +19,7 @@ import orjson
 
 from stratus.api.json_body import json_object
 from stratus.errors import InvalidInput
-from stratus.types import V2_TO_NUMPY, v2_datatype
+from stratus.types import V2_TO_NUMPY, decode_bytes_tensor, encode_bytes_tensor, v2_datatype
 
 Tensor = np.ndarray[Any, Any]
 
@@ -28,7 +27,6 @@ HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 
-_LENGTH = struct.Struct("<I")
 _EMPTY = memoryview(b"")
 # orjson writes numeric numpy arrays in C, and float32/float16 in their own shortest form (0.9, not
 # 0.8999999761581421), which parses back to the identical value.
@@ -53,48 +51,6 @@ class InferRequest:
     outputs: list[RequestedOutput] | None  # None or empty: every output, in the model's order
     binary_output: bool
     parameters: dict[str, Any] = field(default_factory=dict)
-
-
-# --- BYTES elements -------------------------------------------------------------------------------
-
-
-def encode_bytes_tensor(values: Tensor) -> bytes:
-    """Each element as a 4-byte little-endian length and its bytes; str elements are written as UTF-8."""
-    parts: list[bytes] = []
-    for value in values.ravel():
-        raw = value if isinstance(value, bytes) else str(value).encode("utf-8")
-        parts.append(_LENGTH.pack(len(raw)))
-        parts.append(raw)
-    return b"".join(parts)
-
-
-def decode_bytes_tensor(buf: bytes | memoryview, count: int, name: str = "") -> Tensor:
-    """``count`` length-prefixed elements, filling ``buf`` exactly, as a 1-D object array of ``bytes``."""
-    view = memoryview(buf)
-    end = len(view)
-    values: list[bytes] = []
-    offset = 0
-    # Bounded by the buffer, not by count: a huge declared shape fails as soon as the data runs out.
-    for _ in range(count):
-        if offset + 4 > end:
-            raise InvalidInput(
-                f"input {name!r}: binary BYTES data ends after {len(values)} of {count} elements "
-                "(each element is a 4-byte length followed by its bytes)"
-            )
-        (length,) = _LENGTH.unpack_from(view, offset)
-        offset += 4
-        if offset + length > end:
-            raise InvalidInput(
-                f"input {name!r}: binary BYTES element {len(values)} says it has {length} bytes "
-                f"but only {end - offset} remain"
-            )
-        values.append(bytes(view[offset : offset + length]))
-        offset += length
-    if offset != end:
-        raise InvalidInput(f"input {name!r}: {end - offset} bytes left over after {count} BYTES elements")
-    array = np.empty(count, dtype=object)
-    array[:] = values
-    return array
 
 
 # --- request decoding -----------------------------------------------------------------------------

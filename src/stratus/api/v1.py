@@ -30,13 +30,13 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
     plane = dataplane(request)
     target = plane.resolve(name, version)
     inputs = codec_v1.decode_predict_request(await request.body(), target.signature)
-    result = await plane.infer(name, str(target.version), inputs, protocol="v1")
+    result = await plane.infer(name, version, inputs, protocol="v1")
     return Response(codec_v1.encode_predictions(result.outputs), media_type="application/json")
 
 
 def _status(request: Request, name: str, version: str | None) -> JSONBody:
     plane = dataplane(request)
-    versions = plane.registry.list_versions(name) if version is None else [plane.resolve(name, version)]
+    versions = plane.versions_of(name) if version is None else [plane.resolve(name, version)]
 
     def state(status: str, health: str) -> str:
         return (

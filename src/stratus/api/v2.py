@@ -30,9 +30,9 @@ _INFER_BODY = {
 }
 
 
-def _metadata(version: VersionInfo, versions: list[int]) -> dict[str, Any]:
+def _metadata(name: str, version: VersionInfo, versions: list[int]) -> dict[str, Any]:
     return {
-        "name": version.model,
+        "name": name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORM_NAME,
         "inputs": [spec.to_dict() for spec in version.signature.inputs],
@@ -104,14 +104,14 @@ async def server_metadata() -> JSONBody:
 def model_metadata(request: Request, name: str) -> JSONBody:
     plane = dataplane(request)
     version = plane.resolve(name, None)
-    active = [v.version for v in plane.registry.list_versions(name) if v.status == "active"]
-    return JSONBody(_metadata(version, active))
+    active = [v.version for v in plane.versions_of(name) if v.status == "active"]
+    return JSONBody(_metadata(name, version, active))
 
 
 @router.get("/v2/models/{name}/versions/{version}")
 def model_version_metadata(request: Request, name: str, version: str) -> JSONBody:
     resolved = dataplane(request).resolve(name, version)
-    return JSONBody(_metadata(resolved, [resolved.version]))
+    return JSONBody(_metadata(name, resolved, [resolved.version]))
 
 
 async def _ready(request: Request, name: str, version: str | None) -> JSONBody:

@@ -10,6 +10,7 @@ import typer
 
 from stratus.cli.compress import compress
 from stratus.cli.connection import client, set_api_key
+from stratus.cli.endpoints import endpoints_app, export_app, serve_endpoint
 from stratus.cli.output import print_table, reported_errors, show
 from stratus.cli.security import audit, keys_app, projects_app, usage
 from stratus.cli.serve import run_server, settings_for
@@ -29,6 +30,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(projects_app, name="projects")
 app.command("audit")(audit)
 app.command("usage")(usage)
+app.add_typer(endpoints_app, name="endpoints")
+app.add_typer(export_app, name="export")
+app.command("serve-endpoint")(serve_endpoint)
 
 UrlOption = Annotated[str | None, typer.Option("--url", envvar="STRATUS_URL", help="Server URL.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]

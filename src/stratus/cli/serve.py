@@ -81,6 +81,7 @@ def run_server(settings: Settings) -> None:
     from stratus.api import create_app
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replica health check otherwise
     console = Console()
     check_exposure(settings, console)
     scheme = "https" if settings.tls_cert else "http"

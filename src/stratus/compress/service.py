@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from stratus import __version__
-from stratus.compress.bundle import pack
 from stratus.compress.methods import check_applicable, data_source, kind_of, parse_request
 from stratus.errors import InvalidInput, NotFound, StratusError
+from stratus.framing import pack
 from stratus.jobs import JobService
 from stratus.registry import RegistryService, VersionInfo, check_alias, parse_version_ref
 from stratus.runtime.pipeline import OnnxStep, PipelineSpec

@@ -1,6 +1,6 @@
 """The compression child: ``python -m stratus.compress.worker --job DIR --dataset - --threads N``.
 
-Stdin carries a bundle (compress/bundle.py) with the parent's artifact, its files and, when the method
+Stdin carries a bundle (stratus/framing.py) with the parent's artifact, its files and, when the method
 needs it, the training dataset, all decrypted in memory by the server. DIR/request.json says what to do.
 Every method runs, then the parent and every variant are measured here, one after another with the same
 threads, and DIR/result.json, the variants' files and DIR/report.png are written. Like the training child
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from stratus.compress import evaluate
-from stratus.compress.bundle import unpack
+from stratus.framing import unpack
 from stratus.training.worker import child_main, report, split
 
 Array = np.ndarray[Any, Any]

@@ -14,6 +14,7 @@ import orjson
 
 from stratus import errors
 from stratus.sdk.admin import AdminCalls
+from stratus.sdk.endpoints import EndpointCalls
 from stratus.sdk.jobs import Job
 from stratus.types import numpy_dtype, v2_datatype
 
@@ -76,7 +77,7 @@ def discover_api_key() -> str | None:
         return None
 
 
-class Client(AdminCalls):
+class Client(AdminCalls, EndpointCalls):
     """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL; the API key to STRATUS_API_KEY or
     the local server's admin key file (see ``discover_api_key``)."""
 

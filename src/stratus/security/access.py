@@ -4,6 +4,8 @@ knows about HTTP."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 from collections.abc import Callable
@@ -97,3 +99,24 @@ class AccessControl:
     def forget_project(self, project: str) -> None:
         with self._lock:
             self._project_limits.pop(project, None)
+
+
+class SingleKeyAccess:
+    """Access control of the single-endpoint mode (replicas, exported containers): one key, known only by
+    its SHA-256 hash, that may do everything; or no key at all when ``key_sha256`` is None."""
+
+    def __init__(self, key_sha256: str | None) -> None:
+        self.key_sha256 = key_sha256.lower() if key_sha256 else None
+
+    def authenticate(self, token: str | None, required: str) -> tuple[Caller, float | None]:
+        if self.key_sha256 is None or required == PUBLIC:
+            return LOCAL_USER, None
+        if not token:
+            raise Unauthenticated("this endpoint needs its key: send the header 'Authorization: Bearer <key>'")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        if not hmac.compare_digest(digest, self.key_sha256):
+            raise Unauthenticated("invalid key for this endpoint")
+        return LOCAL_USER, None
+
+    def authorize(self, caller: Caller, key_rps: float | None, required: str, *, counts_items: bool = False) -> None:
+        """The one key may do everything this mode serves."""

@@ -1,4 +1,4 @@
-"""The compression child's input: named byte strings in one stream, handed over on stdin so decrypted
+"""Named byte strings in one stream, handed to a child process (a compression job, a replica) on stdin so decrypted
 artifacts and datasets never touch the disk. Framing: a magic line, then per entry a 2-byte name length,
 the UTF-8 name, an 8-byte data length and the data."""
 

@@ -1,0 +1,162 @@
+"""Replica processes on this machine.
+
+A replica is a single-endpoint Stratus server (``python -m stratus.cli.endpoint_server``) serving one
+version from a bundle it reads on stdin, on a socket the parent bound on loopback. ``LocalPlacement``
+keeps one spare process started ahead, its imports done and waiting for its bundle, so a new replica is
+ready in the time it takes to load the model rather than to start Python. The interface is small
+(``start`` a bundle, get a ``ReplicaProcess``) so that another placement (a Ray cluster) can take its place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import httpx
+import orjson
+
+from stratus import framing
+
+log = logging.getLogger(__name__)
+
+REPLICA_CONFIG = "replica.json"
+
+
+class ReplicaProcess(Protocol):
+    @property
+    def url(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+
+    def alive(self) -> bool: ...
+    def stop(self, grace_s: float = 2.0) -> None: ...
+    def kill(self) -> None: ...
+
+
+class Placement(Protocol):
+    def start(self, entries: dict[str, bytes]) -> ReplicaProcess: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class LocalProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+class LocalPlacement:
+    """Replica processes on this machine, each with ``threads`` ONNX Runtime threads."""
+
+    def __init__(self, threads: int = 1, spares: int = 1) -> None:
+        self.threads = threads
+        self._spares_wanted = spares
+        self._spares: list[LocalProcess] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _spawn(self) -> LocalProcess:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(512)
+        port = listener.getsockname()[1]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.threads)}
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "stratus.cli.endpoint_server", "--stdin", "--fd", str(listener.fileno())],
+                stdin=subprocess.PIPE,
+                pass_fds=(listener.fileno(),),
+                env=env,
+            )
+        finally:
+            listener.close()  # the child holds its own copy
+        return LocalProcess(process, port)
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._spares = [s for s in self._spares if s.alive()]
+            while len(self._spares) < self._spares_wanted:
+                self._spares.append(self._spawn())
+
+    def start(self, entries: dict[str, bytes]) -> LocalProcess:
+        with self._lock:
+            spare = next((s for s in self._spares if s.alive()), None)
+            if spare is not None:
+                self._spares.remove(spare)
+        replica = spare or self._spawn()
+        config = {"token_sha256": hashlib.sha256(replica.token.encode()).hexdigest(), "threads": self.threads}
+        payload = framing.pack({**entries, REPLICA_CONFIG: orjson.dumps(config)})
+        assert replica.process.stdin is not None
+        try:
+            replica.process.stdin.write(payload)
+            replica.process.stdin.close()
+        except BrokenPipeError:
+            log.warning("a replica process exited before it got its model")
+        threading.Thread(target=self._refill, name="stratus-spare", daemon=True).start()
+        return replica
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            spares, self._spares = self._spares, []
+        for spare in spares:
+            spare.kill()
+
+
+def wait_ready(replica: ReplicaProcess, timeout_s: float, client: httpx.Client) -> bool:
+    """Poll the replica's readiness until it answers 200, exits, or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not replica.alive():
+            return False
+        if check_health(replica, client, timeout_s=0.5):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def check_health(replica: ReplicaProcess, client: httpx.Client, timeout_s: float = 1.0) -> bool:
+    try:
+        response = client.get(f"{replica.url}/v2/health/ready", timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200

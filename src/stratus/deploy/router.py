@@ -1,0 +1,286 @@
+"""Request routing for endpoints: pick a target by traffic weight (or a sticky header), then a replica by
+least outstanding requests, call it over V2 binary, and retry once on another replica when the chosen one
+dies mid-request (inference is idempotent). Shadow targets get a copy of each request in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+from stratus import errors, tenancy
+from stratus.deploy.metrics import DeployMetrics
+from stratus.deploy.replicas import ReplicaProcess
+from stratus.deploy.wire import decode_response, encode_request
+from stratus.registry.records import VersionInfo
+from stratus.types import Tensor
+
+log = logging.getLogger(__name__)
+
+#: How long a request waits for a replica when its target has none ready (scale from zero, restarts).
+REPLICA_WAIT_S = 30.0
+_ERRORS_BY_STATUS: dict[int, type[errors.StratusError]] = {
+    400: errors.InvalidInput,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    503: errors.NotReady,
+    504: errors.DeadlineExceeded,
+}
+
+
+class ReplicaGone(Exception):
+    """The replica's connection failed or dropped: the request may be retried elsewhere."""
+
+
+@dataclass(eq=False)
+class Replica:
+    id: str
+    process: ReplicaProcess
+    state: str = "starting"  # starting -> ready -> draining -> stopped; or dead
+    outstanding: int = 0
+    health_failures: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    ready_at: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "pid": self.process.pid,
+            "url": self.process.url,
+            "state": self.state,
+            "outstanding": self.outstanding,
+            "start_seconds": round(self.ready_at - self.started_at, 3) if self.ready_at else None,
+        }
+
+
+class TargetRuntime:
+    """The replicas of one version within one endpoint, with the load and outcome figures that the
+    autoscaler and the canary judge read."""
+
+    def __init__(self, version: VersionInfo, entries: dict[str, bytes]) -> None:
+        self.version = version
+        self.entries = entries
+        self.replicas: list[Replica] = []
+        self.demand: Callable[[], None] = lambda: None  # set by the controller: start a replica now
+        self.waiting = 0
+        self.pending_starts = 0  # replica starts asked for whose process is not in ``replicas`` yet
+        self.outcomes: deque[tuple[float, bool, float]] = deque(maxlen=20_000)
+        self.last_request = time.monotonic()
+
+    @property
+    def label(self) -> str:
+        return f"{self.version.model}:{self.version.version}"
+
+    def ready(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state == "ready"]
+
+    def live(self) -> list[Replica]:
+        return [r for r in self.replicas if r.state in ("starting", "ready")]
+
+    def in_flight(self) -> int:
+        return sum(r.outstanding for r in self.replicas) + self.waiting
+
+    def record(self, ok: bool, seconds: float) -> None:
+        self.outcomes.append((time.monotonic(), ok, seconds))
+
+    def window(self, since: float) -> tuple[int, int, float]:
+        """Requests, failures and p99 seconds since ``since`` (monotonic)."""
+        recent = [o for o in self.outcomes if o[0] >= since]
+        if not recent:
+            return 0, 0, 0.0
+        latencies = sorted(o[2] for o in recent)
+        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        return len(recent), sum(1 for o in recent if not o[1]), p99
+
+
+def pick_weighted(shares: list[float], key: str | None = None) -> int:
+    """Index of the chosen share. With a key the choice is a stable function of it (sticky routing);
+    without, random in proportion to the shares."""
+    total = sum(shares)
+    if key is not None:
+        point = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64 * total
+    else:
+        point = random.random() * total
+    for index, share in enumerate(shares):
+        point -= share
+        if point < 0:
+            return index
+    return max(range(len(shares)), key=lambda i: shares[i])
+
+
+def least_outstanding(replicas: list[Replica]) -> Replica:
+    """Power of two choices on outstanding requests: near-best balance without a global scan."""
+    if len(replicas) == 1:
+        return replicas[0]
+    a, b = random.sample(replicas, 2)
+    return a if a.outstanding <= b.outstanding else b
+
+
+class ReplicaClient:
+    """One pooled HTTP client per event loop (a client cannot be shared across loops)."""
+
+    def __init__(self) -> None:
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+            client = self._clients[loop] = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=2.0))
+        return client
+
+    async def infer(
+        self, replica: Replica, version: VersionInfo, inputs: dict[str, Tensor], outputs: list[str] | None
+    ) -> dict[str, Tensor]:
+        body, header_length = encode_request(inputs, outputs)
+        url = f"{replica.process.url}/v2/models/{version.model}/versions/{version.version}/infer"
+        headers = {
+            "Inference-Header-Content-Length": str(header_length),
+            "Content-Type": "application/octet-stream",
+            "Authorization": f"Bearer {replica.process.token}",
+        }
+        try:
+            response = await self._client().post(url, content=body, headers=headers)
+        except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+            raise ReplicaGone(str(exc) or type(exc).__name__) from None
+        if response.status_code != 200:
+            raise _error_of(response)
+        length = response.headers.get("inference-header-content-length")
+        return decode_response(response.content, int(length) if length else None)[1]
+
+
+def _error_of(response: httpx.Response) -> errors.StratusError:
+    try:
+        message = str(orjson.loads(response.content).get("error", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        message = ""
+    kind = _ERRORS_BY_STATUS.get(response.status_code, errors.StratusError)
+    return kind(message or f"a replica answered HTTP {response.status_code}")
+
+
+@dataclass
+class Routes:
+    """An endpoint's routing table; replaced as a whole, never edited in place."""
+
+    targets: list[TargetRuntime]
+    shares: list[float]
+    shadows: list[TargetRuntime] = field(default_factory=list)
+
+
+class LiveEndpoint:
+    """An endpoint as the data plane sees it (stratus.dataplane.RoutedEndpoint)."""
+
+    def __init__(
+        self,
+        project: str,
+        name: str,
+        routes: Routes,
+        sticky_header: str | None,
+        client: ReplicaClient,
+        metrics: DeployMetrics,
+    ) -> None:
+        self.project, self.name = project, name
+        self.routes = routes
+        self.sticky_header = sticky_header
+        self.revision = 0
+        self._client = client
+        self._metrics = metrics
+        self._background: set[asyncio.Task[None]] = set()
+
+    def versions(self) -> list[VersionInfo]:
+        routes = self.routes
+        order = sorted(range(len(routes.targets)), key=lambda i: -routes.shares[i])
+        return [routes.targets[i].version for i in order if routes.shares[i] > 0] or [routes.targets[0].version]
+
+    def ready(self) -> bool:
+        # A target scaled to zero counts as ready: its first request waits for a replica, it does not fail.
+        routed = [t for t, share in zip(self.routes.targets, self.routes.shares, strict=True) if share > 0]
+        return all(t.ready() or not t.live() for t in routed)
+
+    def _choose(self) -> TargetRuntime:
+        routes = self.routes
+        key = tenancy.request_headers().get(self.sticky_header) if self.sticky_header else None
+        return routes.targets[pick_weighted(routes.shares, key)]
+
+    async def infer(
+        self, inputs: dict[str, Tensor], outputs: list[str] | None, timeout_ms: float | None
+    ) -> tuple[VersionInfo, dict[str, Tensor]]:
+        target = self._choose()
+        for shadow in self.routes.shadows:
+            task = asyncio.create_task(self._shadow(shadow, inputs, outputs))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        started = time.perf_counter()
+        try:
+            result = await self.call(target, inputs, outputs)
+        except errors.StratusError as exc:
+            target.record(isinstance(exc, errors.InvalidInput), time.perf_counter() - started)
+            raise
+        target.record(True, time.perf_counter() - started)
+        return target.version, result
+
+    async def _shadow(self, target: TargetRuntime, inputs: dict[str, Tensor], outputs: list[str] | None) -> None:
+        started = time.perf_counter()
+        try:
+            await self.call(target, inputs, outputs)
+        except Exception as exc:  # a shadow's failure is counted, never returned to the caller
+            self._metrics.shadow(self.name, target.label, "failure")
+            target.record(False, time.perf_counter() - started)
+            log.debug("shadow %s of endpoint %s failed: %s", target.label, self.name, exc)
+            return
+        self._metrics.shadow(self.name, target.label, "success")
+        target.record(True, time.perf_counter() - started)
+
+    async def _replica(self, target: TargetRuntime, avoid: Replica | None) -> Replica:
+        ready = [r for r in target.ready() if r is not avoid]
+        if ready:
+            return least_outstanding(ready)
+        target.demand()
+        target.waiting += 1
+        try:
+            deadline = time.monotonic() + REPLICA_WAIT_S
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+                ready = [r for r in target.ready() if r is not avoid]
+                if ready:
+                    return least_outstanding(ready)
+        finally:
+            target.waiting -= 1
+        raise errors.NotReady(
+            f"endpoint {self.name!r}: no replica of {target.label} became ready in {REPLICA_WAIT_S:.0f} s"
+        )
+
+    async def call(
+        self, target: TargetRuntime, inputs: dict[str, Tensor], outputs: list[str] | None
+    ) -> dict[str, Tensor]:
+        target.last_request = time.monotonic()
+        replica = await self._replica(target, None)
+        for attempt in (1, 2):
+            replica.outstanding += 1
+            try:
+                return await self._client.infer(replica, target.version, inputs, outputs)
+            except ReplicaGone as exc:
+                if replica.state == "ready":
+                    replica.state = "dead"  # the supervisor replaces it
+                if attempt == 2:
+                    raise errors.NotReady(f"endpoint {self.name!r}: replicas of {target.label} failed: {exc}") from None
+                self._metrics.retried(self.name)
+                log.warning("replica %s of %s failed mid-request (%s); retrying once", replica.id, target.label, exc)
+            finally:
+                replica.outstanding -= 1
+            replica = await self._replica(target, replica)
+        raise AssertionError("unreachable")
