@@ -122,6 +122,8 @@ class EndpointService:
         return self.get(name)
 
     def update(self, name: str, raw: Any) -> dict[str, Any]:
+        with self.db.read() as s:
+            self._row(s, name)  # another project's endpoint is not found, whatever the body says
         spec = EndpointSpec.parse(raw)
         pinned = self._pin(spec)
         with self.db.write() as s:
