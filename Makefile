@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-compress install clean
+.PHONY: serve test lint typecheck pytest bench bench-compress bench-deploy install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench: $(STAMP)
 
 bench-compress: $(STAMP)
 	$(BIN)/python -m benchmarks.compression
+
+bench-deploy: $(STAMP)
+	$(BIN)/python -m benchmarks.deploy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -48,7 +48,7 @@ def test_readme_example_runs(index: int, live_server: LiveServer, tmp_path: Path
         # Register before aliasing works only once per server: use a fresh model name per block.
         code = code.replace("my-model", f"my-model-{index}").replace("team-a", f"team-{index}")
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True, env=env, timeout=120
+            ["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
         )
     else:
         code = code.replace("my-iris", f"my-iris-{index}")

@@ -316,6 +316,10 @@ class Controller:
                 self._recorder.event(plan.endpoint_id, "rolled_back", plan.revision, {"reason": failure})
                 self._recorder.revision_done(plan.endpoint_id, plan.revision, "rolled_back", failure)
                 return
+        if self._endpoints.get(plan.key) is not live:  # deleted while it rolled out
+            for target in fresh:
+                self._retire(target)
+            return
         live.routes = new_routes
         live.sticky_header = plan.sticky_header
         live.revision = plan.revision
