@@ -13,12 +13,12 @@ from torch import nn
 
 from stratus.cli.compress import parse_budget
 from stratus.compress import corpus
-from stratus.framing import pack, unpack
 from stratus.compress.evaluate import embedding_quality, plot_png, quality_drop, recommend, top_k
 from stratus.compress.methods import parse_request
 from stratus.compress.onnx_methods import dynamic_recipe
 from stratus.compress.torch_methods import structured_prune, student_of, unstructured_prune
 from stratus.errors import InvalidInput
+from stratus.framing import pack, unpack
 from stratus.training.graph import GraphModel, TrainingGraph, graph_of
 
 

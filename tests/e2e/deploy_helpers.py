@@ -14,6 +14,11 @@ import httpx
 from conftest import LiveServer
 
 IRIS_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+MINILM_BODY = {
+    "inputs": [
+        {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["Endpoints route requests to model replicas."]}
+    ]
+}
 DIGITS_BODY = {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.5] * 64}]}
 
 

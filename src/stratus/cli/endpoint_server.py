@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -47,12 +48,17 @@ def serve(
     log_level: str = "warning",
 ) -> None:
     app = create_endpoint_app(catalog, key_sha256=key_sha256, threads=threads)
-    config = (
-        uvicorn.Config(app, fd=fd, log_level=log_level, access_log=False, lifespan="on")
-        if fd is not None
-        else uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+    # Keep-alive longer than the router keeps idle connections (deploy/http1.py), so it rarely meets a
+    # connection the replica has just closed.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on", timeout_keep_alive=75
     )
-    uvicorn.Server(config).run()
+    if fd is None:
+        uvicorn.Server(config).run()
+        return
+    # socket(fileno=) reads the family (AF_INET) from the descriptor; uvicorn's own fd= path assumes a Unix
+    # socket, and asyncio then leaves Nagle on: every response stalled 40 ms on delayed ACKs.
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=fd)])
 
 
 def check_exposure(host: str, key_sha256: str | None, insecure: bool) -> None:

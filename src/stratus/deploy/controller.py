@@ -443,19 +443,23 @@ class Controller:
             return  # at zero: the next request scales up (router -> _demand)
         up_window = [n for t, n in samples if t >= now - scaling.scale_up_seconds]
         spanned = samples[0][0] <= now - scaling.scale_up_seconds * 0.9
+        pressure = sum(up_window) / len(up_window)
         if (
             live < scaling.max_replicas
             and spanned
             and since_scale >= scaling.scale_up_seconds
-            and all(n > scaling.target_in_flight * live for n in up_window)
+            and pressure > scaling.target_in_flight * live
         ):
-            wanted = min(scaling.max_replicas, math.ceil(max(up_window) / scaling.target_in_flight))
+            wanted = min(scaling.max_replicas, math.ceil(pressure / scaling.target_in_flight))
             self._scale(plan, target, live, max(wanted, live + 1))
             return
         quiet = samples[0][0] <= now - scaling.cooldown_seconds * 0.95 and since_scale >= scaling.cooldown_seconds
         if not quiet:
             return
-        if live > max(scaling.min_replicas, 1) and all(n <= scaling.target_in_flight * (live - 1) for _, n in samples):
+        # Down only with a margin (70% of what one replica fewer could take), so load near a boundary does
+        # not add and remove a replica in turn.
+        average = sum(n for _, n in samples) / len(samples)
+        if live > max(scaling.min_replicas, 1) and average <= 0.7 * scaling.target_in_flight * (live - 1):
             self._scale(plan, target, live, live - 1)
         elif (
             live == 1

@@ -9,6 +9,7 @@ ready in the time it takes to load the model rather than to start Python. The in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -66,7 +67,13 @@ class LocalProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def _close_stdin(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+
     def stop(self, grace_s: float = 2.0) -> None:
+        self._close_stdin()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -76,6 +83,7 @@ class LocalProcess:
                 self.process.wait(5)
 
     def kill(self) -> None:
+        self._close_stdin()
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)

@@ -14,11 +14,12 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from stratus import errors, tenancy
+from stratus.deploy.http1 import ConnectionFailed, ReplicaConnections
 from stratus.deploy.metrics import DeployMetrics
 from stratus.deploy.replicas import ReplicaProcess
 from stratus.deploy.wire import decode_response, encode_request
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: How long a request waits for a replica when its target has none ready (scale from zero, restarts).
 REPLICA_WAIT_S = 30.0
+#: Longest a replica may take to answer one request before it counts as gone.
+REQUEST_TIMEOUT_S = 60.0
 _ERRORS_BY_STATUS: dict[int, type[errors.StratusError]] = {
     400: errors.InvalidInput,
     404: errors.NotFound,
@@ -128,48 +131,51 @@ def least_outstanding(replicas: list[Replica]) -> Replica:
 
 
 class ReplicaClient:
-    """One pooled HTTP client per event loop (a client cannot be shared across loops)."""
+    """Keep-alive connections to each replica, per event loop (streams cannot be shared across loops)."""
 
     def __init__(self) -> None:
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ReplicaConnections]] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _client(self) -> httpx.AsyncClient:
+    def _connections(self, url: str) -> ReplicaConnections:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-            client = self._clients[loop] = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=2.0))
-        return client
+        pools = self._pools.get(loop)
+        if pools is None:
+            pools = self._pools[loop] = {}
+        connections = pools.get(url)
+        if connections is None:
+            parts = urlsplit(url)
+            connections = pools[url] = ReplicaConnections(parts.hostname or "127.0.0.1", parts.port or 80)
+        return connections
 
     async def infer(
         self, replica: Replica, version: VersionInfo, inputs: dict[str, Tensor], outputs: list[str] | None
     ) -> dict[str, Tensor]:
         body, header_length = encode_request(inputs, outputs)
-        url = f"{replica.process.url}/v2/models/{version.model}/versions/{version.version}/infer"
+        path = f"/v2/models/{version.model}/versions/{version.version}/infer"
         headers = {
             "Inference-Header-Content-Length": str(header_length),
             "Content-Type": "application/octet-stream",
             "Authorization": f"Bearer {replica.process.token}",
         }
         try:
-            response = await self._client().post(url, content=body, headers=headers)
-        except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
-            raise ReplicaGone(str(exc) or type(exc).__name__) from None
-        if response.status_code != 200:
-            raise _error_of(response)
+            response = await self._connections(replica.process.url).post(path, headers, body, REQUEST_TIMEOUT_S)
+        except ConnectionFailed as exc:
+            raise ReplicaGone(str(exc)) from None
+        if response.status != 200:
+            raise _error_of(response.status, response.body)
         length = response.headers.get("inference-header-content-length")
-        return decode_response(response.content, int(length) if length else None)[1]
+        return decode_response(response.body, int(length) if length else None)[1]
 
 
-def _error_of(response: httpx.Response) -> errors.StratusError:
+def _error_of(status: int, body: bytes) -> errors.StratusError:
     try:
-        message = str(orjson.loads(response.content).get("error", ""))
+        message = str(orjson.loads(body).get("error", ""))
     except (orjson.JSONDecodeError, AttributeError):
         message = ""
-    kind = _ERRORS_BY_STATUS.get(response.status_code, errors.StratusError)
-    return kind(message or f"a replica answered HTTP {response.status_code}")
+    kind = _ERRORS_BY_STATUS.get(status, errors.StratusError)
+    return kind(message or f"a replica answered HTTP {status}")
 
 
 @dataclass
