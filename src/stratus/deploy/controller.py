@@ -278,6 +278,7 @@ class Controller:
 
     def _roll(self, plan: Plan) -> None:
         live = self._endpoints.get(plan.key)
+        previous_plan = self._plans.get(plan.key)
         old = live.routes if live is not None else None
         running = {t.version.id: t for t in ([*old.targets, *old.shadows] if old else [])}
         targets = [running.get(v.id) or self._new_target(plan, v) for v, _ in plan.targets]
@@ -310,6 +311,9 @@ class Controller:
             failure = self._canary(plan, live, old, new_routes, canary_targets)
             if failure:
                 live.routes = old
+                with self._lock:
+                    if previous_plan is not None:
+                        self._plans[plan.key] = previous_plan  # the old revision's scaling applies again
                 for target in fresh:
                     self._retire(target)
                 self.metrics.rollbacks.labels(plan.name).inc()
