@@ -15,6 +15,8 @@ $(BIN)/python:
 # Reinstall only when the dependency lists change; constraints.txt pins every version (torch==2.13.0, CPU build).
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,dev]"
+	# KServe's API types, read (not installed) by the tests that validate the exported InferenceService.
+	$(BIN)/python -m pip download --quiet --no-deps -c constraints.txt -d $(VENV)/wheels kserve
 	@touch $(STAMP)
 
 install: $(STAMP)

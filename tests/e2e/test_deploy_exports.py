@@ -23,6 +23,7 @@ from dockerfile_parse import DockerfileParser
 from kubernetes_validate import validate as k8s_validate
 from openai import OpenAI
 
+import kserve_schema
 from conftest import LiveServer, free_port, run_cli, start_server
 from stratus.sdk import Client
 
@@ -140,6 +141,7 @@ def test_k8s_export_from_the_cli_validates(server: LiveServer, tmp_path: Path) -
         k8s_validate(document, "1.37.0", strict=True)
     assert documents[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/pack:1"
     assert documents[3]["kind"] == "InferenceService"
+    kserve_schema.validate(documents[3])
 
 
 def test_cli_manages_an_endpoint_through_its_life(server: LiveServer) -> None:
