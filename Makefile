@@ -13,9 +13,9 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Reinstall only when the dependency lists change; constraints.txt pins every version (torch==2.13.0, CPU build).
+# The kserve wheel is only downloaded: the tests read KServe's API types from it (tests/kserve_schema.py).
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,dev]"
-	# KServe's API types, read (not installed) by the tests that validate the exported InferenceService.
 	$(BIN)/python -m pip download --quiet --no-deps -c constraints.txt -d $(VENV)/wheels kserve
 	@touch $(STAMP)
 
