@@ -103,6 +103,10 @@ class EndpointDirectory(Protocol):
         """The caller's project's endpoint of that name, if any."""
         ...
 
+    def names(self) -> list[str]:
+        """The caller's project's endpoints."""
+        ...
+
 
 class DataPlane:
     def __init__(
@@ -158,6 +162,9 @@ class DataPlane:
         if ref is not None or self.endpoints is None:
             return None
         return self.endpoints.find(name)
+
+    def endpoint_names(self) -> list[str]:
+        return self.endpoints.names() if self.endpoints is not None else []
 
     def versions_of(self, name: str) -> list[VersionInfo]:
         """The versions a name serves: an endpoint's targets, or a model's versions."""

@@ -179,6 +179,8 @@ def test_openai_client_calls_a_text_endpoint(server: LiveServer) -> None:
     )
     assert through_endpoint.shape == (2, 384) and cosine.min() > 0.9999
     assert metric(server, "stratus_inference_requests_total", model="embed", protocol="openai") == 1
+    listed = {m.id for m in client.models.list()}
+    assert {"embed", "minilm"} <= listed and "pack" not in listed  # pack routes to iris, not a text model
     client.close()
     delete(server, "embed")
 

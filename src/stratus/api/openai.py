@@ -131,6 +131,10 @@ def _text_models(request: Request) -> list[dict[str, Any]]:
             continue
         if _is_text_embedder(version):
             cards.append(_model_card(version))
+    for name in plane.endpoint_names():  # an endpoint of a text model is called like one
+        version = plane.resolve(name)
+        if _is_text_embedder(version):
+            cards.append({**_model_card(version), "id": name})
     return cards
 
 

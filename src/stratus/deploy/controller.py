@@ -100,6 +100,10 @@ class Controller:
     def find(self, name: str) -> LiveEndpoint | None:
         return self._endpoints.get((tenancy.current_project(), name))
 
+    def names(self) -> list[str]:
+        project = tenancy.current_project()
+        return sorted(name for p, name in list(self._endpoints) if p == project)
+
     def get(self, project: str, name: str) -> LiveEndpoint | None:
         return self._endpoints.get((project, name))
 

@@ -23,6 +23,9 @@ class BundledEndpoint:
     def find(self, name: str) -> BundledEndpoint | None:
         return self if name == self.name else None
 
+    def names(self) -> list[str]:
+        return [self.name]
+
     def versions(self) -> list[VersionInfo]:
         order = sorted(range(len(self._versions)), key=lambda i: -self._shares[i])
         return [self._versions[i] for i in order]
