@@ -137,6 +137,8 @@ def test_wire_round_trip_numbers_and_strings() -> None:
     decoded = codec_v2.decode_infer_request(body, length)
     assert np.array_equal(decoded.inputs["x"], inputs["x"]) and list(decoded.inputs["s"]) == list(inputs["s"])
     assert decoded.binary_output and [o.name for o in decoded.outputs or []] == ["y", "t"]
+    assert "timeout" not in decoded.parameters
+    assert codec_v2.decode_infer_request(*encode_request(inputs, None, 2.5)).parameters["timeout"] == 2500
     outputs = {"y": np.array([[1.5, 2.5]], dtype=np.float32), "t": np.array([b"ok"], dtype=object)}
     response, header = codec_v2.encode_infer_response(
         model_name="m", model_version="3", request_id=None, outputs=outputs, requested=decoded

@@ -42,6 +42,10 @@ _ERRORS_BY_STATUS: dict[int, type[errors.StratusError]] = {
 }
 
 
+#: Failures that are the caller's (bad input), not the version's: a canary is not judged on them.
+_CALLER_ERRORS = (errors.InvalidInput, errors.NotFound, errors.PayloadTooLarge)
+
+
 class ReplicaGone(Exception):
     """The replica's connection failed or dropped: the request may be retried elsewhere."""
 
@@ -150,9 +154,14 @@ class ReplicaClient:
         return connections
 
     async def infer(
-        self, replica: Replica, version: VersionInfo, inputs: dict[str, Tensor], outputs: list[str] | None
+        self,
+        replica: Replica,
+        version: VersionInfo,
+        inputs: dict[str, Tensor],
+        outputs: list[str] | None,
+        timeout_ms: float | None = None,
     ) -> dict[str, Tensor]:
-        body, header_length = encode_request(inputs, outputs)
+        body, header_length = encode_request(inputs, outputs, timeout_ms)
         path = f"/v2/models/{version.model}/versions/{version.version}/infer"
         headers = {
             "Inference-Header-Content-Length": str(header_length),
@@ -232,9 +241,9 @@ class LiveEndpoint:
             task.add_done_callback(self._background.discard)
         started = time.perf_counter()
         try:
-            result = await self.call(target, inputs, outputs)
+            result = await self.call(target, inputs, outputs, timeout_ms)
         except errors.StratusError as exc:
-            target.record(isinstance(exc, errors.InvalidInput), time.perf_counter() - started)
+            target.record(isinstance(exc, _CALLER_ERRORS), time.perf_counter() - started)
             raise
         target.record(True, time.perf_counter() - started)
         return target.version, result
@@ -271,14 +280,18 @@ class LiveEndpoint:
         )
 
     async def call(
-        self, target: TargetRuntime, inputs: dict[str, Tensor], outputs: list[str] | None
+        self,
+        target: TargetRuntime,
+        inputs: dict[str, Tensor],
+        outputs: list[str] | None,
+        timeout_ms: float | None = None,
     ) -> dict[str, Tensor]:
         target.last_request = time.monotonic()
         replica = await self._replica(target, None)
         for attempt in (1, 2):
             replica.outstanding += 1
             try:
-                return await self._client.infer(replica, target.version, inputs, outputs)
+                return await self._client.infer(replica, target.version, inputs, outputs, timeout_ms)
             except ReplicaGone as exc:
                 if replica.state == "ready":
                     replica.state = "dead"  # the supervisor replaces it

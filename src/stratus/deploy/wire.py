@@ -19,8 +19,11 @@ def _raw(array: Tensor, datatype: str) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
-def encode_request(inputs: dict[str, Tensor], outputs: list[str] | None = None) -> tuple[bytes, int]:
-    """The body and its JSON header's length (the Inference-Header-Content-Length header)."""
+def encode_request(
+    inputs: dict[str, Tensor], outputs: list[str] | None = None, timeout_ms: float | None = None
+) -> tuple[bytes, int]:
+    """The body and its JSON header's length (the Inference-Header-Content-Length header). A deadline
+    travels as Triton's ``timeout`` parameter, in microseconds."""
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, array in inputs.items():
@@ -35,7 +38,10 @@ def encode_request(inputs: dict[str, Tensor], outputs: list[str] | None = None) 
             }
         )
         chunks.append(chunk)
-    head: dict[str, Any] = {"inputs": entries, "parameters": {"binary_data_output": True}}
+    parameters: dict[str, Any] = {"binary_data_output": True}
+    if timeout_ms is not None:
+        parameters["timeout"] = max(1, int(timeout_ms * 1000))
+    head: dict[str, Any] = {"inputs": entries, "parameters": parameters}
     if outputs:
         head["outputs"] = [{"name": name, "parameters": {"binary_data": True}} for name in outputs]
     header = orjson.dumps(head)
