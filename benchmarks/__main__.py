@@ -250,8 +250,11 @@ def measure_overhead(wrk: str, cache: Path, threads: int, seconds: float, rounds
                 headers = {"Authorization": f"Bearer {key}"}
                 httpx.post(f"{url}/v2/repository/models/iris/load", timeout=60, headers=headers).raise_for_status()
                 servers[name] = (process, url, key)
-            for _ in range(rounds):
-                for name, (_, url, key) in servers.items():
+            names = list(servers)
+            for round_index in range(rounds):
+                # The order rotates each round, so no configuration always runs first (or last) in a round.
+                for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
+                    _, url, key = servers[name]
                     result = run_wrk(wrk, f"{url}/v2/models/iris/infer", wrk_script([iris_v2_body()], key), 32, seconds)
                     assert result.errors == 0, f"{name}: {result.errors} errors"
                     rates[name].append(result.requests_per_s)
@@ -268,7 +271,8 @@ def measure_overhead(wrk: str, cache: Path, threads: int, seconds: float, rounds
     auth_cost = statistics.median(1 - b / n for b, n in zip(base, bare, strict=True))
     lines = [
         f"Cost of security on iris (V2 JSON, 1 row, concurrency 32): {rounds} rounds, each running the three "
-        f"configurations one after another for {seconds:.0f} s; a cost is the median of its per-round ratios.",
+        f"configurations one after another (order rotated each round) for {seconds:.0f} s; a cost is the median "
+        "of its per-round ratios.",
         "",
         "| configuration | req/s (median) | runs |",
         "| --- | --- | --- |",
