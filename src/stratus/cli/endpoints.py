@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,58 +127,43 @@ def _apply(name: str, spec: dict[str, Any], url: str | None, as_json: bool, wait
     show(endpoint, as_json, _render)
 
 
-@endpoints_app.command("create")
-def create(
-    name: str,
-    target: TargetOption,
-    shadow: ShadowOption = None,
-    sticky_header: StickyOption = None,
-    min_replicas: MinOption = None,
-    max_replicas: MaxOption = None,
-    target_in_flight: InFlightOption = None,
-    cooldown: CooldownOption = None,
-    canary: CanaryOption = False,
-    steps: StepsOption = None,
-    step_seconds: StepSecondsOption = None,
-    max_error_rate: ErrorRateOption = None,
-    max_p99_ms: P99Option = None,
-    wait: WaitOption = False,
-    url: UrlOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Create an endpoint routing to one or more model versions."""
-    spec = spec_from_options(
-        target, shadow, sticky_header, min_replicas, max_replicas, target_in_flight, cooldown, canary, steps,
-        step_seconds, max_error_rate, max_p99_ms,
-    )  # fmt: skip
-    _apply(name, spec, url, as_json, wait, create=True)
+def _spec_command(create: bool) -> Callable[..., None]:
+    """`create` and `update` take the same options: a whole spec (an update replaces it)."""
+
+    def command(
+        name: str,
+        target: TargetOption,
+        shadow: ShadowOption = None,
+        sticky_header: StickyOption = None,
+        min_replicas: MinOption = None,
+        max_replicas: MaxOption = None,
+        target_in_flight: InFlightOption = None,
+        cooldown: CooldownOption = None,
+        canary: CanaryOption = False,
+        steps: StepsOption = None,
+        step_seconds: StepSecondsOption = None,
+        max_error_rate: ErrorRateOption = None,
+        max_p99_ms: P99Option = None,
+        wait: WaitOption = False,
+        url: UrlOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        spec = spec_from_options(
+            target, shadow, sticky_header, min_replicas, max_replicas, target_in_flight, cooldown, canary, steps,
+            step_seconds, max_error_rate, max_p99_ms,
+        )  # fmt: skip
+        _apply(name, spec, url, as_json, wait, create=create)
+
+    command.__doc__ = (
+        "Create an endpoint routing to one or more model versions."
+        if create
+        else "Replace an endpoint's spec: a new revision, rolled out without downtime (or as a canary)."
+    )
+    return command
 
 
-@endpoints_app.command("update")
-def update(
-    name: str,
-    target: TargetOption,
-    shadow: ShadowOption = None,
-    sticky_header: StickyOption = None,
-    min_replicas: MinOption = None,
-    max_replicas: MaxOption = None,
-    target_in_flight: InFlightOption = None,
-    cooldown: CooldownOption = None,
-    canary: CanaryOption = False,
-    steps: StepsOption = None,
-    step_seconds: StepSecondsOption = None,
-    max_error_rate: ErrorRateOption = None,
-    max_p99_ms: P99Option = None,
-    wait: WaitOption = False,
-    url: UrlOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Replace an endpoint's spec: a new revision, rolled out without downtime (or as a canary)."""
-    spec = spec_from_options(
-        target, shadow, sticky_header, min_replicas, max_replicas, target_in_flight, cooldown, canary, steps,
-        step_seconds, max_error_rate, max_p99_ms,
-    )  # fmt: skip
-    _apply(name, spec, url, as_json, wait, create=False)
+endpoints_app.command("create")(_spec_command(create=True))
+endpoints_app.command("update")(_spec_command(create=False))
 
 
 @endpoints_app.command("list")
