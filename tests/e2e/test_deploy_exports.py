@@ -40,6 +40,14 @@ def server(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def pack(server: LiveServer) -> str:
+    """An endpoint over two versions of iris, 70/30, which the export tests package."""
+    targets = [{"model": "iris", "version": "1", "weight": 70}, {"model": "iris", "version": "2", "weight": 30}]
+    create(server, "pack", targets=targets)
+    return "pack"
+
+
 def _start_exported(folder: Path, key: str | None, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     """What the image's ENTRYPOINT runs, from the exported folder, on a free loopback port."""
     port = free_port()
@@ -65,12 +73,9 @@ def _start_exported(folder: Path, key: str | None, *extra: str) -> tuple[subproc
     raise AssertionError(f"the exported endpoint did not start: {log.read_text()[-2000:]}")
 
 
-def test_docker_export_serves_v2_from_its_folder_without_a_database(server: LiveServer, tmp_path: Path) -> None:
-    create(
-        server,
-        "pack",
-        targets=[{"model": "iris", "version": "1", "weight": 70}, {"model": "iris", "version": "2", "weight": 30}],
-    )
+def test_docker_export_serves_v2_from_its_folder_without_a_database(
+    server: LiveServer, pack: str, tmp_path: Path
+) -> None:
     out = tmp_path / "context"
     run_cli("export", "docker", "pack", "--out", str(out), url=server.url)
     parser = DockerfileParser(path=str(out / "Dockerfile"))
@@ -112,7 +117,9 @@ def test_docker_export_serves_v2_from_its_folder_without_a_database(server: Live
         process.wait(10)
 
 
-def test_the_exported_server_refuses_a_network_bind_without_a_key(server: LiveServer, tmp_path: Path) -> None:
+def test_the_exported_server_refuses_a_network_bind_without_a_key(
+    server: LiveServer, pack: str, tmp_path: Path
+) -> None:
     out = tmp_path / "context"
     with Client(server.url, api_key=server.admin_key) as sdk:
         sdk.export_docker("pack", out)
@@ -133,7 +140,7 @@ def test_export_of_a_model_that_forbids_downloads_is_refused(server: LiveServer)
         delete(server, "locked")
 
 
-def test_k8s_export_from_the_cli_validates(server: LiveServer, tmp_path: Path) -> None:
+def test_k8s_export_from_the_cli_validates(server: LiveServer, pack: str, tmp_path: Path) -> None:
     target = tmp_path / "pack.yaml"
     run_cli("export", "k8s", "pack", "--image", "registry.local/pack:1", "--out", str(target), url=server.url)
     documents = list(yaml.safe_load_all(target.read_text()))
@@ -164,7 +171,7 @@ def test_cli_manages_an_endpoint_through_its_life(server: LiveServer) -> None:
     assert server.get(f"{server.url}/api/v1/endpoints/cli-ep").status_code == 404
 
 
-def test_openai_client_calls_a_text_endpoint(server: LiveServer) -> None:
+def test_openai_client_calls_a_text_endpoint(server: LiveServer, pack: str) -> None:
     with Client(server.url, api_key=server.admin_key) as sdk:
         sdk.create_endpoint("embed", [{"model": "minilm"}])
         sdk.wait_endpoint("embed")

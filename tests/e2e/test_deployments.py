@@ -95,10 +95,12 @@ def test_bad_endpoint_requests_get_clear_errors(server: LiveServer) -> None:
     assert r.status_code == 400 and "weights add up to 0" in r.json()["error"]
     r = server.post(url, json={"name": "x", "targets": [{"model": "iris", "version": "9"}]})
     assert r.status_code == 404
-    r = server.post(f"{url}/flowers/rollback", json={})
+    create(server, "once", targets=[{"model": "iris"}])
+    r = server.post(f"{url}/once/rollback", json={})
     assert r.status_code == 409 and "no earlier revision" in r.json()["error"]
-    r = server.post(url, json={"name": "flowers", "targets": [{"model": "iris"}]})
-    assert r.status_code == 409
+    r = server.post(url, json={"name": "once", "targets": [{"model": "iris"}]})
+    assert r.status_code == 409 and "already exists" in r.json()["error"]
+    delete(server, "once")
 
 
 def test_canary_weights_90_10_hold_over_5000_requests(server: LiveServer) -> None:
