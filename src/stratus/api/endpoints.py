@@ -16,7 +16,7 @@ from stratus.api.deps import platform
 from stratus.api.json_body import json_object
 from stratus.deploy import EndpointService
 from stratus.deploy.export import docker_context, k8s_manifests
-from stratus.deploy.spec import EndpointSpec
+from stratus.deploy.spec import ScalingSpec
 from stratus.errors import InvalidInput
 from stratus.registry.names import check_name
 
@@ -119,9 +119,7 @@ async def export_docker(request: Request, name: str) -> Response:
 def export_k8s(request: Request, name: str, image: str | None = None, namespace: str = "default") -> Response:
     """Deployment, Service, HorizontalPodAutoscaler and KServe InferenceService manifests (YAML)."""
     described = _service(request).get(name)
-    scaling = EndpointSpec.model_validate(
-        {"targets": [{"model": "x"}], "scaling": described["spec"].get("scaling", {})}
-    ).scaling
+    scaling = ScalingSpec.model_validate(described["spec"].get("scaling", {}))
     check_name(namespace, "namespace")
     text = k8s_manifests(name, image or f"stratus-{name}:latest", scaling, namespace)
     return Response(text, media_type="application/yaml")
