@@ -178,6 +178,9 @@ class DataPlane:
         endpoint = self.endpoint(name, ref)
         if endpoint is not None:
             return endpoint.versions()[0]
+        return self._resolve_model(name, ref)
+
+    def _resolve_model(self, name: str, ref: str | None) -> VersionInfo:
         key = (tenancy.current_project(), name, ref)
         hit = self._resolved.get(key)
         now = time.monotonic()
@@ -244,7 +247,7 @@ class DataPlane:
                 model_label = name
                 version, results = await endpoint.infer(inputs, outputs, timeout_ms)
             else:
-                version = self.resolve(name, ref)
+                version = self._resolve_model(name, ref)  # not an endpoint: asked just above
                 model_label, version_label = name, str(version.version)
                 results = await self.run_version(version, inputs, outputs, timeout_ms)
             version_label = str(version.version)

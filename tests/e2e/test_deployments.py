@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tritonclient.http as triton
 from deploy_helpers import (
@@ -67,9 +68,7 @@ def test_an_endpoint_serves_every_protocol_and_says_which_version(server: LiveSe
     try:
         for binary in (False, True):
             inp = triton.InferInput("input", [1, 4], "FP32")
-            inp.set_data_from_numpy(
-                __import__("numpy").array([[5.1, 3.5, 1.4, 0.2]], dtype="float32"), binary_data=binary
-            )
+            inp.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32), binary_data=binary)
             result = client.infer("flowers", [inp], outputs=[triton.InferRequestedOutput("label", binary_data=binary)])
             assert result.get_response()["model_name"] == "flowers"
             assert result.get_response()["model_version"] == "1"

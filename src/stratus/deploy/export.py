@@ -16,7 +16,6 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import stratus
-from stratus.deploy import bundle
 from stratus.deploy.spec import ScalingSpec
 
 PORT = 8080
@@ -234,4 +233,4 @@ def k8s_manifests(endpoint: str, image: str, scaling: ScalingSpec, namespace: st
     return text
 
 
-__all__ = ["bundle", "docker_context", "k8s_manifests", "pinned_requirements", "write_context"]
+__all__ = ["docker_context", "k8s_manifests", "pinned_requirements", "write_context"]
