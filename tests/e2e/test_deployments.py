@@ -258,7 +258,13 @@ def test_canary_steps_through_or_rolls_back_on_its_threshold(server: LiveServer)
         "careful",
         targets=[{"model": "iris", "version": "2"}],
         rollout="canary",
-        canary={"steps": [50, 100], "step_seconds": 5, "max_p99_ms": 0.001},
+        canary={"steps": [50, 100], "step_seconds": 10, "max_p99_ms": 0.001},
+    )
+    # Load only once the 50% step has begun: a load that ends before the new replicas are up never reaches v2.
+    wait_for(
+        lambda: any(e["kind"] == "traffic_shifted" and e["revision"] == 2 for e in events(server, "careful")),
+        30,
+        "the first canary step",
     )
     result = load(server, "/v2/models/careful/infer", IRIS_BODY, requests=400, concurrency=4, max_seconds=10)
     assert result.failures == []
