@@ -42,9 +42,10 @@ def digits_test_split() -> tuple[np.ndarray, np.ndarray]:
 
 def test_digits_three_methods_promote_the_fastest_within_budget(server: LiveServer) -> None:
     before = server.get(f"{server.url}/api/v1/models/digits").json()["versions"]
+    # The issue's command; shorter timing phases keep the suite short (docs/compression.md has full ones).
     out = run_cli(
         "compress", "digits", "--method", "quantize-static,prune,distill", "--accuracy-budget", "1%",
-        "--promote", "production", "--wait", url=server.url,
+        "--promote", "production", "--wait", "--timing-seconds", "0.3", url=server.url,
     )  # fmt: skip
     assert "recommendation:" in out.stdout and "quantize-static" in out.stdout and "prune" in out.stdout
     jobs = json.loads(run_cli("jobs", "list", "--json", url=server.url).stdout)
@@ -104,8 +105,14 @@ def test_minilm_int8_meets_the_quality_target_and_reproduces(server: LiveServer)
     job = json.loads(out.stdout)
     assert job["state"] == "succeeded", job["error"]
     row = job["metrics"]["variants"][0]
-    assert row["recipe"]["per_channel"] is True and row["recipe"]["op_types_to_quantize"] == ["MatMul"]
-    assert row["quality"]["mean_cosine"] >= 0.99 and row["quality"]["min_cosine"] >= 0.98
+    recipe = row["recipe"]
+    assert recipe["per_channel"] is True and recipe["op_types_to_quantize"] == ["MatMul"]
+    # Smoothed on the corpus's training sentences; the feed-forward outputs that stay spiky stay fp32.
+    assert recipe["smooth_alpha"] == 0.8 and recipe["kept_fp32_for_outliers"]
+    assert all("/output/dense/MatMul" in name for name in recipe["kept_fp32_for_outliers"])
+    # The issue's quality targets (its speed target is measured by benchmarks/compression.py).
+    quality = row["quality"]
+    assert quality["mean_cosine"] >= 0.99 and quality["min_cosine"] >= 0.98 and quality["top10_agreement"] >= 0.95
     assert row["size_bytes"] < job["metrics"]["parent"]["size_bytes"]
 
     # Measured again here, independently of the job: the same embeddings, the same figures.
@@ -146,7 +153,7 @@ def test_minilm_int8_meets_the_quality_target_and_reproduces(server: LiveServer)
 
 def test_the_sdk_compresses_and_a_failed_job_leaves_no_version(server: LiveServer, client: Client) -> None:
     before = server.get(f"{server.url}/api/v1/models/iris").json()["versions"]
-    job = client.compress("iris", 1, methods=["optimize", "fp16"], accuracy_budget=0.02)
+    job = client.compress("iris", 1, methods=["optimize", "fp16"], accuracy_budget=0.02, timing_seconds=0.2)
     assert job.state == "succeeded"
     assert {row["method"] for row in job.metrics["variants"]} == {"optimize", "fp16"}
     for row in job.metrics["variants"]:
@@ -170,7 +177,11 @@ def test_a_version_trained_by_stratus_keeps_its_graph_and_compresses_on_its_data
     assert {"training-graph.json", "training-weights.npz"} <= set(info["files"])
 
     job = client.compress(
-        "wine-mlp", trained.version, methods=["prune", "quantize-static"], params={"prune": {"finetune_epochs": 5}}
+        "wine-mlp",
+        trained.version,
+        methods=["prune", "quantize-static"],
+        params={"prune": {"finetune_epochs": 5}},
+        timing_seconds=0.2,
     )
     report = job.metrics
     assert report["data_source"] == "dataset" and report["evaluation_rows"] == 45  # wine's 25% test split
@@ -178,14 +189,18 @@ def test_a_version_trained_by_stratus_keeps_its_graph_and_compresses_on_its_data
     assert report["parent"]["quality"]["accuracy"] == pytest.approx(trained.metrics["accuracy"])
     pruned = next(r for r in report["variants"] if r["method"] == "prune")
     assert pruned["recipe"]["units_after"] == 16
-    again = client.compress("wine-mlp", pruned["version"], methods=["prune"], params={"prune": {"finetune_epochs": 1}})
+    again = client.compress(
+        "wine-mlp", pruned["version"], methods=["prune"], params={"prune": {"finetune_epochs": 1}}, timing_seconds=0.2
+    )
     assert again.metrics["variants"][0]["recipe"]["units_before"] == 16
 
 
 def test_minilm_distillation_builds_a_shallower_student_that_serves(server: LiveServer, client: Client) -> None:
     """A few steps only: this proves the path (teacher = the served version, student from the best subset of
     its layers, export, evaluation, registration); the quality after a full run is in docs/compression.md."""
-    job = client.compress("minilm", 1, methods=["distill"], params={"distill": {"steps": 10}}, accuracy_budget=0.05)
+    job = client.compress(
+        "minilm", 1, methods=["distill"], params={"distill": {"steps": 10}}, accuracy_budget=0.05, timing_seconds=0.2
+    )
     row = job.metrics["variants"][0]
     recipe = row["recipe"]
     assert recipe["student_layers"] == 3 and len(recipe["teacher_layers_kept"]) == 3

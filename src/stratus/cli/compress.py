@@ -76,6 +76,9 @@ def compress(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job with a progress bar.")] = False,
     timeout: Annotated[int, typer.Option(help="Seconds before the job is stopped.")] = 3600,
+    timing_seconds: Annotated[
+        float, typer.Option(help="Length of each timing phase; 3 alternating rounds per model.")
+    ] = 1.0,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -98,5 +101,6 @@ def compress(
             promote_alias=promote,
             wait=False,
             timeout_s=timeout,
+            timing_seconds=timing_seconds,
         )
         follow_job(job, wait=wait, timeout=timeout, as_json=as_json, render=render_report)

@@ -28,6 +28,19 @@ class QuantizeDynamicParams(BaseModel):
         description="node names, or 'ffn-output' / 'ffn-input' for a transformer's feed-forward projections",
     )
     weights_only: bool = Field(default=True, description="skip MatMuls between two activations (attention scores)")
+    smooth_alpha: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="SmoothQuant strength before quantizing (0: off); default 0.8 for transformers, off otherwise",
+    )
+    outlier_ratio: float | None = Field(
+        default=None,
+        gt=1.0,
+        le=1000.0,
+        description="after smoothing, MatMuls whose input peak is more than this times its RMS stay fp32 (20)",
+    )
+    calibration_samples: int = Field(default=256, ge=8, le=10_000, description="training rows for smoothing")
 
 
 class QuantizeStaticParams(BaseModel):
@@ -82,6 +95,9 @@ class CompressRequest(BaseModel):
     accuracy_budget: float = Field(default=0.01, ge=0.0, le=1.0)
     promote_alias: str | None = Field(default=None, max_length=64)
     threads: int = Field(default=2, ge=1, le=64, description="threads for every variant's timing")
+    timing_seconds: float = Field(
+        default=1.0, ge=0.05, le=60.0, description="length of each timing phase, in each of the 3 alternating rounds"
+    )
     timeout_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
 
 

@@ -4,7 +4,7 @@ fp16 weights, and ONNX Runtime's offline graph optimization. They run in the com
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,12 @@ import numpy as np
 import onnx
 
 Array = np.ndarray[Any, Any]
+Feeds = dict[str, Array]
+#: SmoothQuant's migration strength for transformers, and the peak-to-RMS ratio of a smoothed MatMul input
+#: above which that MatMul stays fp32. Chosen on all-MiniLM-L6-v2 (docs/compression.md): alpha 0.8 was the
+#: best of 0.5-1.0; the ratio separates the first four layers' feed-forward outputs (22-29) from the rest.
+DEFAULT_SMOOTH_ALPHA = 0.8
+DEFAULT_OUTLIER_RATIO = 20.0
 
 
 def _constants(model: onnx.ModelProto) -> set[str]:
@@ -84,16 +90,44 @@ def _through_files(onnx_bytes: bytes, work: Path, convert: Callable[[str, str], 
         return target.read_bytes()
 
 
-def quantize_dynamic(onnx_bytes: bytes, params: dict[str, Any], work: Path) -> tuple[bytes, dict[str, Any]]:
+def quantize_dynamic(
+    onnx_bytes: bytes, params: dict[str, Any], work: Path, calibration: Callable[[], Iterable[Feeds]] | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """``calibration`` gives feeds of the version's training data; without it there is no smoothing."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
-    recipe = dynamic_recipe(onnx.load_from_string(onnx_bytes), params)
+    source = onnx.load_from_string(onnx_bytes)
+    recipe = dynamic_recipe(source, params)
+    alpha = params.get("smooth_alpha")
+    if alpha is None:
+        alpha = DEFAULT_SMOOTH_ALPHA if recipe["transformer"] else 0.0
+    recipe["smooth_alpha"] = 0.0
+    if alpha > 0 and calibration is not None:
+        from stratus.compress.smoothing import smooth
+
+        excluded = set(recipe["nodes_to_exclude"])
+        limit = params.get("outlier_ratio") or DEFAULT_OUTLIER_RATIO
+        smoothed = smooth(source, calibration(), alpha, excluded, fp32_above=limit)
+        source = smoothed.model
+        recipe["nodes_to_exclude"] = sorted(excluded | set(smoothed.fp32))
+        recipe.update(
+            smooth_alpha=alpha,
+            outlier_ratio=limit,
+            smoothed_matmuls=len(smoothed.smoothed),
+            kept_fp32_for_outliers=sorted(smoothed.fp32),
+            int8_input_peak_to_rms_max=round(
+                max((smoothed.peak_to_rms[name] for name in smoothed.smoothed), default=0.0), 1
+            ),
+        )
+        onnx_bytes = source.SerializeToString()
+    elif alpha > 0:
+        recipe["notes"] = ["no calibration data known for this version: quantized without smoothing"]
     result = _through_files(
         onnx_bytes,
         work,
-        lambda source, target: ort_quantize_dynamic(
-            source,
+        lambda source_path, target: ort_quantize_dynamic(
+            source_path,
             target,
             op_types_to_quantize=recipe["op_types_to_quantize"],
             per_channel=recipe["per_channel"],

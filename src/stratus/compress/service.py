@@ -63,6 +63,7 @@ class CompressionService:
             "params": params,
             "budget": request.accuracy_budget,
             "threads": request.threads,
+            "timing_seconds": request.timing_seconds,
             "promote_alias": request.promote_alias,
             "data": data,
         }

@@ -10,7 +10,7 @@ it never touches the metadata DB: the server registers the variants, all or none
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from stratus.training.worker import child_main, report, split
 Array = np.ndarray[Any, Any]
 ONNX_METHODS = ("quantize-dynamic", "quantize-static", "fp16", "optimize")
 TIMING_ROUNDS = 3
-ROUND_SECONDS = 1.0
 
 
 @dataclass
@@ -111,13 +110,38 @@ class Predictor:
         return np.concatenate([self(rows[i : i + batch]) for i in range(0, len(rows), batch)])
 
 
+def calibration_feeds(
+    parent: Model, onnx_file: str | None, data: Data, request: dict[str, Any], samples: int, batch: int = 32
+) -> Iterator[dict[str, Array]]:
+    """What the parent's ONNX model (``onnx_file`` of a pipeline, or the model itself) is fed for a sample
+    of the training rows, a batch at a time."""
+    rng = np.random.default_rng(0)
+    rows = data.x_train[rng.permutation(len(data.x_train))[:samples]]
+    if parent.format != "pipeline":
+        for start in range(0, len(rows), batch):
+            yield {request["input"]: rows[start : start + batch]}
+        return
+    from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+
+    assert onnx_file is not None
+    runner = PipelineRunner(PipelineSpec.parse(parent.artifact), parent.files.__getitem__, lambda ref: b"", threads=1)
+    for start in range(0, len(rows), batch):
+        yield runner.feeds_of({request["input"]: rows[start : start + batch]}, onnx_file)
+
+
 def transform_onnx(
-    method: str, params: dict[str, Any], onnx_bytes: bytes, data: Data | None, request: dict[str, Any], work: Path
+    method: str,
+    params: dict[str, Any],
+    onnx_bytes: bytes,
+    data: Data | None,
+    request: dict[str, Any],
+    work: Path,
+    calibration: Callable[[], Iterator[dict[str, Array]]] | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     from stratus.compress import onnx_methods
 
     if method == "quantize-dynamic":
-        return onnx_methods.quantize_dynamic(onnx_bytes, params, work)
+        return onnx_methods.quantize_dynamic(onnx_bytes, params, work, calibration)
     if method == "quantize-static":
         assert data is not None
         rng = np.random.default_rng(0)
@@ -135,9 +159,14 @@ def compress(
         if parent.format == "pipeline":
             files, recipe = dict(parent.files), dict[str, Any]()
             for name in request["onnx_files"]:
-                files[name], recipe = transform_onnx(method, params, parent.files[name], data, request, work)
+                calibration = _calibration(parent, name, data, request, params)
+                files[name], recipe = transform_onnx(
+                    method, params, parent.files[name], data, request, work, calibration
+                )
             return Model("pipeline", parent.artifact, files, method, params, recipe)
-        artifact, recipe = transform_onnx(method, params, parent.artifact, data, request, work)
+        artifact, recipe = transform_onnx(
+            method, params, parent.artifact, data, request, work, _calibration(parent, None, data, request, params)
+        )
         return Model("onnx", artifact, {}, method, params, recipe)
     if method == "distill" and request["kind"] == "embedding":
         from stratus.compress.distill_text import distill_minilm
@@ -145,6 +174,16 @@ def compress(
         variant: Model = distill_minilm(parent, params, data, request, report)
         return variant
     return retrain(method, params, parent, data, request)
+
+
+def _calibration(
+    parent: Model, onnx_file: str | None, data: Data, request: dict[str, Any], params: dict[str, Any]
+) -> Callable[[], Iterator[dict[str, Array]]] | None:
+    """Calibration feeds on demand, for the methods that use them (today: smoothing before dynamic int8)."""
+    if len(data.x_train) == 0:
+        return None
+    samples = int(params.get("calibration_samples", 256))
+    return lambda: calibration_feeds(parent, onnx_file, data, request, samples)
 
 
 def retrain(method: str, params: dict[str, Any], parent: Model, data: Data, request: dict[str, Any]) -> Model:
@@ -228,10 +267,11 @@ def judge(parent: Model, variants: list[Model], data: Data, request: dict[str, A
     # Timed in alternating rounds, best of each kept, so a burst of load elsewhere on the machine cannot
     # favour whichever model happened to run during a quiet moment.
     report({"event": "log", "message": f"timing {len(models)} models in {TIMING_ROUNDS} alternating rounds"})
-    timings = [evaluate.best_timing([evaluate.measure(p, data.x_test, seconds=ROUND_SECONDS)]) for p in predictors]
+    seconds = float(request.get("timing_seconds", 1.0))
+    timings = [evaluate.best_timing([evaluate.measure(p, data.x_test, seconds=seconds)]) for p in predictors]
     for _ in range(TIMING_ROUNDS - 1):
         timings = [
-            evaluate.best_timing([t, evaluate.measure(p, data.x_test, seconds=ROUND_SECONDS)])
+            evaluate.best_timing([t, evaluate.measure(p, data.x_test, seconds=seconds)])
             for t, p in zip(timings, predictors, strict=True)
         ]
     rows: list[dict[str, Any]] = []
@@ -268,7 +308,7 @@ def judge(parent: Model, variants: list[Model], data: Data, request: dict[str, A
         "accuracy_budget": budget,
         "threads": threads,
         "evaluation_rows": len(data.x_test),
-        "timing": {"rounds": TIMING_ROUNDS, "seconds_per_round": ROUND_SECONDS, "batch": 32},
+        "timing": {"rounds": TIMING_ROUNDS, "seconds_per_round": seconds, "batch": 32},
         "data_source": request["data"]["source"],
         "parent": rows[0],
         "variants": variants_rows,

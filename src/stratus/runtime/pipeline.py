@@ -252,6 +252,16 @@ class PipelineRunner:
         names = outputs or self.signature.output_names()
         return {name: env[name] for name in names}
 
+    def feeds_of(self, feeds: dict[str, Tensor], onnx_file: str) -> dict[str, Tensor]:
+        """What the ONNX step that runs ``onnx_file`` is given for these pipeline inputs (compression
+        calibrates on it)."""
+        env: dict[str, Tensor] = dict(self.check_inputs(feeds))
+        for index, step in enumerate(self.spec.steps):
+            if isinstance(step, OnnxStep) and step.file == onnx_file:
+                return {graph_name: env[name] for graph_name, name in step.inputs.items()}
+            self._apply(index, step, env)
+        raise KeyError(f"the pipeline has no ONNX step running {onnx_file!r}")
+
     def warm_up(self) -> None:
         self.run_checked(self.check_inputs(warm_up_feeds(self.signature)))
 

@@ -288,15 +288,18 @@ class Client(AdminCalls, EndpointCalls):
         promote_alias: str | None = None,
         wait: bool = True,
         timeout_s: int = 3600,
+        timing_seconds: float = 1.0,
     ) -> Job:
         """Compress a version with each method as one job; ``job.metrics`` is then the comparison report, and
-        ``job.version`` the recommended variant (fastest within the budget), if any."""
+        ``job.version`` the recommended variant (fastest within the budget), if any. ``timing_seconds`` is
+        the length of each timing phase (3 alternating rounds per model)."""
         body: dict[str, Any] = {
             "methods": methods,
             "params": params or {},
             "accuracy_budget": accuracy_budget,
             "promote_alias": promote_alias,
             "timeout_s": timeout_s,
+            "timing_seconds": timing_seconds,
         }
         path = f"/api/v1/models/{model}/versions/{version}/compress"
         job = Job(self, self._json("POST", path, json=body))
