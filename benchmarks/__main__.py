@@ -312,6 +312,15 @@ requests/s with p99 under 15 ms at concurrency 32). For minilm the ceiling (the 
 before each concurrency level, with the server idle, because this shared machine's speed drifts by tens
 of percent from minute to minute.
 
+Where the rest of minilm's ceiling goes (profiled on 2026-11-26 with `py-spy record --nonblocking
+--threads` on the server under wrk at concurrency 32, and with the serving config varied through
+`PATCH /api/v1/models/minilm/versions/1`): served throughput stayed at 243-246 req/s with
+`max_batch_size` 8, 12 or 16 (two instances), while the ceiling measured minutes apart read 268-296
+sentences/s, so the ratio moved between 83% and 91% with the ceiling alone. Each of the two inference
+threads spends 91% of its wall time inside `Session.run`, 1% tokenizing and 1.5% waiting for a batch;
+the event loop spends about 11% of one core on HTTP, routing, auth and JSON, which (with wrk) is the CPU
+ONNX Runtime does not get on a 2-core machine.
+
 ## In-process ceiling (plain ONNX Runtime, same model files and threads)
 
 {chr(10).join(ceiling_lines)}
