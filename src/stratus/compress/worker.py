@@ -180,7 +180,7 @@ def compress(
 
 def _int8_student(student: Model, data: Data, request: dict[str, Any], work: Path) -> Model:
     """The trained student through the dynamic int8 recipe (smoothed on the same training text), so the
-    variant is both shallower and int8; the recipe keeps the student's own speed-up apart in the notes."""
+    variant is both shallower and int8; its recipe keeps the student's fields and adds the int8 one."""
     from stratus.compress import onnx_methods
 
     report({"event": "log", "message": "distill: quantizing the student (dynamic int8)"})
