@@ -154,7 +154,10 @@ def main() -> None:
                 print(f"minilm distill job: {time.monotonic() - started:.0f} s")
                 rows = compare(job, lambda v: minilm_runner(client, v, texts, args.threads))
                 lines += lines_for(
-                    f"MiniLM, distilled 4-layer student, then int8 ({args.distill_steps} steps)", job, rows, "mean_cosine"
+                    f"MiniLM, distilled 4-layer student, then int8 ({args.distill_steps} steps)",
+                    job,
+                    rows,
+                    "mean_cosine",
                 )
                 started = time.monotonic()
                 job = client.compress(
