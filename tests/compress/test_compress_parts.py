@@ -197,3 +197,19 @@ def test_the_corpus_is_offline_stable_and_split_without_overlap() -> None:
     assert not set(train) & set(held_out)
     assert corpus.split() == (train, held_out)
     assert all(6 <= len(s.split()) <= 67 and ">>>" not in s for s in held_out)
+
+
+def test_the_extra_text_adds_training_sentences_but_leaves_the_evaluated_held_out_part_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    train, held_out = corpus.split()
+    monkeypatch.setattr(corpus, "_extra", list)
+    corpus.sentences.cache_clear()
+    try:
+        core_train, core_held_out = corpus.split()
+    finally:
+        corpus.sentences.cache_clear()
+    # The rest of the standard library at least doubles the training text; the core comes first in both
+    # parts, so evaluations on the first held-out sentences see the same text as before it was added.
+    assert len(train) > 2 * len(core_train) and len(core_held_out) > 600
+    assert train[: len(core_train)] == core_train and held_out[: len(core_held_out)] == core_held_out
