@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from stratus import __version__
 from stratus.api import control, endpoints, monitoring, openai, security, training, v1, v2
 from stratus.api.errors import install_error_handlers
+from stratus.api.fastlane import FastLane
 from stratus.api.hosts import HostCheck, allowed_host_values
 from stratus.api.limits import BodySizeLimit
 from stratus.platform import Platform
@@ -20,6 +21,8 @@ from stratus.settings import Settings
 log = logging.getLogger(__name__)
 
 UPLOAD_PATH_SUFFIX = "/versions"
+#: The protocol routers that infer; the fast lane serves their inference routes.
+INFERENCE_ROUTERS = (v2.router, v1.router, openai.router)
 
 
 def create_app(
@@ -57,14 +60,15 @@ def create_app(
             return settings.max_upload_bytes
         return settings.max_request_bytes
 
+    # Middleware added first runs last: the fast lane sees a request after the host check and the size limit.
+    app.add_middleware(FastLane, routers=INFERENCE_ROUTERS)
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
     # Added last, so it runs first: a rebinding request is refused before anything reads its body.
     app.add_middleware(HostCheck, allowed=allowed_host_values(settings.host, settings.port, settings.allowed_hosts))
-    app.include_router(v2.router)
-    app.include_router(v1.router)
+    for router in INFERENCE_ROUTERS:
+        app.include_router(router)
     app.include_router(control.router)
     app.include_router(monitoring.router)
-    app.include_router(openai.router)
     app.include_router(training.router)
     app.include_router(security.router)
     app.include_router(endpoints.router)

@@ -144,31 +144,38 @@ class ScopedRoute(APIRoute):
         self.audited = any(path.startswith(p) for p in _AUDITED_PREFIXES) and methods != ["GET"]
         super().__init__(path, endpoint, **kwargs)
 
+    @property
+    def audit_action(self) -> str:
+        """What the audit log calls this route's requests; empty for a route that is not audited."""
+        return f"{sorted(self.methods or ['GET'])[0]} {self.path}" if self.audited else ""
+
     def get_route_handler(self) -> Handler:
-        handler = super().get_route_handler()
-        required = self.required_scope
-        counts_items = required == INFERENCE_SCOPE
-        action = f"{sorted(self.methods or ['GET'])[0]} {self.path}" if self.audited else ""
+        return guarded(super().get_route_handler(), self.required_scope, self.audit_action)
 
-        async def authorized(request: Request) -> Response:
-            platform: Platform = request.app.state.platform
-            caller: Caller | None = None
-            try:
-                caller, key_rps = platform.access.authenticate(bearer_token(request), required)
-                platform.access.authorize(caller, key_rps, required, counts_items=counts_items)
-                tenancy.enter(caller, request.headers)
-                request.scope["stratus.caller"] = caller
-                response = await handler(request)
-            except Exception as exc:
-                if action:
-                    status, detail = _outcome(exc)
-                    await _audit(platform, request, caller, action, status, detail)
-                raise
+
+def guarded(handler: Handler, required: str, action: str) -> Handler:
+    """``handler`` behind the access check for the ``required`` scope, audited as ``action`` if not empty."""
+    counts_items = required == INFERENCE_SCOPE
+
+    async def authorized(request: Request) -> Response:
+        platform: Platform = request.app.state.platform
+        caller: Caller | None = None
+        try:
+            caller, key_rps = platform.access.authenticate(bearer_token(request), required)
+            platform.access.authorize(caller, key_rps, required, counts_items=counts_items)
+            tenancy.enter(caller, request.headers)
+            request.scope["stratus.caller"] = caller
+            response = await handler(request)
+        except Exception as exc:
             if action:
-                await _audit(platform, request, caller, action, response.status_code, "")
-            return response
+                status, detail = _outcome(exc)
+                await _audit(platform, request, caller, action, status, detail)
+            raise
+        if action:
+            await _audit(platform, request, caller, action, response.status_code, "")
+        return response
 
-        return authorized
+    return authorized
 
 
 def _outcome(exc: Exception) -> tuple[int, str]:

@@ -90,6 +90,17 @@ async def _unexpected(request: Request, exc: Exception) -> JSONBody:
     return error_response(request, 500, "internal server error; see the server log", "internal")
 
 
+async def response_for(request: Request, exc: Exception) -> JSONBody:
+    """What the app's exception handlers answer for ``exc``, for code that runs outside them (the fast lane)."""
+    if isinstance(exc, errors.StratusError):
+        return await _stratus_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return await _validation_error(request, exc)
+    if isinstance(exc, HTTPException):
+        return await _http_error(request, exc)
+    return await _unexpected(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.StratusError, _stratus_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

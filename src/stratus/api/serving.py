@@ -11,8 +11,10 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
-from stratus.api import monitoring, openai, v1, v2
+from stratus.api import monitoring
+from stratus.api.app import INFERENCE_ROUTERS
 from stratus.api.errors import install_error_handlers
+from stratus.api.fastlane import FastLane
 from stratus.api.limits import BodySizeLimit
 from stratus.dataplane import DataPlane
 from stratus.deploy.bundle import BundleCatalog
@@ -65,7 +67,8 @@ def create_endpoint_app(
     )
     app.state.platform = host
     install_error_handlers(app)
+    app.add_middleware(FastLane, routers=INFERENCE_ROUTERS)
     app.add_middleware(BodySizeLimit, limit_for=lambda _path: max_request_bytes)
-    for router in (v2.router, v1.router, openai.router, monitoring.router):
+    for router in (*INFERENCE_ROUTERS, monitoring.router):
         app.include_router(router)
     return app
