@@ -312,14 +312,16 @@ requests/s with p99 under 15 ms at concurrency 32). For minilm the ceiling (the 
 before each concurrency level, with the server idle, because this shared machine's speed drifts by tens
 of percent from minute to minute.
 
-Where the rest of minilm's ceiling goes (profiled on 2026-11-26 with `py-spy record --nonblocking
---threads` on the server under wrk at concurrency 32, and with the serving config varied through
-`PATCH /api/v1/models/minilm/versions/1`): served throughput stayed at 243-246 req/s with
-`max_batch_size` 8, 12 or 16 (two instances), while the ceiling measured minutes apart read 268-296
-sentences/s, so the ratio moved between 83% and 91% with the ceiling alone. Each of the two inference
-threads spends 91% of its wall time inside `Session.run`, 1% tokenizing and 1.5% waiting for a batch;
-the event loop spends about 11% of one core on HTTP, routing, auth and JSON, which (with wrk) is the CPU
-ONNX Runtime does not get on a 2-core machine.
+Where the time goes. Profiled in process (cProfile; iris, V2 JSON, 32 concurrent requests through the
+ASGI app), matching each request against every route and solving FastAPI's dependencies took about half
+of the app's 193 us per request. The inference routes now take a fast lane (`stratus/api/fastlane.py`,
+see docs/architecture.md): 98 us per request in the same measurement, and iris at concurrency 32 went
+from 3,865 requests/s (p99 15.1 ms, the last run without the lane) to the figure above. For minilm, each
+of the two inference threads spent 91% of its wall time inside `Session.run` before the lane (py-spy
+`record --nonblocking --threads` under wrk at concurrency 32), and the event loop about 11% of one core
+on HTTP, routing, auth and JSON: on a 2-core machine shared with wrk, that is CPU ONNX Runtime does not
+get. Served minilm stayed at 243-246 requests/s then, whatever the batching config, at 83-91% of a
+ceiling that itself read 268-296 sentences/s minutes apart.
 
 ## In-process ceiling (plain ONNX Runtime, same model files and threads)
 
