@@ -130,7 +130,7 @@ def lines_for(title: str, job: dict[str, Any], rows: list[dict[str, Any]], metri
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--distill-steps", type=int, default=600)
+    parser.add_argument("--distill-steps", type=int, default=1500)
     parser.add_argument("--write", action="store_true", help="record the results in docs/compression.md")
     args = parser.parse_args()
     cache = Path.home() / ".cache" / "stratus" / "bench-samples"

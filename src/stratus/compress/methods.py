@@ -71,7 +71,8 @@ class DistillParams(BaseModel):
     width: float = Field(default=0.5, gt=0.0, le=1.0, description="student channels/units as a fraction")
     layers: int | None = Field(default=None, ge=1, le=48, description="embedding students: encoder layers (4)")
     int8: bool = Field(default=True, description="embedding students: then quantize with the dynamic int8 recipe")
-    steps: int = Field(default=600, ge=1, le=100_000, description="embedding students: optimizer steps")
+    # 1,500 steps took MiniLM's student past its cosine target (0.956) in about 20 minutes on 2 cores.
+    steps: int = Field(default=1500, ge=1, le=100_000, description="embedding students: optimizer steps")
 
 
 class EmptyParams(BaseModel):
