@@ -27,6 +27,12 @@ if _soft < min(_hard, 8192):
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(_hard, 8192), _hard))
 
 
+def scaled(seconds: float) -> float:
+    """An outer deadline for a wait in a test, scaled for slow or busy machines (STRATUS_TEST_TIMEOUT_SCALE, default 3).
+    Deadlines bound waits on progress or events; they are never timing claims."""
+    return seconds * float(os.environ.get("STRATUS_TEST_TIMEOUT_SCALE", "3"))
+
+
 @pytest.fixture(scope="session")
 def sample_cache(pytestconfig: pytest.Config) -> Path:
     """The samples are built once (in a child process) and reused; pytest's cache keeps them across runs,
