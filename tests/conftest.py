@@ -161,7 +161,8 @@ def start_server(
     port = free_port()
     log = home.parent / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
-    child_env = {**os.environ, "STRATUS_INTRA_OP_THREADS": "1", **(env or {})}
+    # No gRPC unless a test asks (--grpc-port): servers of parallel tests would all want its default port.
+    child_env = {**os.environ, "STRATUS_INTRA_OP_THREADS": "1", "STRATUS_GRPC_PORT": "0", **(env or {})}
     if sample_cache is not None:
         child_env["STRATUS_SAMPLE_CACHE_DIR"] = str(sample_cache)
     args = [sys.executable, "-m", "stratus", "serve", "--port", str(port), "--home", str(home)]

@@ -1,7 +1,7 @@
 """The core's error kinds.
 
 Services raise these; each protocol adapter (V2, V1, OpenAI, control plane, CLI, SDK) maps them to its
-own status codes in exactly one place. Nothing here knows about HTTP.
+own statuses through the one table in stratus.protocol. Nothing here knows about HTTP or gRPC.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ class StratusError(Exception):
     """Base of every error the platform reports to a user. The message is meant for a person."""
 
     kind = "error"
-    #: Set on errors the SDK raised for a server response: the HTTP status it came with.
-    status_code: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -22,6 +22,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface the server binds to. Loopback by default.")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port the server listens on.")
+    grpc_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="TCP port of the Open Inference Protocol over gRPC (on the same host as HTTP, with the same "
+        "keys and TLS). 0 serves no gRPC.",
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Extra Host header values to accept (JSON list). On loopback only localhost, 127.0.0.1 and "

@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from conftest import LiveServer
 from onnx_factory import affine_model
-from stratus import Client
+from stratus import Client, protocol
 from stratus.errors import Conflict, InvalidInput, NotFound, UnsafeFormat
 
 pytestmark = pytest.mark.slow
@@ -73,7 +73,7 @@ def test_register_onnx_bytes_aliases_and_versions(client: Client) -> None:
 def test_typed_errors_carry_the_server_message(client: Client) -> None:
     with pytest.raises(NotFound, match="does not exist") as info:
         client.get_model("sdk-nothing")
-    assert info.value.status_code == 404
+    assert protocol.status_for(info.value) == 404 and "(HTTP 404)" in str(info.value)
     with pytest.raises(InvalidInput, match="shape"):
         client.predict("iris", np.zeros((1, 3), dtype=np.float32))
     with pytest.raises(UnsafeFormat, match="pickle"):

@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stratus import tenancy
-from stratus.api.errors import status_for
 from stratus.errors import StratusError
 from stratus.platform import Platform
+from stratus.protocol import status_for
 from stratus.security.access import PUBLIC
 from stratus.tenancy import Caller
 

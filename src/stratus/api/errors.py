@@ -1,4 +1,5 @@
-"""The one place where the core's error kinds become HTTP status codes and error bodies."""
+"""Error bodies of the HTTP API. The statuses come from the protocol table (stratus.protocol); the kind's
+name goes with them in the Stratus-Error-Kind header, so a client tells apart the kinds that share a status."""
 
 from __future__ import annotations
 
@@ -10,24 +11,9 @@ from starlette.exceptions import HTTPException
 
 from stratus import errors
 from stratus.api.responses import JSONBody
+from stratus.protocol import KIND_HEADER, kind_for, status_for
 
 log = logging.getLogger(__name__)
-
-_STATUS: tuple[tuple[type[errors.StratusError], int], ...] = (
-    # Most specific first: UnsafeFormat and ConversionError are InvalidInput too.
-    (errors.UnsafeFormat, 415),
-    (errors.ConversionError, 422),
-    (errors.InvalidInput, 400),
-    (errors.NotFound, 404),
-    (errors.Conflict, 409),
-    (errors.PayloadTooLarge, 413),
-    (errors.Unauthenticated, 401),
-    (errors.Forbidden, 403),
-    (errors.RateLimited, 429),
-    (errors.DeadlineExceeded, 504),
-    (errors.NotReady, 503),
-    (errors.IntegrityError, 503),
-)
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -36,13 +22,6 @@ _OPENAI_TYPES = {
     404: "not_found_error",
     429: "rate_limit_error",
 }
-
-
-def status_for(exc: errors.StratusError) -> int:
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 500
 
 
 def error_response(request: Request, status: int, message: str, kind: str) -> JSONBody:
@@ -62,6 +41,7 @@ async def _stratus_error(request: Request, exc: Exception) -> JSONBody:
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
     response = error_response(request, status, exc.message, exc.kind)
+    response.headers[KIND_HEADER] = kind_for(exc)
     if isinstance(exc, errors.RateLimited):
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
     return response

@@ -61,6 +61,10 @@ def main(
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind. Default 127.0.0.1 (loopback).")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port. Default 8080.")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="gRPC port (Open Inference Protocol). Default 8081; 0 serves no gRPC."),
+    ] = None,
     home: Annotated[
         Path | None,
         typer.Option(help="Folder for everything the server stores. Default ~/.stratus or STRATUS_HOME."),
@@ -98,6 +102,8 @@ def serve(
                 updates[field] = value.expanduser().resolve()
         if insecure:
             updates["insecure"] = True
+        if grpc_port is not None:
+            updates["grpc_port"] = grpc_port
         if no_auth:
             updates["auth"] = False
         run_server(settings.model_copy(update=updates))

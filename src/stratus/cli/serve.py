@@ -18,6 +18,7 @@ def banner(settings: Settings, bootstrap_key: str | None = None) -> str:
     if settings.host in ("0.0.0.0", "::"):  # noqa: S104 - we only print it
         base = f"{scheme}://127.0.0.1:{settings.port}"
     key_file = settings.resolved_admin_key_file
+    grpc = f"  gRPC:      {base.split('://')[1].rsplit(':', 1)[0]}:{settings.grpc_port}\n" if settings.grpc_port else ""
     if not settings.auth:
         auth = "  auth:      OFF (--no-auth): every request acts as the local admin\n"
         header = ""
@@ -30,7 +31,7 @@ def banner(settings: Settings, bootstrap_key: str | None = None) -> str:
 Stratus is ready at {base}
   home:      {settings.home}
   health:    {base}/v2/health/ready
-{auth}
+{grpc}{auth}
 Predict with curl (Open Inference Protocol / KServe V2):
   curl -s {base}/v2/models/iris/infer -H 'Content-Type: application/json'{header} \\
     -d '{{"inputs":[{{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}}]}}'
@@ -98,6 +99,18 @@ def run_server(settings: Settings) -> None:
         print(banner(settings, platform.bootstrap_key), flush=True)
 
     app = create_app(settings, platform, on_started=announce)
+    if settings.grpc_port:
+        from stratus.grpc.server import address_of, with_grpc
+
+        tls = (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+        # The same lifespan runs both: gRPC starts once the platform has, and stops before it closes.
+        app.router.lifespan_context = with_grpc(
+            app.router.lifespan_context,
+            platform,
+            address_of(settings.host, settings.grpc_port),
+            max_message_bytes=settings.max_request_bytes,
+            tls=tls,
+        )
     uvicorn.run(
         app,
         host=settings.host,

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import threading
 import time
 import weakref
 from collections import deque
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from stratus import errors, tenancy
+from stratus import errors, protocol, tenancy
 from stratus.deploy.http1 import ConnectionFailed, ReplicaConnections
 from stratus.deploy.metrics import DeployMetrics
 from stratus.deploy.replicas import ReplicaProcess
@@ -32,14 +33,6 @@ log = logging.getLogger(__name__)
 REPLICA_WAIT_S = 30.0
 #: Longest a replica may take to answer one request before it counts as gone.
 REQUEST_TIMEOUT_S = 60.0
-_ERRORS_BY_STATUS: dict[int, type[errors.StratusError]] = {
-    400: errors.InvalidInput,
-    404: errors.NotFound,
-    409: errors.Conflict,
-    413: errors.PayloadTooLarge,
-    503: errors.NotReady,
-    504: errors.DeadlineExceeded,
-}
 
 
 #: Failures that are the caller's (bad input), not the version's: a canary is not judged on them.
@@ -59,6 +52,8 @@ class Replica:
     health_failures: int = 0
     started_at: float = field(default_factory=time.monotonic)
     ready_at: float | None = None
+    #: Set when the last request of a draining replica ends (the replica set waits on it to stop it).
+    drained: threading.Event = field(default_factory=threading.Event)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -173,18 +168,17 @@ class ReplicaClient:
         except ConnectionFailed as exc:
             raise ReplicaGone(str(exc)) from None
         if response.status != 200:
-            raise _error_of(response.status, response.body)
+            raise _error_of(response.status, response.body, response.headers.get(protocol.KIND_HEADER.lower()))
         length = response.headers.get("inference-header-content-length")
         return decode_response(response.body, int(length) if length else None)[1]
 
 
-def _error_of(status: int, body: bytes) -> errors.StratusError:
+def _error_of(status: int, body: bytes, kind: str | None) -> errors.StratusError:
     try:
         message = str(orjson.loads(body).get("error", ""))
     except (orjson.JSONDecodeError, AttributeError):
         message = ""
-    kind = _ERRORS_BY_STATUS.get(status, errors.StratusError)
-    return kind(message or f"a replica answered HTTP {status}")
+    return protocol.error_for_status(status, message or f"a replica answered HTTP {status}", kind)
 
 
 @dataclass
@@ -301,5 +295,7 @@ class LiveEndpoint:
                 log.warning("replica %s of %s failed mid-request (%s); retrying once", replica.id, target.label, exc)
             finally:
                 replica.outstanding -= 1
+                if replica.outstanding == 0 and replica.state == "draining":
+                    replica.drained.set()
             replica = await self._replica(target, replica)
         raise AssertionError("unreachable")

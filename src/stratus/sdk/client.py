@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import orjson
 
-from stratus import errors
+from stratus import errors, protocol
 from stratus.sdk.admin import AdminCalls
 from stratus.sdk.endpoints import EndpointCalls
 from stratus.sdk.jobs import Job
@@ -20,21 +20,9 @@ from stratus.types import numpy_dtype, v2_datatype
 
 Tensor = np.ndarray[Any, Any]
 
-_BY_STATUS: dict[int, type[errors.StratusError]] = {
-    400: errors.InvalidInput,
-    401: errors.Unauthenticated,
-    403: errors.Forbidden,
-    404: errors.NotFound,
-    409: errors.Conflict,
-    413: errors.PayloadTooLarge,
-    415: errors.UnsafeFormat,
-    422: errors.InvalidInput,
-    429: errors.RateLimited,
-    503: errors.NotReady,
-}
-
 
 def error_for_response(response: httpx.Response) -> errors.StratusError:
+    """The error kind a server's error response means (stratus.protocol's table), with its message."""
     try:
         body = response.json()
         message = body.get("error", body) if isinstance(body, dict) else body
@@ -42,10 +30,13 @@ def error_for_response(response: httpx.Response) -> errors.StratusError:
             message = message.get("message", str(message))
     except ValueError:
         message = response.text or response.reason_phrase
-    kind = _BY_STATUS.get(response.status_code, errors.StratusError)
-    exc = kind(f"{message} (HTTP {response.status_code})")
-    exc.status_code = response.status_code
-    return exc
+    retry_after = response.headers.get("retry-after")
+    return protocol.error_for_status(
+        response.status_code,
+        f"{message} (HTTP {response.status_code})",
+        response.headers.get(protocol.KIND_HEADER),
+        retry_after_s=float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None,
+    )
 
 
 def _encode_tensor(name: str, array: Tensor) -> dict[str, Any]:
