@@ -1,0 +1,246 @@
+"""The Open Inference Protocol's gRPC service over the data plane: the adapter counterpart of api/v2.py.
+
+Each call passes the same access check as its HTTP route (``POLICY`` mirrors stratus.api.auth's table: the
+API key comes as the metadata ``authorization: Bearer <key>``), runs as the caller's project
+(stratus.tenancy), goes through the same data plane (and so the same metering and metrics, as protocol
+"grpc"), and maps errors through the one table in stratus.protocol. Repository calls are audited like
+their HTTP routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from grpc import aio
+
+from stratus import __version__, tenancy
+from stratus.dataplane import DataPlane
+from stratus.errors import InvalidInput, StratusError
+from stratus.grpc import inference_pb2 as pb
+from stratus.grpc.inference_pb2_grpc import GRPCInferenceServiceServicer
+from stratus.protocol import KIND_METADATA_KEY, grpc_code_for, kind_for, status_for
+from stratus.protocol.v2_grpc import decode_infer_request, fill_infer_response, parameters_of
+from stratus.tenancy import Caller
+
+log = logging.getLogger(__name__)
+
+PUBLIC, READ, PREDICT, MANAGE = "public", "read", "predict", "manage"
+SERVICE = "inference.GRPCInferenceService"
+#: The scope each call needs: the same as its HTTP route in stratus.api.auth.POLICY.
+POLICY: dict[str, str] = {
+    "ServerLive": PUBLIC,
+    "ServerReady": PUBLIC,
+    "ModelReady": READ,
+    "ServerMetadata": READ,
+    "ModelMetadata": READ,
+    "ModelInfer": PREDICT,
+    "RepositoryIndex": READ,
+    "RepositoryModelLoad": MANAGE,
+    "RepositoryModelUnload": MANAGE,
+}
+#: Calls written to the audit log, like the HTTP repository routes (POST under /v2/repository/).
+AUDITED = frozenset({"RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"})
+PLATFORM_NAME = "onnxruntime_onnx"
+EXTENSIONS = ["model_repository"]
+
+
+class Access(Protocol):
+    def authenticate(self, token: str | None, required: str) -> tuple[Caller, float | None]: ...
+    def authorize(
+        self, caller: Caller, key_rps: float | None, required: str, *, counts_items: bool = False
+    ) -> None: ...
+
+
+class Audit(Protocol):
+    def record(
+        self, caller: Caller | None, action: str, target: str, address: str, status: int, detail: str = ""
+    ) -> None: ...
+
+
+class Host(Protocol):
+    """What the service needs from the server it runs in: a Platform, or a single-endpoint host."""
+
+    @property
+    def dataplane(self) -> DataPlane: ...
+    @property
+    def access(self) -> Access: ...
+    @property
+    def audit(self) -> Audit: ...
+    @property
+    def started(self) -> bool: ...
+
+
+Reply = TypeVar("Reply")
+
+
+def bearer_token(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+def _version(ref: str) -> str | None:
+    return ref or None
+
+
+def _repository_version(params: Any, allowed: tuple[str, ...]) -> str | None:
+    """Load/unload take at most a registered version or alias, as over HTTP: model files and configs in
+    the request are refused, a request never makes the server read a location it names."""
+    values = parameters_of(params)
+    unknown = [k for k in values if k not in allowed]
+    if unknown:
+        raise InvalidInput(
+            "only a registered 'version' (number or alias) can be loaded; refusing parameter(s) "
+            + ", ".join(repr(k) for k in unknown)
+            + ": register the model first, then load it by name"
+        )
+    version = values.get("version")
+    return None if version is None else str(version)
+
+
+class InferenceService(GRPCInferenceServiceServicer):
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    async def _call(
+        self, method: str, context: aio.ServicerContext, target: str, work: Callable[[], Awaitable[Reply]]
+    ) -> Reply:
+        required = POLICY[method]
+        host = self.host
+        caller: Caller | None = None
+        failure: BaseException | None = None
+        try:
+            metadata = context.invocation_metadata()
+            caller, key_rps = host.access.authenticate(bearer_token(metadata), required)
+            host.access.authorize(caller, key_rps, required, counts_items=required == PREDICT)
+            tenancy.enter(caller, {str(k): str(v) for k, v in metadata or () if isinstance(v, str)})
+            reply = await work()
+        except Exception as exc:
+            failure = exc
+        if method in AUDITED:
+            status, detail = (200, "") if failure is None else (status_for(failure), _message(failure))
+            await asyncio.to_thread(
+                host.audit.record, caller, f"gRPC {method}", target, context.peer() or "", status, detail
+            )
+        if failure is None:
+            return reply
+        if not isinstance(failure, StratusError):
+            log.error("gRPC %s crashed", method, exc_info=failure)
+        context.set_trailing_metadata(((KIND_METADATA_KEY, kind_for(failure)),))
+        await context.abort(getattr(grpc.StatusCode, grpc_code_for(failure)), _message(failure))
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    # Method names are the service's (gRPC calls them by name).
+    # -- health and metadata ------------------------------------------------------------------------
+
+    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:
+        return await self._call("ServerLive", context, "", _const(pb.ServerLiveResponse(live=True)))
+
+    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:
+        return await self._call("ServerReady", context, "", _const(pb.ServerReadyResponse(ready=self.host.started)))
+
+    async def ServerMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+        reply = pb.ServerMetadataResponse(name="stratus", version=__version__, extensions=EXTENSIONS)
+        return await self._call("ServerMetadata", context, "", _const(reply))
+
+    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def work() -> Any:
+            ready = await self.host.dataplane.is_ready(request.name, _version(request.version))
+            return pb.ModelReadyResponse(ready=ready)
+
+        return await self._call("ModelReady", context, request.name, work)
+
+    async def ModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def work() -> Any:
+            plane = self.host.dataplane
+            version = plane.resolve(request.name, _version(request.version))
+            if request.version:
+                versions = [version.version]
+            else:
+                versions = [v.version for v in plane.versions_of(request.name) if v.status == "active"]
+            signature = version.signature
+            return pb.ModelMetadataResponse(
+                name=request.name,
+                versions=[str(v) for v in versions],
+                platform=PLATFORM_NAME,
+                inputs=[_tensor_metadata(spec) for spec in signature.inputs],
+                outputs=[_tensor_metadata(spec) for spec in signature.outputs],
+            )
+
+        return await self._call("ModelMetadata", context, request.name, work)
+
+    # -- inference ----------------------------------------------------------------------------------
+
+    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def work() -> Any:
+            decoded = decode_infer_request(request)
+            name = request.model_name
+            if not name:
+                raise InvalidInput("model_name is empty")
+            result = await self.host.dataplane.infer(
+                name,
+                _version(request.model_version),
+                decoded.inputs,
+                decoded.outputs,
+                timeout_ms=decoded.timeout_ms,
+                protocol="grpc",
+            )
+            return fill_infer_response(
+                pb.ModelInferResponse(),
+                model_name=name,
+                model_version=str(result.version.version),
+                request_id=decoded.id,
+                outputs=result.outputs,
+                requested=decoded.outputs,
+            )
+
+        return await self._call("ModelInfer", context, request.model_name, work)
+
+    # -- model repository extension -----------------------------------------------------------------
+
+    async def RepositoryIndex(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def work() -> Any:
+            rows = await asyncio.to_thread(self.host.dataplane.repository_index, request.ready)
+            return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
+
+        return await self._call("RepositoryIndex", context, "", work)
+
+    async def RepositoryModelLoad(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def work() -> Any:
+            version = _repository_version(request.parameters, ("version",))
+            await self.host.dataplane.load(request.model_name, version)
+            return pb.RepositoryModelLoadResponse()
+
+        return await self._call("RepositoryModelLoad", context, request.model_name, work)
+
+    async def RepositoryModelUnload(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def work() -> Any:
+            # Triton's client always sends unload_dependents; Stratus models have no dependents to unload.
+            version = _repository_version(request.parameters, ("version", "unload_dependents"))
+            self.host.dataplane.unload(request.model_name, version)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self._call("RepositoryModelUnload", context, request.model_name, work)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, StratusError):
+        return exc.message
+    return "internal server error; see the server log"
+
+
+def _const(reply: Reply) -> Callable[[], Awaitable[Reply]]:
+    async def work() -> Reply:
+        return reply
+
+    return work
+
+
+def _tensor_metadata(spec: Any) -> Any:
+    return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
