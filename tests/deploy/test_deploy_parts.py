@@ -7,7 +7,6 @@ import collections
 import hashlib
 import io
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,9 @@ import kserve_schema
 from onnx_factory import affine_model
 from stratus.cli.endpoints import parse_target, spec_from_options
 from stratus.deploy import bundle
-from stratus.deploy.controller import Controller
 from stratus.deploy.export import docker_context, k8s_manifests, pinned_requirements, write_context
-from stratus.deploy.router import Replica, TargetRuntime, least_outstanding, pick_weighted
-from stratus.deploy.spec import CanarySpec, EndpointSpec, ScalingSpec
+from stratus.deploy.router import Replica, least_outstanding, pick_weighted
+from stratus.deploy.spec import EndpointSpec, ScalingSpec
 from stratus.deploy.wire import decode_response, encode_request
 from stratus.errors import IntegrityError, InvalidInput
 from stratus.registry.records import VersionInfo
@@ -113,17 +111,6 @@ def _version(model: str = "m", number: int = 1, digest: str = "", files: dict[st
         1, model, number, digest, 0, "onnx", signature, {}, {}, {}, None, None, None, "", "active", "healthy", "",
         datetime(2026, 1, 1), (), files or {},
     )  # fmt: skip
-
-
-def test_canary_judge_reads_the_error_rate_and_p99_of_the_window() -> None:
-    target = TargetRuntime(_version(), {})
-    began = time.monotonic()
-    for i in range(100):
-        target.record(i % 10 != 0, 0.002)  # 10% failures
-    assert "error rate 10.0%" in Controller._judge(CanarySpec(max_error_rate=0.05), [target], began)
-    assert Controller._judge(CanarySpec(max_error_rate=0.2), [target], began) == ""
-    assert "p99 latency" in Controller._judge(CanarySpec(max_error_rate=1, max_p99_ms=1), [target], began)
-    assert Controller._judge(CanarySpec(), [target], time.monotonic() + 1) == ""  # nothing in the window
 
 
 # -- replica wire format ---------------------------------------------------------------------------------
