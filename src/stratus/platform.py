@@ -6,14 +6,13 @@ import contextlib
 import ctypes
 import gc
 import logging
-import os
-import uuid
 from pathlib import Path
 
 from stratus.compress.service import CompressionService
 from stratus.dataplane import DataPlane, ServedRequest
 from stratus.deploy import Controller, DeployMetrics, EndpointService, LocalPlacement
 from stratus.errors import Conflict
+from stratus.files import write_private
 from stratus.jobs import JobService
 from stratus.metering import Prices, UsageMeter
 from stratus.registry import RegistryService
@@ -52,19 +51,6 @@ def _return_free_memory() -> None:
     except OSError:  # not glibc: nothing to trim
         return
     libc.malloc_trim(0)
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write a secret atomically into a file only its owner can read (0600 from creation, no window)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class Platform:
@@ -138,7 +124,7 @@ class Platform:
         self.registry.project_id()
         self.bootstrap_key = self.keys.bootstrap_admin()
         if self.bootstrap_key is not None:
-            write_private_file(self.settings.resolved_admin_key_file, self.bootstrap_key + "\n")
+            write_private(self.settings.resolved_admin_key_file, (self.bootstrap_key + "\n").encode())
             log.warning("created the bootstrap admin key; it is in %s", self.settings.resolved_admin_key_file)
         self.usage.start()
         removed = self.registry.collect_garbage()

@@ -126,6 +126,8 @@ class Signature:
 
 
 Tensor = np.ndarray[Any, Any]
+#: The same type where the values are data rather than a request's tensors (datasets, weights, features).
+Array = Tensor
 _LENGTH = struct.Struct("<I")
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from onnx_factory import affine_model
 from stratus.errors import IntegrityError, InvalidInput, StratusError
-from stratus.security.encryption import CHUNK, Keyring, rotate_master_key
+from stratus.security.encryption import CHUNK, Keyring
+from stratus.security.rotation import rotate_master_key
 from stratus.settings import Settings
 from stratus.store import ArtifactStore
 

@@ -93,7 +93,7 @@ def keys_rotate_master(
     """Re-wrap every artifact's data key with a new master key. The data itself is not rewritten."""
     import base64
 
-    from stratus.security.encryption import rotate_master_key
+    from stratus.security.rotation import rotate_master_key
     from stratus.settings import Settings
 
     with reported_errors():

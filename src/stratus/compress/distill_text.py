@@ -14,9 +14,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-Array = np.ndarray[Any, Any]
 Report = Callable[[dict[str, Any]], None]
 TRAIN_MAX_TOKENS = 64
 #: Four of six layers, with int8 on top (the default), measured 2.5-2.9x the teacher's speed. Three layers
@@ -67,7 +64,7 @@ def distill_minilm(parent: Any, params: dict[str, Any], data: Any, request: dict
     import torch
     from tokenizers import Tokenizer
 
-    from stratus.compress.worker import Model, Predictor
+    from stratus.compress.models import Model, Predictor
     from stratus.formats import bert_encoder_to_onnx
 
     torch.manual_seed(0)

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-Array = np.ndarray[Any, Any]
+from stratus.types import Array
+
 Predict = Callable[[Array], Array]
 
 

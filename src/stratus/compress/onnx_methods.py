@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-Array = np.ndarray[Any, Any]
+from stratus.types import Array
+
 Feeds = dict[str, Array]
 #: SmoothQuant's migration strength for transformers, and the peak-to-RMS ratio of a smoothed MatMul input
 #: above which that MatMul stays fp32. Chosen on all-MiniLM-L6-v2 (docs/compression.md): alpha 0.8 was the

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-Array = np.ndarray[Any, Any]
+from stratus.types import Array
+
 Feeds = dict[str, Array]
 
 

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from stratus.training.graph import GraphModel, TrainingGraph
+from stratus.types import Array
 
-Array = np.ndarray[Any, Any]
 Report = Callable[[dict[str, Any]], None]
 PARAMETRIC = (nn.Conv2d, nn.Linear)
 

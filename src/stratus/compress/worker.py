@@ -11,47 +11,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stratus.compress import evaluate
+from stratus.compress.models import Data, Model, Predictor
 from stratus.framing import unpack
 from stratus.training.worker import child_main, report, split
+from stratus.types import Array
 
-Array = np.ndarray[Any, Any]
 ONNX_METHODS = ("quantize-dynamic", "quantize-static", "fp16", "optimize")
 TIMING_ROUNDS = 3
-
-
-@dataclass
-class Data:
-    x_train: Array
-    y_train: Array | None
-    x_test: Array
-    y_test: Array | None
-
-
-@dataclass
-class Model:
-    """A parent or a variant: one ONNX artifact, or a pipeline spec with its files."""
-
-    format: str
-    artifact: bytes
-    files: dict[str, bytes]
-    method: str = "parent"
-    params: dict[str, Any] = field(default_factory=dict)
-    recipe: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    extra_files: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def size_bytes(self) -> int:
-        if self.format == "pipeline":
-            return len(self.artifact) + sum(len(v) for v in self.files.values())
-        return len(self.artifact)
 
 
 def load_data(request: dict[str, Any], bundle: dict[str, bytes]) -> Data:
@@ -82,32 +54,6 @@ def load_data(request: dict[str, Any], bundle: dict[str, bytes]) -> Data:
         np.arange(parsed.rows), parsed.y, source.get("test_split", 0.25), source.get("seed", 0), classify
     )
     return Data(X[train], np.asarray(y_train), X[test], np.asarray(y_test))
-
-
-class Predictor:
-    """Runs a model the way the server would (same session options), on rows of its one input."""
-
-    def __init__(self, model: Model, request: dict[str, Any], threads: int) -> None:
-        self._run: Callable[[Array], Array]
-        if model.format == "pipeline":
-            from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
-
-            runner = PipelineRunner(
-                PipelineSpec.parse(model.artifact), model.files.__getitem__, lambda ref: b"", threads=threads
-            )
-            self._run = lambda rows: runner.run_checked({request["input"]: rows})[request["output"]]
-        else:
-            from stratus.runtime.session import load_session
-
-            session = load_session(model.artifact, threads)
-            self._run = lambda rows: session.run([request["output"]], {request["input"]: rows})[0]
-
-    def __call__(self, rows: Array) -> Array:
-        result: Array = self._run(rows)
-        return result
-
-    def all(self, rows: Array, batch: int = 256) -> Array:
-        return np.concatenate([self(rows[i : i + batch]) for i in range(0, len(rows), batch)])
 
 
 def calibration_feeds(

@@ -15,8 +15,8 @@ import numpy as np
 
 from stratus.errors import ConversionError
 from stratus.formats.onnx_gate import inspect_onnx
-from stratus.formats.verify import Array, compare_outputs, run_onnx, verify_outputs
-from stratus.types import Signature
+from stratus.formats.verify import compare_outputs, run_onnx, verify_outputs
+from stratus.types import Array, Signature
 
 SKLEARN_SAMPLE_ROWS = 32
 ONNX_OPSET = 17

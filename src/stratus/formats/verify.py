@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from stratus.errors import ConversionError
+from stratus.types import Array
 
-Array = np.ndarray[Any, Any]
 _EXACT_KINDS = "biuUSO"  # bool, integer, string and object outputs (labels) must be equal
 
 

@@ -3,7 +3,8 @@
 from stratus.runtime.batching import Batcher, BatchPolicy, take_batch
 from stratus.runtime.config import BatchingConfig, ServingConfig
 from stratus.runtime.pool import LoadedModel, ModelPool, ServedModel
-from stratus.runtime.session import ModelRunner, Tensor, session_options
+from stratus.runtime.session import ModelRunner, session_options
+from stratus.types import Tensor
 
 __all__ = [
     "BatchPolicy",

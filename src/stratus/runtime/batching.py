@@ -14,13 +14,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from stratus.errors import DeadlineExceeded, InvalidInput, NotReady, StratusError
+from stratus.types import Tensor
 
-Tensor = np.ndarray[Any, Any]
 RunFn = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 BatchObserver = Callable[[list[float], int, float], None]
 

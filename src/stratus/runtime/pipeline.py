@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stratus.errors import InvalidInput
 from stratus.runtime.session import (
-    Tensor,
     check_feeds,
     check_output_names,
     load_session,
@@ -29,7 +28,7 @@ from stratus.runtime.session import (
     run_session,
     warm_up_feeds,
 )
-from stratus.types import V2_TO_NUMPY, Signature, TensorSpec
+from stratus.types import V2_TO_NUMPY, Signature, Tensor, TensorSpec
 
 # Tokenizers' own thread pool spins on the same cores ONNX Runtime needs; batches here are small enough
 # to tokenize on one thread. Measured: minilm at concurrency 32 went from ~450 to ~510 requests/s.

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from stratus.runtime.batching import Batcher, BatchObserver
 from stratus.runtime.config import ServingConfig
-from stratus.runtime.session import Runner, Tensor
+from stratus.runtime.session import Runner
+from stratus.types import Tensor
 
 #: Builds one runner (one instance) with the given intra-op thread count.
 RunnerFactory = Callable[[int], Runner]

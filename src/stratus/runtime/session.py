@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
 from stratus.errors import InvalidInput, StratusError
-from stratus.types import V2_TO_NUMPY, Signature, v2_datatype
-
-Tensor = np.ndarray[Any, Any]
+from stratus.types import V2_TO_NUMPY, Signature, Tensor, v2_datatype
 
 
 def session_options(threads: int) -> ort.SessionOptions:

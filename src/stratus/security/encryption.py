@@ -9,15 +9,14 @@ another blob) and kept in a small sidecar file. Rotating the master key rewrites
 The master key comes from ``STRATUS_MASTER_KEY`` or a 0600 key file (default HOME/master.key, created on
 first start). During a rotation the old key is kept as ``<key file>.previous`` until every sidecar is
 re-wrapped, so a crash at any point leaves every blob readable, and running the rotation again finishes it.
+The rotation itself orchestrates the artifact store, so it lives above it (stratus.security.rotation).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import secrets
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from stratus.errors import IntegrityError, InvalidInput, StratusError
+from stratus.errors import IntegrityError, StratusError
+from stratus.files import write_private
 
 if TYPE_CHECKING:
     from stratus.settings import Settings
@@ -43,7 +43,7 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"stratus-master-key-id" + key).hexdigest()[:16]
 
 
-def _decode_key(text: str, where: str) -> bytes:
+def decode_key(text: str, where: str) -> bytes:
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except ValueError:
@@ -53,30 +53,13 @@ def _decode_key(text: str, where: str) -> bytes:
     return key
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, readable by the owner only from the first byte."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _read_key_file(path: Path) -> bytes:
+def read_key_file(path: Path) -> bytes:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise StratusError(
             f"master key file {path.name} must be readable by its owner only (chmod 600); it is {oct(mode)}"
         )
-    return _decode_key(path.read_text(), path.name)
+    return decode_key(path.read_text(), path.name)
 
 
 class Keyring:
@@ -95,21 +78,13 @@ class Keyring:
     def from_settings(cls, settings: Settings) -> Keyring:
         path = settings.resolved_master_key_file
         previous_path = path.with_name(path.name + ".previous")
-        previous = [_read_key_file(previous_path)] if previous_path.exists() else []
+        previous = [read_key_file(previous_path)] if previous_path.exists() else []
         if settings.master_key is not None:
-            return cls(_decode_key(settings.master_key.get_secret_value(), "STRATUS_MASTER_KEY"), previous)
+            return cls(decode_key(settings.master_key.get_secret_value(), "STRATUS_MASTER_KEY"), previous)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process created it first
-                return cls(_read_key_file(path), previous)
-            try:
-                os.write(fd, base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return cls(_read_key_file(path), previous)
+            # Created only if absent: when another process got there first, its key is the one.
+            write_private(path, base64.b64encode(secrets.token_bytes(KEY_BYTES)) + b"\n", replace=False)
+        return cls(read_key_file(path), previous)
 
     def wrap(self, dek: bytes, digest: str) -> bytes:
         nonce = secrets.token_bytes(12)
@@ -198,38 +173,3 @@ def open_sealed(source: BinaryIO, dek: bytes, digest: str) -> Iterator[bytes]:
         if last:
             return
         current, index = following, index + 1
-
-
-def rotate_master_key(settings: Settings, new_key: bytes | None = None) -> int:
-    """Re-wrap every data key under a new master key; the blobs are not rewritten. Returns the count.
-
-    With a key file: the old key is saved as ``<file>.previous``, the new key (given, or generated) becomes
-    the file, every sidecar is re-wrapped, and the previous file is removed. A crash leaves both keys on
-    disk; running this again (with no new key) completes the same rotation. With STRATUS_MASTER_KEY the new
-    key must be given, and the variable must be set to it before the next start. Run it with the server
-    stopped: a running server keeps the key it started with.
-    """
-    from stratus.store.artifacts import ArtifactStore
-
-    if new_key is not None and len(new_key) != KEY_BYTES:
-        raise InvalidInput(f"a master key is {KEY_BYTES} bytes (base64 in the file), not {len(new_key)}")
-    path = settings.resolved_master_key_file
-    previous_path = path.with_name(path.name + ".previous")
-    if settings.master_key is not None:
-        if new_key is None:
-            raise InvalidInput("the master key comes from STRATUS_MASTER_KEY: give the new key with --new-key-file")
-        old = _decode_key(settings.master_key.get_secret_value(), "STRATUS_MASTER_KEY")
-        keyring = Keyring(new_key, [old])
-    else:
-        current = Keyring.from_settings(settings).current
-        if previous_path.exists() and new_key is None:
-            keyring = Keyring(current, [_read_key_file(previous_path)])  # finish an interrupted rotation
-        else:
-            if not previous_path.exists():
-                _write_private(previous_path, base64.b64encode(current) + b"\n")
-            fresh = new_key or secrets.token_bytes(KEY_BYTES)
-            _write_private(path, base64.b64encode(fresh) + b"\n")
-            keyring = Keyring(fresh, [_read_key_file(previous_path), current])
-    count = ArtifactStore(settings.artifact_dir, keyring).rewrap_all()
-    previous_path.unlink(missing_ok=True)
-    return count

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import threading
@@ -25,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 
 from stratus.errors import Conflict, InvalidInput, NotFound, StratusError, Unauthenticated
+from stratus.files import write_private
 from stratus.store import Database
 from stratus.store.tables import ApiKey, Project, utcnow
 from stratus.tenancy import DEFAULT_PROJECT, Caller
@@ -64,24 +64,16 @@ def check_project_name(name: str) -> str:
 
 def load_or_create_secret_file(path: Path, size: int = 32) -> bytes:
     """A random secret kept in a file only its owner can read. Refuses a file others can read."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise StratusError(
-                f"{path.name} must be readable by its owner only (chmod 600); it is {oct(mode)}"
-            ) from None
-        data = path.read_bytes()
-        if len(data) != size:
-            raise StratusError(f"{path.name} is damaged: expected {size} bytes, found {len(data)}") from None
-        return data
     data = secrets.token_bytes(size)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if not path.exists() and write_private(path, data, replace=False):
+        return data
+    # It exists (or another process created it a moment ago): that one is the secret.
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise StratusError(f"{path.name} must be readable by its owner only (chmod 600); it is {oct(mode)}")
+    data = path.read_bytes()
+    if len(data) != size:
+        raise StratusError(f"{path.name} is damaged: expected {size} bytes, found {len(data)}")
     return data
 
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from stratus.errors import InvalidInput
 from stratus.training.archive import read_zip
+from stratus.types import Array
 
-Array = np.ndarray[Any, Any]
 Format = Literal["csv", "npz", "images"]
 BUILTINS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 MAX_CLASSES_FOR_INTEGER_TARGET = 50

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-Array = np.ndarray[Any, Any]
+from stratus.types import Array
 
 
 def classification_metrics(y_true: Array, y_pred: Array, classes: list[str]) -> dict[str, Any]:

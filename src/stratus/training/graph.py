@@ -20,12 +20,11 @@ from torch import nn
 
 from stratus.errors import InvalidInput
 from stratus.training.params import GRAPH_FILE, WEIGHTS_FILE
+from stratus.types import Array
 
 GRAPH_FORMAT = 1
 #: Upper bound on a stored graph's tensors, so a crafted NPZ cannot make the child allocate without limit.
 MAX_WEIGHT_BYTES = 512 << 20
-
-Array = np.ndarray[Any, Any]
 
 
 def _layer_spec(layer: nn.Module) -> dict[str, Any]:

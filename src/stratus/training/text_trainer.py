@@ -15,8 +15,7 @@ from torch import nn
 
 from stratus.training.params import TrainParams
 from stratus.training.torch_trainers import init_weights, run_epochs
-
-Array = np.ndarray[Any, Any]
+from stratus.types import Array
 
 
 class BagOfWords(nn.Module):

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from stratus.training.params import TrainParams
+from stratus.types import Array
 
-Array = np.ndarray[Any, Any]
 Report = Callable[[dict[str, Any]], None]
 
 
