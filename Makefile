@@ -14,9 +14,12 @@ $(BIN)/python:
 
 # Reinstall only when the dependency lists change; constraints.txt pins every version (torch==2.13.0, CPU build).
 # The kserve wheel is only downloaded: the tests read KServe's API types from it (tests/kserve_schema.py).
+# Then the sample models are built once into the per-user cache every home shares (~/.cache/stratus/samples/KEY,
+# see src/stratus/samples/cache.py); a new home only imports them. A no-op when that cache is already there.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,dev]"
 	$(BIN)/python -m pip download --quiet --no-deps -c constraints.txt -d $(VENV)/wheels kserve
+	$(BIN)/python -m stratus.samples
 	@touch $(STAMP)
 
 install: $(STAMP)

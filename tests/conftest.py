@@ -34,12 +34,13 @@ def scaled(seconds: float) -> float:
 
 
 @pytest.fixture(scope="session")
-def sample_cache(pytestconfig: pytest.Config) -> Path:
-    """The samples are built once (in a child process) and reused; pytest's cache keeps them across runs,
-    and ensure_samples re-verifies every checksum, rebuilding when anything is off."""
+def sample_cache() -> Path:
+    """The machine's shared sample cache, the one `make install` fills and every home imports from
+    (STRATUS_SAMPLE_CACHE_DIR overrides it, as for the server). ensure_samples re-verifies every checksum and
+    builds only when the cache is missing or off, under a file lock: parallel workers share one build."""
     from stratus.samples import ensure_samples
 
-    cache = Path(pytestconfig.cache.mkdir("stratus-samples"))
+    cache = Settings().resolved_sample_cache_dir
     ensure_samples(cache)
     return cache
 

@@ -25,6 +25,7 @@ from stratus.security.masking import PayloadLog
 from stratus.settings import Settings
 from stratus.store import ArtifactStore, Database
 from stratus.training import DatasetService
+from stratus.types import Signature
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +167,12 @@ class Platform:
                 "tags": dict(sample.tags),
                 "config": dict(sample.config),
             }
+            data, files = sample.read()
+            # Imported, not re-checked: ensure_samples verified every checksum, and the builder ran the
+            # upload gate once for the whole machine. The bytes are sealed into this home's store here.
+            signature = Signature.from_dict(sample.signature)
             with contextlib.suppress(Conflict):  # registered by a concurrent start on the same home
-                if sample.format == "pipeline":
-                    files = {name: path.read_bytes() for name, path in sample.files.items()}
-                    self.registry.register_pipeline(sample.name, sample.path.read_bytes(), files, **meta)
-                else:
-                    files = {name: path.read_bytes() for name, path in sample.files.items()}
-                    self.registry.register_onnx(sample.name, sample.path.read_bytes(), files=files, **meta)
+                self.registry.import_verified(sample.name, data, sample.format, signature, files, **meta)
             log.info("registered bundled sample model %r", sample.name)
         marker.write_text("samples registered; delete this file to register missing samples again\n")
 

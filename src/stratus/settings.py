@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     samples: bool = Field(default=True, description="Register the bundled sample models (iris, digits) on first start.")
     sample_cache_dir: Path | None = Field(
         default=None,
-        description="Where built sample models are cached. Default: HOME/cache/samples.",
+        description="Where built sample models are cached, shared by every home. Default: "
+        "~/.cache/stratus/samples/KEY (under XDG_CACHE_HOME if set), KEY naming the versions they are built from.",
     )
     intra_op_threads: int = Field(
         default_factory=_default_threads,
@@ -193,4 +194,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_sample_cache_dir(self) -> Path:
-        return self.sample_cache_dir or self.home / "cache" / "samples"
+        if self.sample_cache_dir is not None:
+            return self.sample_cache_dir
+        from stratus.samples.cache import default_cache_dir
+
+        return default_cache_dir()

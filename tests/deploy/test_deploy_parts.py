@@ -9,7 +9,6 @@ import io
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
@@ -22,7 +21,6 @@ from stratus.deploy import bundle
 from stratus.deploy.export import docker_context, k8s_manifests, pinned_requirements, write_context
 from stratus.deploy.router import Replica, least_outstanding, pick_weighted
 from stratus.deploy.spec import EndpointSpec, ScalingSpec
-from stratus.deploy.wire import decode_response, encode_request
 from stratus.errors import IntegrityError, InvalidInput
 from stratus.registry.records import VersionInfo
 from stratus.sdk.endpoints import extract_tar_gz
@@ -111,32 +109,6 @@ def _version(model: str = "m", number: int = 1, digest: str = "", files: dict[st
         1, model, number, digest, 0, "onnx", signature, {}, {}, {}, None, None, None, "", "active", "healthy", "",
         datetime(2026, 1, 1), (), files or {},
     )  # fmt: skip
-
-
-# -- replica wire format ---------------------------------------------------------------------------------
-
-
-def test_wire_round_trip_numbers_and_strings() -> None:
-    from stratus.api import codec_v2
-
-    inputs = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.array([b"a", "b\xe9".encode()], dtype=object)}
-    body, length = encode_request(inputs, ["y", "t"])
-    decoded = codec_v2.decode_infer_request(body, length)
-    assert np.array_equal(decoded.inputs["x"], inputs["x"]) and list(decoded.inputs["s"]) == list(inputs["s"])
-    assert decoded.binary_output and [o.name for o in decoded.outputs or []] == ["y", "t"]
-    assert "timeout" not in decoded.parameters
-    assert codec_v2.decode_infer_request(*encode_request(inputs, None, 2.5)).parameters["timeout"] == 2500
-    outputs = {"y": np.array([[1.5, 2.5]], dtype=np.float32), "t": np.array([b"ok"], dtype=object)}
-    response, header = codec_v2.encode_infer_response(
-        model_name="m", model_version="3", request_id=None, outputs=outputs, requested=decoded
-    )
-    version, back = decode_response(response, header)
-    assert version == "3" and np.array_equal(back["y"], outputs["y"]) and list(back["t"]) == [b"ok"]
-    json_body, none = codec_v2.encode_infer_response(
-        model_name="m", model_version="4", request_id=None, outputs=outputs, requested=None
-    )
-    version, back = decode_response(json_body, none)
-    assert version == "4" and back["y"].dtype == np.float32 and list(back["t"]) == [b"ok"]
 
 
 # -- bundles ---------------------------------------------------------------------------------------------

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import LiveServer, run_cli
+from conftest import LiveServer, run_cli, scaled
 from onnx_factory import affine_model
 
 pytestmark = pytest.mark.slow
@@ -78,3 +81,33 @@ def test_delete_asks_and_deletes(live_server: LiveServer, tmp_path: Path) -> Non
     assert out.returncode == 1
     run_cli("models", "delete", "to-delete", "--yes", url=live_server.url)
     assert live_server.get(f"{live_server.url}/api/v1/models/to-delete").status_code == 404
+
+
+#: What a command-line call must not pay for unless its command needs it (issue #14: the CLI took 2 s).
+HEAVY = ("numpy", "onnx", "onnxruntime", "sqlalchemy", "fastapi", "uvicorn", "torch", "sklearn")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["models", "--help"],
+        ["models", "list"],
+        ["predict", "iris", "--data", "[[5.1, 3.5, 1.4, 0.2]]", "--json"],
+        ["jobs", "list"],
+    ],
+    ids=["help", "models-help", "models-list", "predict", "jobs-list"],
+)
+def test_a_command_imports_only_what_it_needs(live_server: LiveServer, args: list[str]) -> None:
+    # The console script's entry point, run in a fresh interpreter that then reports what got imported.
+    code = (
+        "import sys\nfrom stratus.cli import main\nsys.argv = ['stratus', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\nelse:\n    code = 0\n"
+        f"print('IMPORTED', sorted(m for m in {HEAVY!r} if m in sys.modules), code)\n"
+    )
+    env = {**os.environ, "STRATUS_URL": live_server.url, "STRATUS_HOME": str(live_server.home)}
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=scaled(60)
+    )
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == "IMPORTED [] 0", f"{last}\n{result.stderr}"

@@ -10,15 +10,9 @@ import orjson
 import pytest
 import tritonclient.http as triton
 
-from stratus.api.codec_v2 import (
-    InferRequest,
-    RequestedOutput,
-    decode_bytes_tensor,
-    decode_infer_request,
-    encode_bytes_tensor,
-    encode_infer_response,
-)
 from stratus.errors import InvalidInput
+from stratus.protocol import InferRequest, RequestedOutput, decode_infer_request, encode_infer_response
+from stratus.types import decode_bytes_tensor, encode_bytes_tensor
 
 # One tensor per datatype, with each type's extremes where it has them; shape (2, 3).
 SAMPLES: dict[str, np.ndarray[Any, Any]] = {
@@ -535,5 +529,9 @@ def test_malformed_binary_bytes(raw: bytes, count: int, expected: str) -> None:
 
 
 def test_huge_bytes_shape_fails_fast() -> None:
-    header = _binary_header(_bin("text", "BYTES", [2**40], 4))
+    # Within the element bound, the data running out stops the decoder (the loop is bounded by the buffer)...
+    header = _binary_header(_bin("text", "BYTES", [2**25], 4))
     assert "input 'text': binary BYTES data ends after 1 of" in decode_error(header + bytes(4), len(header))
+    # ...and beyond it, the declared shape alone is refused before anything is read or allocated.
+    header = _binary_header(_bin("text", "BYTES", [2**40], 4))
+    assert "input 'text': shape [1099511627776] is too large" in decode_error(header + bytes(4), len(header))

@@ -16,6 +16,7 @@ from stratus.api.fastlane import FastLane
 from stratus.api.hosts import HostCheck, allowed_host_values
 from stratus.api.limits import BodySizeLimit
 from stratus.platform import Platform
+from stratus.protocol import TensorLimits
 from stratus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.platform = plat
+    app.state.tensor_limits = TensorLimits.for_request_bytes(settings.max_request_bytes)
     install_error_handlers(app)
 
     def limit_for(path: str) -> int:

@@ -19,6 +19,7 @@ from stratus.api.limits import BodySizeLimit
 from stratus.dataplane import DataPlane
 from stratus.deploy.bundle import BundleCatalog
 from stratus.deploy.local import BundledEndpoint
+from stratus.protocol import TensorLimits
 from stratus.security.access import SingleKeyAccess
 
 
@@ -66,6 +67,7 @@ def create_endpoint_app(
         redoc_url=None,
     )
     app.state.platform = host
+    app.state.tensor_limits = TensorLimits.for_request_bytes(max_request_bytes)
     install_error_handlers(app)
     app.add_middleware(FastLane, routers=INFERENCE_ROUTERS)
     app.add_middleware(BodySizeLimit, limit_for=lambda _path: max_request_bytes)

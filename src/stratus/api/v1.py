@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from stratus.api import codec_v1
+from stratus import protocol
 from stratus.api.auth import ScopedRoute
 from stratus.api.deps import dataplane
 from stratus.api.responses import JSONBody
+from stratus.api.v2 import tensor_limits
 
 router = APIRouter(tags=["v1"], route_class=ScopedRoute)
 
@@ -29,9 +30,9 @@ _PREDICT_BODY = {
 async def _predict(request: Request, name: str, version: str | None) -> Response:
     plane = dataplane(request)
     target = plane.resolve(name, version)
-    inputs = codec_v1.decode_predict_request(await request.body(), target.signature)
+    inputs = protocol.decode_predict_request(await request.body(), target.signature, tensor_limits(request))
     result = await plane.infer(name, version, inputs, protocol="v1")
-    return Response(codec_v1.encode_predictions(result.outputs), media_type="application/json")
+    return Response(protocol.encode_predictions(result.outputs), media_type="application/json")
 
 
 def _status(request: Request, name: str, version: str | None) -> JSONBody:

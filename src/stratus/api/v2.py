@@ -7,11 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from stratus import __version__
-from stratus.api import codec_v2
+from stratus import __version__, protocol
 from stratus.api.auth import ScopedRoute
 from stratus.api.deps import dataplane, platform
-from stratus.api.json_body import json_object
 from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput
 from stratus.registry import VersionInfo
@@ -40,33 +38,20 @@ def _metadata(name: str, version: VersionInfo, versions: list[int]) -> dict[str,
     }
 
 
-def _header_length(request: Request) -> int | None:
-    raw = request.headers.get("inference-header-content-length")
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {raw!r}") from None
-
-
-def _timeout_ms(parameters: dict[str, Any]) -> float | None:
-    """Triton's request parameter ``timeout``, in microseconds: how long the request may wait to run."""
-    raw = parameters.get("timeout")
-    if raw is None:
-        return None
-    if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
-        raise InvalidInput("parameter 'timeout' must be a positive integer number of microseconds")
-    return raw / 1000.0
+def tensor_limits(request: Request) -> protocol.TensorLimits:
+    """The bounds of decoded tensors, which the app sets from its body size limit (app.state.tensor_limits)."""
+    limits = getattr(request.app.state, "tensor_limits", None)
+    return limits if isinstance(limits, protocol.TensorLimits) else protocol.DEFAULT_LIMITS
 
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
-    decoded = codec_v2.decode_infer_request(await request.body(), _header_length(request))
+    header_length = protocol.parse_header_length(request.headers.get("inference-header-content-length"))
+    decoded = protocol.decode_infer_request(await request.body(), header_length, tensor_limits(request))
     wanted = [o.name for o in decoded.outputs] if decoded.outputs else None
     result = await dataplane(request).infer(
-        name, version, decoded.inputs, wanted, timeout_ms=_timeout_ms(decoded.parameters), protocol="v2"
+        name, version, decoded.inputs, wanted, timeout_ms=decoded.timeout_ms, protocol="v2"
     )
-    body, json_length = codec_v2.encode_infer_response(
+    body, json_length = protocol.encode_infer_response(
         model_name=name,
         model_version=str(result.version.version),
         request_id=decoded.id,
@@ -153,7 +138,7 @@ _REPOSITORY_BODY = {
 
 async def _json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
-    return json_object(raw) if raw.strip() else {}
+    return protocol.json_object(raw) if raw.strip() else {}
 
 
 def _version_parameter(body: dict[str, Any], allowed: tuple[str, ...] = ("version",)) -> str | None:

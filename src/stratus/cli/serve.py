@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from stratus.api.hosts import is_loopback
 from stratus.errors import InvalidInput
-from stratus.settings import Settings
+
+if TYPE_CHECKING:
+    # Imported where used: every CLI command loads this module, and the server's packages (stratus.api
+    # pulls in FastAPI, SQLAlchemy, ONNX Runtime) would cost each `stratus ...` call a second.
+    from stratus.settings import Settings
 
 
 def banner(settings: Settings, bootstrap_key: str | None = None) -> str:
@@ -50,6 +54,8 @@ def check_exposure(settings: Settings, console: Console) -> None:
     and read artifacts: the hole behind ShellTorch and ShadowRay. With keys on, a network bind is fine,
     though without TLS the keys cross the network in clear, which is worth a warning.
     """
+    from stratus.api.hosts import is_loopback
+
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise InvalidInput("--tls-cert and --tls-key go together: give both or neither")
     for path in (settings.tls_cert, settings.tls_key):
@@ -88,7 +94,10 @@ def run_server(settings: Settings) -> None:
     scheme = "https" if settings.tls_cert else "http"
     console.print(f"Starting Stratus on {scheme}://{settings.host}:{settings.port} (home: {settings.home})")
     if settings.samples and not (settings.home / ".samples-registered").exists():
-        console.print("First start: building the bundled sample models (cached for later starts)...")
+        console.print(
+            "First start of this home: registering the bundled sample models from "
+            f"{settings.resolved_sample_cache_dir} (built there first if missing; every home shares it)..."
+        )
 
     from stratus.platform import Platform
 
@@ -127,6 +136,8 @@ def run_server(settings: Settings) -> None:
 def settings_for(
     host: str | None, port: int | None, home: Path | None, samples: bool | None, log_level: str | None
 ) -> Settings:
+    from stratus.settings import Settings
+
     overrides: dict[str, object] = {}
     for key, value in (
         ("host", host),

@@ -23,7 +23,6 @@ from stratus import errors, protocol, tenancy
 from stratus.deploy.http1 import ConnectionFailed, ReplicaConnections
 from stratus.deploy.metrics import DeployMetrics
 from stratus.deploy.replicas import ReplicaProcess
-from stratus.deploy.wire import decode_response, encode_request
 from stratus.registry.records import VersionInfo
 from stratus.types import Tensor
 
@@ -156,11 +155,12 @@ class ReplicaClient:
         outputs: list[str] | None,
         timeout_ms: float | None = None,
     ) -> dict[str, Tensor]:
-        body, header_length = encode_request(inputs, outputs, timeout_ms)
+        # Every input and output travels as raw little-endian bytes after a small JSON header.
+        body, header_length = protocol.encode_infer_request(inputs, outputs=outputs, timeout_ms=timeout_ms)
         path = f"/v2/models/{version.model}/versions/{version.version}/infer"
         headers = {
-            "Inference-Header-Content-Length": str(header_length),
-            "Content-Type": "application/octet-stream",
+            protocol.HEADER_LENGTH_HEADER: str(header_length),
+            "Content-Type": protocol.BINARY_CONTENT_TYPE,
             "Authorization": f"Bearer {replica.process.token}",
         }
         try:
@@ -169,8 +169,8 @@ class ReplicaClient:
             raise ReplicaGone(str(exc)) from None
         if response.status != 200:
             raise _error_of(response.status, response.body, response.headers.get(protocol.KIND_HEADER.lower()))
-        length = response.headers.get("inference-header-content-length")
-        return decode_response(response.body, int(length) if length else None)[1]
+        length = protocol.parse_header_length(response.headers.get(protocol.HEADER_LENGTH_HEADER.lower()))
+        return protocol.decode_infer_response(response.body, length).outputs
 
 
 def _error_of(status: int, body: bytes, kind: str | None) -> errors.StratusError:

@@ -1,4 +1,8 @@
-"""The bundled sample models, built at most once (in a child process) and cached."""
+"""The bundled sample models, built at most once per machine (in a child process) and cached.
+
+The cache is shared by every home of the user (see samples/cache.py); a home registers the samples from it,
+sealing them into its own artifact store like any upload.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from stratus.errors import StratusError
 
 MANIFEST = "manifest.json"
 #: Bump when what the builder produces changes, so caches built by an older Stratus are rebuilt.
-BUILD_FORMAT = 3
+BUILD_FORMAT = 4
 
 
 class SampleBuildError(StratusError):
@@ -38,6 +42,21 @@ class SampleModel:
     config: dict[str, Any] = field(default_factory=dict)
     #: Further files of the version (a pipeline's encoder and tokenizer), by the name the spec uses.
     files: dict[str, Path] = field(default_factory=dict)
+    #: The version's signature, read by the upload gate at build time (Signature.to_dict()).
+    signature: dict[str, Any] = field(default_factory=dict)
+    file_sha256: dict[str, str] = field(default_factory=dict)
+
+    def read(self) -> tuple[bytes, dict[str, bytes]]:
+        """The model's bytes and its files' bytes, checked against the manifest: the bytes registered are the
+        bytes verified, even if the cache changed since load_manifest looked."""
+        data = self.path.read_bytes()
+        files = {name: path.read_bytes() for name, path in self.files.items()}
+        expected = {self.path.name: self.sha256, **{self.files[n].name: d for n, d in self.file_sha256.items()}}
+        actual = {self.path.name: data, **{self.files[n].name: c for n, c in files.items()}}
+        for file_name, content in actual.items():
+            if hashlib.sha256(content).hexdigest() != expected.get(file_name):
+                raise SampleBuildError(f"sample file {file_name} changed since it was verified; start again")
+        return data, files
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,8 @@ def load_manifest(cache_dir: Path) -> SampleManifest | None:
                     format=entry.get("format", "onnx"),
                     config=entry.get("config", {}),
                     files=files,
+                    signature=entry["signature"],
+                    file_sha256=dict(entry.get("file_sha256", {})),
                 )
             )
         return SampleManifest(stratus_version=raw["stratus_version"], models=tuple(models))
@@ -92,7 +113,9 @@ def load_manifest(cache_dir: Path) -> SampleManifest | None:
 
 
 def ensure_samples(cache_dir: Path, *, timeout_s: float = 900) -> SampleManifest:
-    """Return the samples in ``cache_dir``, building them first in a child process if needed."""
+    """Return the samples in ``cache_dir``, building them first in a child process if needed.
+
+    Under an exclusive file lock: homes and test workers starting together share one build."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(cache_dir)
     if manifest is not None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from stratus import __version__
 from stratus.samples import BUILD_FORMAT, MANIFEST
+from stratus.samples.cache import built_from
 
 DIGITS_EPOCHS = 40
 
@@ -247,6 +248,22 @@ def build_minilm(out: Path) -> dict[str, Any]:
 SAMPLE_BUILDERS: tuple[Callable[[Path], dict[str, Any]], ...] = (build_iris, build_digits, build_minilm)
 
 
+def _gate(out: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Run every ONNX file through the same gate as an upload, here once per installation, and return the
+    version's signature: a home then imports the sample without repeating the checks (seconds per home)."""
+    from stratus.formats import inspect_onnx
+    from stratus.runtime.pipeline import PipelineSpec
+
+    files = {name: (out / file).read_bytes() for name, file in entry.get("files", {}).items()}
+    for name, content in files.items():
+        if name.endswith(".onnx"):
+            inspect_onnx(content, name)
+    main = (out / entry["file"]).read_bytes()
+    if entry.get("format", "onnx") == "pipeline":
+        return PipelineSpec.parse(main).signature().to_dict()
+    return inspect_onnx(main, entry["file"]).signature.to_dict()
+
+
 def build(out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
@@ -254,13 +271,15 @@ def build(out: Path) -> dict[str, Any]:
     for builder in SAMPLE_BUILDERS:
         started = time.monotonic()
         entry = builder(out)
+        entry["signature"] = _gate(out, entry)
         entry["sha256"] = hashlib.sha256((out / entry["file"]).read_bytes()).hexdigest()
         entry["file_sha256"] = {
             name: hashlib.sha256((out / file).read_bytes()).hexdigest() for name, file in entry.get("files", {}).items()
         }
         entry["build_seconds"] = round(time.monotonic() - started, 2)
         models.append(entry)
-    manifest = {"format": BUILD_FORMAT, "stratus_version": __version__, "models": models}
+    # What the cache key was computed from, so a person can tell which upgrade a cache directory predates.
+    manifest = {"format": BUILD_FORMAT, "stratus_version": __version__, "built_from": built_from(), "models": models}
     write_atomically(out / MANIFEST, json.dumps(manifest, indent=2).encode())
     return manifest
 

@@ -16,7 +16,6 @@ from stratus import errors, protocol
 from stratus.sdk.admin import AdminCalls
 from stratus.sdk.endpoints import EndpointCalls
 from stratus.sdk.jobs import Job
-from stratus.types import numpy_dtype, v2_datatype
 
 Tensor = np.ndarray[Any, Any]
 
@@ -37,21 +36,6 @@ def error_for_response(response: httpx.Response) -> errors.StratusError:
         response.headers.get(protocol.KIND_HEADER),
         retry_after_s=float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None,
     )
-
-
-def _encode_tensor(name: str, array: Tensor) -> dict[str, Any]:
-    array = np.asarray(array)
-    datatype = v2_datatype(array.dtype)
-    if datatype == "BYTES":
-        data: list[Any] = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
-    else:
-        data = array.ravel().tolist()
-    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}
-
-
-def _decode_tensor(output: dict[str, Any]) -> Tensor:
-    dtype = numpy_dtype(output["datatype"])
-    return np.asarray(output["data"], dtype=dtype).reshape(output["shape"])
 
 
 def discover_api_key() -> str | None:
@@ -333,28 +317,46 @@ class Client(AdminCalls, EndpointCalls):
         inputs: dict[str, Any] | Any,
         version: int | str | None = None,
         outputs: list[str] | None = None,
+        *,
+        binary: bool = True,
     ) -> dict[str, Tensor]:
         """Run the model on array-likes: a dict by input name, or one array for a one-input model.
 
         Values are converted to the datatypes the model declares, so plain lists and float64 arrays work.
+        ``binary`` (the default) sends the tensors as raw bytes (Triton's binary tensor extension) and asks
+        for the outputs the same way: no number formatting and parsing on either side, the faster choice
+        at every size measured (docs/benchmarks.md). ``binary=False`` sends plain V2 JSON. String outputs
+        come back as ``bytes`` either way.
         """
+        import numpy as np
+
+        from stratus import protocol
+        from stratus.types import numpy_dtype
+
         specs = {spec["name"]: spec for spec in self._input_specs(name, version)}
         if not isinstance(inputs, dict):
             if len(specs) != 1:
                 raise errors.InvalidInput(f"model {name!r} has inputs {list(specs)}; pass a dict keyed by input name")
             inputs = {next(iter(specs)): inputs}
-        tensors = []
+        tensors: dict[str, Tensor] = {}
         for key, value in inputs.items():
             array = np.asarray(value)
             spec = specs.get(key)
             if spec is not None and spec["datatype"] != "BYTES" and array.dtype.kind in "biuf":
                 array = array.astype(numpy_dtype(spec["datatype"]), copy=False)
-            tensors.append(_encode_tensor(key, array))
-        body: dict[str, Any] = {"inputs": tensors}
-        if outputs:
-            body["outputs"] = [{"name": o} for o in outputs]
-        response = self.infer(name, body, version)
-        return {out["name"]: _decode_tensor(out) for out in response["outputs"]}
+            tensors[key] = array
+        body, header_length = protocol.encode_infer_request(
+            tensors, outputs=outputs, binary_inputs=binary, binary_outputs=binary
+        )
+        headers = {"Content-Type": protocol.JSON_CONTENT_TYPE}
+        if header_length is not None:
+            headers = {"Content-Type": protocol.BINARY_CONTENT_TYPE, protocol.HEADER_LENGTH_HEADER: str(header_length)}
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version is not None else "") + "/infer"
+        response = self.request("POST", path, content=body, headers=headers)
+        length = protocol.parse_header_length(response.headers.get(protocol.HEADER_LENGTH_HEADER))
+        decoded = protocol.decode_infer_response(response.content, length)
+        # Binary outputs are read-only views of the response body; what predict returns is the caller's.
+        return {key: a if a.flags.writeable else a.copy() for key, a in decoded.outputs.items()}
 
 
 def _convert(model: Any, sample_input: Any) -> Any:

@@ -8,30 +8,34 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stratus.api.json_body import json_object
 from stratus.errors import InvalidInput
-from stratus.runtime import Tensor
-from stratus.types import Signature, TensorSpec, numpy_dtype
+from stratus.protocol._bounds import DEFAULT_LIMITS, TensorLimits, check_shape
+from stratus.protocol._json import json_object
+from stratus.types import Signature, Tensor, TensorSpec, numpy_dtype
 
 
-def _to_tensor(spec: TensorSpec, value: Any, where: str) -> Tensor:
+def _to_tensor(spec: TensorSpec, value: Any, where: str, limits: TensorLimits) -> Tensor:
     dtype = numpy_dtype(spec.datatype)
     try:
         if spec.datatype == "BYTES":
             array = np.array(value, dtype=object)
             if array.size and not all(isinstance(v, str) for v in array.flat):
                 raise ValueError("expected strings")
-            return array
-        array = np.asarray(value, dtype=dtype)
+        else:
+            array = np.asarray(value, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(
             f"{where}: cannot read the values of input {spec.name!r} as {spec.datatype} "
             f"with shape {list(spec.shape)}: {exc}"
         ) from None
+    # The JSON body bounded what numpy allocated; the shape is held to the same limits as V2's.
+    check_shape(spec.name, array.shape, spec.datatype, limits)
     return array
 
 
-def decode_predict_request(body: bytes, signature: Signature) -> dict[str, Tensor]:
+def decode_predict_request(
+    body: bytes | memoryview, signature: Signature, limits: TensorLimits = DEFAULT_LIMITS
+) -> dict[str, Tensor]:
     expected = 'a JSON object with exactly one of "instances" or "inputs"'
     payload = json_object(body, expected)
     if ("instances" in payload) == ("inputs" in payload):
@@ -42,7 +46,7 @@ def decode_predict_request(body: bytes, signature: Signature) -> dict[str, Tenso
         if not isinstance(rows, list) or not rows:
             raise InvalidInput('"instances" must be a non-empty list, one item per row')
         if len(specs) == 1 and not all(isinstance(r, dict) for r in rows):
-            return {specs[0].name: _to_tensor(specs[0], rows, "instances")}
+            return {specs[0].name: _to_tensor(specs[0], rows, "instances", limits)}
         if not all(isinstance(r, dict) for r in rows):
             raise InvalidInput(
                 "this model has several inputs ("
@@ -55,7 +59,7 @@ def decode_predict_request(body: bytes, signature: Signature) -> dict[str, Tenso
                 column = [row[spec.name] for row in rows]
             except KeyError:
                 raise InvalidInput(f"an instance lacks input {spec.name!r}") from None
-            tensors[spec.name] = _to_tensor(spec, column, "instances")
+            tensors[spec.name] = _to_tensor(spec, column, "instances", limits)
         return tensors
     columns = payload["inputs"]
     if isinstance(columns, dict):
@@ -68,10 +72,10 @@ def decode_predict_request(body: bytes, signature: Signature) -> dict[str, Tenso
                 + "; the model's inputs are "
                 + ", ".join(repr(s.name) for s in specs)
             )
-        return {name: _to_tensor(by_name[name], value, "inputs") for name, value in columns.items()}
+        return {name: _to_tensor(by_name[name], value, "inputs", limits) for name, value in columns.items()}
     if len(specs) != 1:
         raise InvalidInput('this model has several inputs, so "inputs" must be an object keyed by input name')
-    return {specs[0].name: _to_tensor(specs[0], columns, "inputs")}
+    return {specs[0].name: _to_tensor(specs[0], columns, "inputs", limits)}
 
 
 def _text(value: Any) -> Any:
