@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import as_admin, bearer, make_settings
+from conftest import as_admin, bearer, make_settings, scaled
+from grpc_helpers import serve_grpc
 from onnx_factory import affine_model
 from stratus.api import create_app
 from stratus.api.auth import POLICY
@@ -25,7 +26,9 @@ AFFINE_ROW = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "dat
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Project "default" owns model affine, dataset iris-data and a job; project "other" has keys of its own."""
     home = tmp_path_factory.mktemp("authz") / "home"
-    with TestClient(create_app(make_settings(home))) as admin:
+    app = create_app(make_settings(home))
+    grpc_address = serve_grpc(app)  # the same platform over gRPC, for test_grpc_calls_follow_the_same_matrix
+    with TestClient(app) as admin:
         as_admin(admin)
         assert (
             admin.post("/api/v1/models/affine/versions", files={"file": ("a.onnx", affine_model())}).status_code == 201
@@ -39,7 +42,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         other = admin.post("/api/v1/keys", json={"scopes": ["manage"], "project": "other"}).json()
         revoked = admin.post("/api/v1/keys", json={"scopes": ["admin"]}).json()
         assert admin.delete(f"/api/v1/keys/{revoked['id']}").status_code == 200
-        yield {"client": admin, "keys": keys, "other": other, "revoked": revoked, "job": job["id"]}
+        yield {"client": admin, "keys": keys, "other": other, "revoked": revoked, "job": job["id"]} | {
+            "grpc": grpc_address
+        }
 
 
 def _operations(client: TestClient) -> list[tuple[str, str, str]]:
@@ -259,3 +264,63 @@ def test_no_response_reveals_a_server_path(world: dict[str, Any]) -> None:
         client.get("/api/v1/audit").text,
     ]
     assert all(home not in body and "/sha256/" not in body for body in bodies)
+
+
+def test_grpc_calls_follow_the_same_matrix(world: dict[str, Any]) -> None:
+    """Every call of the gRPC service against every scope, no key, an unknown and a revoked key: the scope of
+    its HTTP route decides (stratus.grpc.service.POLICY), PERMISSION_DENIED and UNAUTHENTICATED for 403 and 401.
+    Calls that pass aim at a model that does not exist; another project's key cannot reach ours."""
+    import grpc
+
+    from stratus.grpc import inference_pb2 as pb
+    from stratus.grpc.inference_pb2_grpc import GRPCInferenceServiceStub
+    from stratus.grpc.service import POLICY as GRPC_POLICY
+
+    requests = {
+        "ServerLive": pb.ServerLiveRequest(),
+        "ServerReady": pb.ServerReadyRequest(),
+        "ModelReady": pb.ModelReadyRequest(name="ghost"),
+        "ServerMetadata": pb.ServerMetadataRequest(),
+        "ModelMetadata": pb.ModelMetadataRequest(name="ghost"),
+        "ModelInfer": pb.ModelInferRequest(
+            model_name="ghost",
+            inputs=[{"name": "x", "datatype": "FP32", "shape": [1, 3]}],
+            raw_input_contents=[b"\0" * 12],
+        ),
+        "RepositoryIndex": pb.RepositoryIndexRequest(),
+        "RepositoryModelLoad": pb.RepositoryModelLoadRequest(model_name="ghost"),
+        "RepositoryModelUnload": pb.RepositoryModelUnloadRequest(model_name="ghost"),
+    }
+    assert set(requests) == set(GRPC_POLICY)
+    with grpc.insecure_channel(world["grpc"]) as channel:
+        stub = GRPCInferenceServiceStub(channel)
+
+        def code(method: str, key: str | None, request: Any = None) -> grpc.StatusCode:
+            auth = () if key is None else (("authorization", f"Bearer {key}"),)
+            try:
+                getattr(stub, method)(request or requests[method], metadata=auth, timeout=scaled(30))
+            except grpc.RpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        for method, required in GRPC_POLICY.items():
+            if required == "public":
+                assert code(method, None) == grpc.StatusCode.OK, method
+                continue
+            for key in (None, "stk_000000000000_" + "x" * 43, world["revoked"]["key"]):
+                assert code(method, key) == grpc.StatusCode.UNAUTHENTICATED, (method, key)
+            for scope, key in world["keys"].items():
+                status = code(method, key["key"])
+                if satisfies(frozenset({scope}), required):
+                    assert status in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND), (method, scope, status)
+                else:
+                    assert status == grpc.StatusCode.PERMISSION_DENIED, (method, scope, status)
+        other = world["other"]["key"]
+        row = pb.ModelInferRequest(model_name="affine", raw_input_contents=[b"\0" * 12])
+        row.inputs.add(name="x", datatype="FP32", shape=[1, 3])
+        assert code("ModelInfer", other, row) == grpc.StatusCode.NOT_FOUND
+        assert code("ModelInfer", world["keys"]["predict"]["key"], row) == grpc.StatusCode.OK
+        assert code("ModelMetadata", other, pb.ModelMetadataRequest(name="affine")) == grpc.StatusCode.NOT_FOUND
+        assert code("RepositoryModelUnload", other, pb.RepositoryModelUnloadRequest(model_name="affine")) == (
+            grpc.StatusCode.NOT_FOUND
+        )
