@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from stratus import tenancy
 from stratus.errors import NotFound, NotReady, StratusError
-from stratus.registry.blobs import ModelSource
 from stratus.registry.records import ModelInfo, VersionInfo
 from stratus.runtime import ModelPool, ModelRunner, ServedModel, ServingConfig, Tensor
 from stratus.runtime.batching import BatchObserver
@@ -78,10 +77,8 @@ class Catalog(Protocol):
     def list_versions(self, name: str) -> list[VersionInfo]: ...
     def resolve(self, name: str, ref: str | int | None = None) -> VersionInfo: ...
     def read_artifact(self, version: VersionInfo) -> bytes: ...
-    def artifact_source(self, version: VersionInfo) -> ModelSource: ...
     def read_file(self, version: VersionInfo, name: str) -> bytes: ...
-    def file_source(self, version: VersionInfo, name: str) -> ModelSource: ...
-    def ref_source(self, ref: ModelRef) -> ModelSource: ...
+    def read_ref(self, ref: ModelRef) -> bytes: ...
 
 
 class RoutedEndpoint(Protocol):
@@ -206,11 +203,10 @@ class DataPlane:
             return lambda threads: PipelineRunner(
                 spec,
                 lambda file: self.registry.read_file(version, file),
-                self.registry.ref_source,
+                self.registry.read_ref,
                 threads=threads,
-                fetch_model=lambda file: self.registry.file_source(version, file),
             )
-        source = self.registry.artifact_source(version)
+        source = self.registry.read_artifact(version)
         return lambda threads: ModelRunner(source, version.signature, threads=threads)
 
     def _load_sync(self, version: VersionInfo) -> ServedModel:

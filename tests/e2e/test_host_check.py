@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import httpx
 import pytest
 
-from conftest import LiveServer
+from conftest import LiveServer, scaled
 from stratus.api.hosts import allowed_host_values
 
 pytestmark = pytest.mark.slow
@@ -49,3 +52,59 @@ def test_exposure_rules(tmp_path) -> None:  # type: ignore[no-untyped-def]
     check_exposure(Settings(home=tmp_path, host="::1", auth=False), console)  # loopback: fine
     with pytest.raises(InvalidInput, match="go together"):
         check_exposure(Settings(home=tmp_path, tls_cert=tmp_path / "c.pem"), console)
+
+
+def _raw_request(port: int, head: str, body: bytes = b"") -> bytes:
+    """One request over a plain socket, so its headers go out exactly as written (httpx merges repeats)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=scaled(10)) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_repeated_host_and_framing_headers_get_400(live_server: LiveServer) -> None:
+    auth = f"Authorization: Bearer {live_server.admin_key}\n"
+    good = f"Host: 127.0.0.1:{live_server.port}\n"
+    ok = _raw_request(live_server.port, f"GET /v2/models/iris HTTP/1.1\n{good}{auth}Connection: close\n")
+    assert ok.startswith(b"HTTP/1.1 200"), ok[:200]
+    for extra in (
+        "Host: attacker.example\n",  # an allowed Host first, a foreign one second
+        good,
+        "Content-Type: application/json\nContent-Type: text/plain\n",
+    ):
+        head = f"GET /v2/models/iris HTTP/1.1\n{good}{extra}{auth}Connection: close\n"
+        answer = _raw_request(live_server.port, head)
+        assert answer.startswith(b"HTTP/1.1 400"), (extra, answer[:300])
+
+
+def test_a_client_gone_mid_body_is_one_info_line(live_server: LiveServer) -> None:
+    """Connections that send half their body and close are logged as such, with no ERROR and no traceback."""
+    before = live_server.log.read_text()
+    body = b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}'
+    upload = b'--x\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\nonnx bytes'
+    paths = ["/v2/models/iris/infer", "/v1/models/iris:predict", "/v2/repository/index", "/api/v1/models/x/versions"]
+    count = 24
+    for i in range(count):
+        path = paths[i % len(paths)]
+        kind, part = "application/json", body
+        if path.endswith("/versions"):  # an upload: the start of a valid multipart body
+            kind, part = "multipart/form-data; boundary=x", upload
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{live_server.port}\r\n"
+            f"Authorization: Bearer {live_server.admin_key}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(body) * 10}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=scaled(10)) as sock:
+            sock.sendall(head.encode() + part)
+    deadline = time.monotonic() + scaled(10)
+    while time.monotonic() < deadline:
+        new = live_server.log.read_text()[len(before) :]
+        if new.count("disconnected after") >= count:
+            break
+        time.sleep(0.1)
+    new = live_server.log.read_text()[len(before) :]
+    assert new.count("disconnected after") == count, new[-3000:]
+    assert "Traceback" not in new and " ERROR " not in new, new[-3000:]
+    assert all(" INFO " in line for line in new.splitlines() if "disconnected after" in line)

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
 from stratus.api import control, endpoints, monitoring, openai, security, training, v1, v2
+from stratus.api.encoding import ContentCoding
 from stratus.api.errors import install_error_handlers
 from stratus.api.fastlane import FastLane
 from stratus.api.hosts import HostCheck, allowed_host_values
@@ -65,6 +66,8 @@ def create_app(
     # Middleware added first runs last: the fast lane sees a request after the host check and the size limit.
     app.add_middleware(FastLane, routers=INFERENCE_ROUTERS)
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
+    # Outside the size limit, so the limit counts inflated bytes (a gzip bomb gets 413); see encoding.py.
+    app.add_middleware(ContentCoding)
     # Added last, so it runs first: a rebinding request is refused before anything reads its body.
     app.add_middleware(HostCheck, allowed=allowed_host_values(settings.host, settings.port, settings.allowed_hosts))
     for router in INFERENCE_ROUTERS:

@@ -40,6 +40,8 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/v2/models/{name}/versions/{version}"): READ,
     ("GET", "/v2/models/{name}/ready"): READ,
     ("GET", "/v2/models/{name}/versions/{version}/ready"): READ,
+    ("GET", "/v2/models/{name}/config"): READ,
+    ("GET", "/v2/models/{name}/versions/{version}/config"): READ,
     ("POST", "/v2/models/{name}/infer"): PREDICT,
     ("POST", "/v2/models/{name}/versions/{version}/infer"): PREDICT,
     ("POST", "/v2/repository/index"): READ,

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stratus.errors import PayloadTooLarge
+from stratus.errors import InvalidInput, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+
+class ClientDisconnected(InvalidInput):
+    """The client closed its connection before it sent the whole body. A client's doing, not a crash: one
+    line at INFO, and the handler stops at its read (the answer goes nowhere)."""
+
+    kind = "client_disconnected"
 
 
 class BodySizeLimit:
@@ -36,15 +46,28 @@ class BodySizeLimit:
                     return
                 break
         received = 0
+        complete = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, complete
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     # Raised inside the handler's read, so the app's error mapping answers 413.
                     raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+            elif message["type"] == "http.disconnect" and not complete:
+                client = scope.get("client") or ("?", 0)
+                log.info(
+                    "client %s:%s disconnected after %d bytes of its body: %s %s",
+                    client[0],
+                    client[1],
+                    received,
+                    scope["method"],
+                    scope["path"],
+                )
+                raise ClientDisconnected("the client disconnected before it sent the whole body")
             return message
 
         await self.app(scope, counting_receive, send)

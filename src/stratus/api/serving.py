@@ -13,8 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from stratus import __version__
 from stratus.api import monitoring
 from stratus.api.app import INFERENCE_ROUTERS
+from stratus.api.encoding import ContentCoding
 from stratus.api.errors import install_error_handlers
 from stratus.api.fastlane import FastLane
+from stratus.api.hosts import HostCheck
 from stratus.api.limits import BodySizeLimit
 from stratus.dataplane import DataPlane
 from stratus.deploy.bundle import BundleCatalog
@@ -71,6 +73,9 @@ def create_endpoint_app(
     install_error_handlers(app)
     app.add_middleware(FastLane, routers=INFERENCE_ROUTERS)
     app.add_middleware(BodySizeLimit, limit_for=lambda _path: max_request_bytes)
+    app.add_middleware(ContentCoding)
+    # No Host list here (an exported endpoint is reached by any name), but repeated framing headers are refused.
+    app.add_middleware(HostCheck, allowed=None)
     for router in (*INFERENCE_ROUTERS, monitoring.router):
         app.include_router(router)
     return app

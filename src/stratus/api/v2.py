@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from stratus import __version__, protocol
 from stratus.api.auth import ScopedRoute
 from stratus.api.deps import dataplane, platform
+from stratus.api.model_config import triton_config
 from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput
 from stratus.registry import VersionInfo
@@ -81,7 +82,11 @@ async def server_ready(request: Request) -> JSONBody:
 @router.get("/v2")
 async def server_metadata() -> JSONBody:
     return JSONBody(
-        {"name": "stratus", "version": __version__, "extensions": ["binary_tensor_data", "model_repository"]}
+        {
+            "name": "stratus",
+            "version": __version__,
+            "extensions": ["binary_tensor_data", "model_repository", "model_configuration"],
+        }
     )
 
 
@@ -97,6 +102,19 @@ def model_metadata(request: Request, name: str) -> JSONBody:
 def model_version_metadata(request: Request, name: str, version: str) -> JSONBody:
     resolved = dataplane(request).resolve(name, version)
     return JSONBody(_metadata(name, resolved, [resolved.version]))
+
+
+@router.get("/v2/models/{name}/config")
+def model_config(request: Request, name: str) -> JSONBody:
+    plane = dataplane(request)
+    active = [v.version for v in plane.versions_of(name) if v.status == "active"]
+    return JSONBody(triton_config(name, plane.resolve(name, None), active))
+
+
+@router.get("/v2/models/{name}/versions/{version}/config")
+def model_version_config(request: Request, name: str, version: str) -> JSONBody:
+    resolved = dataplane(request).resolve(name, version)
+    return JSONBody(triton_config(name, resolved, [resolved.version]))
 
 
 async def _ready(request: Request, name: str, version: str | None) -> JSONBody:

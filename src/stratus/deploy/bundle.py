@@ -200,17 +200,11 @@ class BundleCatalog:
     def read_artifact(self, version: VersionInfo) -> bytes:
         return self._blob(version, version.digest)
 
-    def artifact_source(self, version: VersionInfo) -> bytes:
-        return self._blob(version, version.digest)
-
     def read_file(self, version: VersionInfo, name: str) -> bytes:
         digest = version.files.get(name)
         if digest is None:
             raise NotFound(f"version {version.version} of model {version.model!r} has no file {name!r}")
         return self._blob(version, digest)
 
-    def file_source(self, version: VersionInfo, name: str) -> bytes:
-        return self.read_file(version, name)
-
-    def ref_source(self, ref: ModelRef) -> bytes:
-        return self.artifact_source(self.get_version(ref.name, ref.version))
+    def read_ref(self, ref: ModelRef) -> bytes:
+        return self.read_artifact(self.get_version(ref.name, ref.version))

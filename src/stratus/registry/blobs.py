@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -17,9 +16,6 @@ if TYPE_CHECKING:
     from stratus.runtime.pipeline import ModelRef
 
 log = logging.getLogger(__name__)
-
-#: A model for ONNX Runtime: bytes in memory, or a verified file it can map.
-ModelSource = bytes | Path
 
 
 class BlobAccess:
@@ -40,12 +36,8 @@ class BlobAccess:
             ) from None
 
     def read_artifact(self, version: VersionInfo) -> bytes:
-        """The version's bytes, decrypted in memory and checksum-verified. A mismatch takes the version out of
-        service."""
-        return self._verified(version, version.digest)
-
-    def artifact_source(self, version: VersionInfo) -> ModelSource:
-        """What ONNX Runtime loads the version from: its decrypted bytes (no plain model is ever on disk)."""
+        """The version's bytes, decrypted in memory and checksum-verified (no plain model is ever on disk). A
+        mismatch takes the version out of service."""
         return self._verified(version, version.digest)
 
     def _file_digest(self, version: VersionInfo, name: str) -> str:
@@ -57,13 +49,10 @@ class BlobAccess:
     def read_file(self, version: VersionInfo, name: str) -> bytes:
         return self._verified(version, self._file_digest(version, name))
 
-    def file_source(self, version: VersionInfo, name: str) -> ModelSource:
-        return self._verified(version, self._file_digest(version, name))
-
-    def ref_source(self, ref: ModelRef) -> ModelSource:
+    def read_ref(self, ref: ModelRef) -> bytes:
         """The ONNX artifact of another registered version, for pipelines built from other models."""
         resolve = getattr(self, "get_version")  # noqa: B009 - provided by the registry that mixes this in
-        return self.artifact_source(resolve(ref.name, ref.version))
+        return self.read_artifact(resolve(ref.name, ref.version))
 
     def mark_unhealthy(self, version: VersionInfo, reason: str) -> None:
         log.error("model %s version %s marked unhealthy: %s", version.model, version.version, reason)

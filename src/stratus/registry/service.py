@@ -201,7 +201,7 @@ class RegistryService(BlobAccess):
             if file_name.endswith(".onnx"):
                 inspect_onnx(content, file_name)
         try:
-            PipelineRunner(spec, files.__getitem__, self.ref_source, threads=1).warm_up()
+            PipelineRunner(spec, files.__getitem__, self.read_ref, threads=1).warm_up()
         except StratusError:
             raise
         except Exception as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -24,7 +23,6 @@ from stratus.runtime.session import (
     check_feeds,
     check_output_names,
     load_session,
-    model_size,
     run_session,
     warm_up_feeds,
 )
@@ -190,8 +188,7 @@ def _io_of(step: Any) -> tuple[list[str], list[str]]:
 
 
 FileFetcher = Callable[[str], bytes]
-ModelFetcher = Callable[[str], "bytes | Path"]
-RefFetcher = Callable[[ModelRef], "bytes | Path"]
+RefFetcher = Callable[[ModelRef], bytes]
 
 
 class PipelineRunner:
@@ -204,10 +201,9 @@ class PipelineRunner:
         fetch_ref: RefFetcher,
         *,
         threads: int,
-        fetch_model: ModelFetcher | None = None,
     ) -> None:
-        """``fetch_file`` gives a file's bytes (tokenizers); ``fetch_model`` what ONNX Runtime loads an
-        ONNX file from (defaults to ``fetch_file``); ``fetch_ref`` another registered version's model."""
+        """``fetch_file`` gives a file's bytes (tokenizers, ONNX files); ``fetch_ref`` another registered
+        version's model."""
         from tokenizers import Tokenizer
 
         self.spec = spec
@@ -231,12 +227,12 @@ class PipelineRunner:
                 self.size_bytes += len(data)
             elif isinstance(step, OnnxStep):
                 if step.file is not None:
-                    model = (fetch_model or fetch_file)(step.file)
+                    model = fetch_file(step.file)
                 else:
                     assert step.model is not None  # the spec's wiring check guarantees one of the two
                     model = fetch_ref(step.model)
                 self._sessions[index] = load_session(model, threads)
-                self.size_bytes += model_size(model)
+                self.size_bytes += len(model)
 
     def check_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return check_feeds(self.signature, inputs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -91,14 +90,9 @@ class Runner(Protocol):
     def warm_up(self) -> None: ...
 
 
-def load_session(model: bytes | Path, threads: int) -> ort.InferenceSession:
-    """From a path ONNX Runtime maps the file; from bytes it keeps a second copy of the weights."""
-    source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
-
-
-def model_size(model: bytes | Path) -> int:
-    return model.stat().st_size if isinstance(model, Path) else len(model)
+def load_session(model: bytes, threads: int) -> ort.InferenceSession:
+    """From bytes: models are decrypted in memory, never written out in plain (see the store)."""
+    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def run_session(session: ort.InferenceSession, names: list[str], feeds: dict[str, Tensor]) -> list[Tensor]:
@@ -116,10 +110,10 @@ class ModelRunner:
     """Validates inputs against the version's signature and runs the session. Thread-safe: ORT's
     ``run`` may be called from several threads at once."""
 
-    def __init__(self, model: bytes | Path, signature: Signature, *, threads: int) -> None:
+    def __init__(self, model: bytes, signature: Signature, *, threads: int) -> None:
         self.signature = signature
         self.session = load_session(model, threads)
-        self.size_bytes = model_size(model)
+        self.size_bytes = len(model)
         self._output_names = signature.output_names()
 
     def check_inputs(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
