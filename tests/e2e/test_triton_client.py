@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -89,3 +90,59 @@ def test_repository_extension(client: KeyedTritonClient) -> None:
         client.load_model("digits", config='{"backend": "onnxruntime"}')
     with pytest.raises(triton.InferenceServerException, match="does not exist"):
         client.load_model("no-such-model")
+
+
+@pytest.mark.parametrize("name", ["iris", "digits", "minilm"])
+def test_model_config_extension(client: KeyedTritonClient, name: str) -> None:
+    """Triton's `get_model_config` reads the config Stratus derives from the signature and serving config."""
+    config = client.get_model_config(name)
+    metadata = client.get_model_metadata(name)
+    assert config["name"] == name and config["platform"] == "onnxruntime_onnx"
+    batched = config["max_batch_size"] > 0
+    for kind in ("input", "output"):
+        declared = {t["name"]: t for t in metadata[f"{kind}s"]}
+        assert {t["name"] for t in config[kind]} == set(declared)
+        for tensor in config[kind]:
+            spec = declared[tensor["name"]]
+            want = "TYPE_STRING" if spec["datatype"] == "BYTES" else f"TYPE_{spec['datatype']}"
+            assert tensor["data_type"] == want
+            assert tensor["dims"] == ((spec["shape"][1:] if batched else spec["shape"]) or [1])
+    assert config["instance_group"][0]["count"] >= 1
+    assert ("dynamic_batching" in config) == batched
+    assert client.get_model_config(name, "1")["version_policy"] == {"specific": {"versions": [1]}}
+
+
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("request_coding", [None, "gzip", "deflate"])
+@pytest.mark.parametrize("response_coding", [None, "gzip", "deflate"])
+def test_compressed_requests_and_responses(
+    client: KeyedTritonClient, binary: bool, request_coding: str | None, response_coding: str | None
+) -> None:
+    X, _ = load_iris(return_X_y=True)
+    inp = triton.InferInput("input", list(X.shape), "FP32")
+    inp.set_data_from_numpy(X.astype(np.float32), binary_data=binary)
+    outputs = [triton.InferRequestedOutput("probabilities", binary_data=binary)]
+    plain = client.infer("iris", [inp], outputs=outputs).as_numpy("probabilities")
+    packed = client.infer(
+        "iris",
+        [inp],
+        outputs=outputs,
+        request_compression_algorithm=request_coding,
+        response_compression_algorithm=response_coding,
+    ).as_numpy("probabilities")
+    assert packed.shape == (150, 3)
+    np.testing.assert_array_equal(packed, plain)
+
+
+def test_compressed_response_is_compressed_and_a_bomb_gets_413(live_server: LiveServer) -> None:
+    body = {"inputs": [{"name": "input", "shape": [150, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2] * 150}]}
+    url = f"{live_server.url}/v2/models/iris/infer"
+    r = live_server.post(url, json=body, headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    # About 1 MB of gzip inflating to 256 MiB, past the 64 MiB request limit: refused by its inflated size.
+    packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1024 * 1024)
+    bomb = b"".join([*(packer.compress(zeros) for _ in range(256)), packer.flush()])
+    assert 0.5 * 1024 * 1024 < len(bomb) < 1.5 * 1024 * 1024
+    r = live_server.post(url, content=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert r.status_code == 413, r.text
