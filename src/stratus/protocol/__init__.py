@@ -46,6 +46,7 @@ from stratus.protocol._v2 import (
     encode_infer_request,
     encode_infer_response,
     parse_header_length,
+    timeout_ms,
 )
 from stratus.protocol._v2_binary import tensor_from_bytes, tensor_to_bytes
 
@@ -86,4 +87,5 @@ __all__ = [
     "status_for",
     "tensor_from_bytes",
     "tensor_to_bytes",
+    "timeout_ms",
 ]

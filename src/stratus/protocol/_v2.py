@@ -11,6 +11,7 @@ with ``binary_data_output`` (request parameter) or ``binary_data`` (per output).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 
 from stratus.errors import InvalidInput
-from stratus.protocol._bounds import DEFAULT_LIMITS, NUMPY_LIMITS, TensorLimits, check_shape, parse_count
+from stratus.protocol._bounds import DEFAULT_LIMITS, INT64_MAX, NUMPY_LIMITS, TensorLimits, check_shape, parse_count
 from stratus.protocol._json import json_object
 from stratus.protocol._v2_binary import tensor_from_bytes, tensor_to_bytes
 from stratus.protocol._v2_json import json_bytes, json_data, json_numbers, json_type
@@ -55,13 +56,7 @@ class InferRequest:
 
     @property
     def timeout_ms(self) -> float | None:
-        """Triton's request parameter ``timeout``, in microseconds: how long the request may wait to run."""
-        raw = self.parameters.get("timeout")
-        if raw is None:
-            return None
-        if not isinstance(raw, int) or isinstance(raw, bool) or not 0 < raw <= 2**63 - 1:
-            raise InvalidInput("parameter 'timeout' must be a positive integer number of microseconds")
-        return raw / 1000.0
+        return timeout_ms(self.parameters)
 
 
 @dataclass(slots=True)
@@ -73,6 +68,17 @@ class InferResponse:
     id: str | None
     outputs: dict[str, Tensor]
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def timeout_ms(parameters: Mapping[str, Any]) -> float | None:
+    """Triton's request parameter ``timeout``, in microseconds (how long the request may wait to run), as
+    milliseconds; None when it is not given."""
+    raw = parameters.get("timeout")
+    if raw is None:
+        return None
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 < raw <= INT64_MAX:
+        raise InvalidInput("parameter 'timeout' must be a positive integer number of microseconds")
+    return raw / 1000.0
 
 
 def parse_header_length(raw: str | None) -> int | None:
