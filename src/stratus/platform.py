@@ -6,7 +6,9 @@ import contextlib
 import ctypes
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stratus.compress.service import CompressionService
 from stratus.dataplane import DataPlane, ServedRequest
@@ -25,6 +27,10 @@ from stratus.security.masking import PayloadLog
 from stratus.settings import Settings
 from stratus.store import ArtifactStore, Database
 from stratus.training import DatasetService
+from stratus.training.jobs import TrainingJobs
+
+if TYPE_CHECKING:
+    from stratus.api.app import App
 from stratus.types import Signature
 
 log = logging.getLogger(__name__)
@@ -83,12 +89,10 @@ class Platform:
         self.bootstrap_key: str | None = None
         self.datasets = DatasetService(self.registry)
         self.jobs = JobService(
-            self.registry,
-            self.datasets,
-            settings.home / "jobs",
-            slots=settings.job_slots,
-            threads_per_job=settings.job_threads,
+            self.registry, settings.home / "jobs", slots=settings.job_slots, threads_per_job=settings.job_threads
         )
+        # The job kinds register themselves with the queue.
+        self.training = TrainingJobs(self.registry, self.datasets, self.jobs)
         self.compression = CompressionService(self.registry, self.datasets, self.jobs)
         self.jobs.cpu_listeners.append(
             lambda caller, kind, model, cpu: self.usage.record_job(caller.project, caller.key_id, kind, model, cpu)
@@ -184,3 +188,14 @@ class Platform:
         self.usage.close()
         self.payload_log.close()
         self.db.dispose()
+
+
+def create_app(
+    settings: Settings | None = None,
+    platform: Platform | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> App:
+    """The full server: a Platform for ``settings`` (or the one given) behind the HTTP API."""
+    from stratus.api.app import build_app  # here, not above: the platform's users need no HTTP framework
+
+    return build_app(platform or Platform(settings or Settings()), on_started)

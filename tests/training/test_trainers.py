@@ -10,6 +10,7 @@ from stratus.security.encryption import Keyring
 from stratus.store import ArtifactStore, Database
 from stratus.store.tables import Job, JobEvent
 from stratus.training import DatasetService
+from stratus.training.jobs import TrainingJobs
 from stratus.training.torch_trainers import augment
 
 
@@ -29,7 +30,8 @@ def test_recover_requeues_while_retries_remain(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     db.migrate()
     registry = RegistryService(db, ArtifactStore(tmp_path / "a", Keyring.generate()))
-    jobs = JobService(registry, DatasetService(registry), tmp_path / "jobs")
+    jobs = JobService(registry, tmp_path / "jobs")
+    TrainingJobs(registry, DatasetService(registry), jobs)
     project = registry.project_id()
     with db.write() as s:
         s.add(Job(id="a" * 32, project_id=project, kind="train", state="running", retries=1, attempts=1))

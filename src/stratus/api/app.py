@@ -1,4 +1,5 @@
-"""The ASGI application: protocol adapters mounted over one Platform."""
+"""The ASGI application: protocol adapters mounted over the full server's services (a ControlHost; the
+wiring module, stratus.platform, builds one and calls ``build_app``)."""
 
 from __future__ import annotations
 
@@ -10,30 +11,25 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
-from stratus.api import control, endpoints, monitoring, openai, security, training, v1, v2
+from stratus.api import control, endpoints, monitoring, security, training
 from stratus.api.encoding import ContentCoding
 from stratus.api.errors import install_error_handlers
 from stratus.api.fastlane import FastLane
+from stratus.api.host import ControlHost
 from stratus.api.hosts import HostCheck, allowed_host_values
 from stratus.api.limits import BodySizeLimit
-from stratus.platform import Platform
+from stratus.api.routers import INFERENCE_ROUTERS
 from stratus.protocol import TensorLimits
-from stratus.settings import Settings
 
 log = logging.getLogger(__name__)
 
 UPLOAD_PATH_SUFFIX = "/versions"
-#: The protocol routers that infer; the fast lane serves their inference routes.
-INFERENCE_ROUTERS = (v2.router, v1.router, openai.router)
+#: What ``build_app`` returns, named for callers that import no HTTP framework (stratus.platform).
+App = FastAPI
 
 
-def create_app(
-    settings: Settings | None = None,
-    platform: Platform | None = None,
-    on_started: Callable[[], None] | None = None,
-) -> FastAPI:
-    settings = settings or (platform.settings if platform else Settings())
-    plat = platform or Platform(settings)
+def build_app(plat: ControlHost, on_started: Callable[[], None] | None = None) -> FastAPI:
+    settings = plat.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from stratus import tenancy
 from stratus.errors import StratusError
-from stratus.platform import Platform
+from stratus.api.host import Host
 from stratus.protocol import status_for
 from stratus.security.access import PUBLIC
 from stratus.tenancy import Caller
@@ -160,7 +160,7 @@ def guarded(handler: Handler, required: str, action: str) -> Handler:
     counts_items = required == INFERENCE_SCOPE
 
     async def authorized(request: Request) -> Response:
-        platform: Platform = request.app.state.platform
+        platform: Host = request.app.state.platform
         caller: Caller | None = None
         try:
             caller, key_rps = platform.access.authenticate(bearer_token(request), required)
@@ -191,7 +191,7 @@ def _outcome(exc: Exception) -> tuple[int, str]:
 
 
 async def _audit(
-    platform: Platform, request: Request, caller: Caller | None, action: str, status: int, detail: str
+    platform: Host, request: Request, caller: Caller | None, action: str, status: int, detail: str
 ) -> None:
     address = request.client.host if request.client else ""
     await run_in_threadpool(platform.audit.record, caller, action, request.url.path, address, status, detail)

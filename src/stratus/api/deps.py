@@ -1,21 +1,32 @@
-"""Access to the platform's services from a request. Handlers get services, never globals."""
+"""Access to the host's services from a request. Handlers get services, never globals."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.requests import Request
 
-from stratus.dataplane import DataPlane
-from stratus.platform import Platform
-from stratus.registry import RegistryService
+from stratus.api.host import ControlHost, Host
+
+if TYPE_CHECKING:
+    from stratus.dataplane import DataPlane
+    from stratus.registry import RegistryService
 
 
-def platform(request: Request) -> Platform:
-    result: Platform = request.app.state.platform
+def host(request: Request) -> Host:
+    """What every route may use: the data plane, access and audit (a replica has only these)."""
+    result: Host = request.app.state.platform
+    return result
+
+
+def platform(request: Request) -> ControlHost:
+    """The full server's services, for the control routes (mounted only on the full server)."""
+    result: ControlHost = request.app.state.platform
     return result
 
 
 def dataplane(request: Request) -> DataPlane:
-    return platform(request).dataplane
+    return host(request).dataplane
 
 
 def registry(request: Request) -> RegistryService:

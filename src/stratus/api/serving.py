@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
 from stratus.api import monitoring
-from stratus.api.app import INFERENCE_ROUTERS
 from stratus.api.encoding import ContentCoding
 from stratus.api.errors import install_error_handlers
 from stratus.api.fastlane import FastLane
 from stratus.api.hosts import HostCheck
 from stratus.api.limits import BodySizeLimit
+from stratus.api.routers import INFERENCE_ROUTERS
 from stratus.dataplane import DataPlane
 from stratus.deploy.bundle import BundleCatalog
 from stratus.deploy.local import BundledEndpoint

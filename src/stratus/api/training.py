@@ -73,7 +73,7 @@ def delete_dataset(request: Request, name: str) -> Response:
 @router.post("/jobs", status_code=201)
 def submit_job(request: Request, body: dict[str, Any]) -> dict[str, Any]:
     """A training job: {"dataset", "model", "name"?, "params"?, "timeout_s"?, "retries"?}."""
-    return platform(request).jobs.submit_training(body)
+    return platform(request).training.submit(body)
 
 
 @router.post("/models/{name}/versions/{version}/compress", status_code=201)

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__, protocol
 from stratus.api.auth import ScopedRoute
-from stratus.api.deps import dataplane, platform
+from stratus.api.deps import dataplane, host
 from stratus.api.model_config import triton_config
 from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput
@@ -75,7 +75,7 @@ async def server_live() -> JSONBody:
 
 @router.get("/v2/health/ready")
 async def server_ready(request: Request) -> JSONBody:
-    ready = platform(request).started
+    ready = host(request).started
     return JSONBody({"ready": ready}, status_code=200 if ready else 503)
 
 

@@ -85,7 +85,7 @@ def check_exposure(settings: Settings, console: Console) -> None:
 def run_server(settings: Settings) -> None:
     import uvicorn
 
-    from stratus.api import create_app
+    from stratus.platform import create_app
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per replica health check otherwise

@@ -3,7 +3,7 @@
 Jobs live in the metadata DB (queued -> running -> succeeded | failed | cancelled) with their events.
 One runner thread in the server claims queued jobs up to ``job_slots`` at a time and starts each in the
 executor; it reads the child's progress lines, persists them through the single writer, and on success
-registers the verified model as a new version with lineage. A job running when the server died is
+lets the job's kind register the verified model as a new version with lineage. A job running when the server died is
 failed (or re-queued while retries remain) at the next start.
 """
 
@@ -16,20 +16,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
 
-from stratus import __version__, tenancy
+from stratus import tenancy
 from stratus.errors import Conflict, NotFound, StratusError
 from stratus.jobs.executor import Executor, LocalProcessExecutor, RunningWork, WorkItem
-from stratus.registry import RegistryService, check_name
+from stratus.registry import RegistryService
 from stratus.store.tables import Job, JobEvent, Project, utcnow
 from stratus.tenancy import DEFAULT_PROJECT
-from stratus.training.params import GRAPH_FILE, WEIGHTS_FILE, check_applicable, parse_train_request
-from stratus.training.service import DatasetService
 
 #: Told of each finished job's CPU time: (caller, job kind, model name, CPU seconds). Usage metering listens.
 CpuListener = Callable[[tenancy.Caller, str, str, float], None]
@@ -74,51 +71,10 @@ class JobKind(Protocol):
         ...
 
 
-class TrainingJobs:
-    module = "stratus.training.worker"
-
-    def __init__(self, registry: RegistryService, datasets: DatasetService) -> None:
-        self.registry = registry
-        self.datasets = datasets
-
-    def inputs(self, spec: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        dataset, dataset_bytes = self.datasets.source(spec["dataset"])
-        return {"request": spec["request"], "dataset": dataset}, dataset_bytes
-
-    def register(self, job_id: str, spec: dict[str, Any], job_dir: Path) -> tuple[dict[str, Any], int | None]:
-        result = json.loads((job_dir / "result.json").read_text())
-        request = spec["request"]
-        files = {"evaluation.json": (job_dir / "evaluation.json").read_bytes()}
-        for optional in ("confusion_matrix.png", GRAPH_FILE, WEIGHTS_FILE):
-            if (job_dir / optional).exists():
-                files[optional] = (job_dir / optional).read_bytes()
-        name = spec["model_name"]
-        if result.get("format") == "pipeline":
-            register = partial(
-                self.registry.register_pipeline,
-                name,
-                (job_dir / "pipeline.json").read_bytes(),
-                {f: (job_dir / f).read_bytes() for f in result["files"]},
-                attachments=files,
-            )
-        else:
-            register = partial(self.registry.register_onnx, name, (job_dir / "model.onnx").read_bytes(), files=files)
-        version = register(
-            metrics=result["metrics"],
-            params={**request["params"], "trainer": request["model"], "job_id": job_id, "stratus_version": __version__},
-            dataset=f"{spec['dataset']}@{spec['dataset_digest']}",
-            source=result["source"],
-            task=result["task"],
-            description=f"trained by job {job_id}",
-        )
-        return result["metrics"], version.version
-
-
 class JobService:
     def __init__(
         self,
         registry: RegistryService,
-        datasets: DatasetService,
         work_root: Path,
         *,
         slots: int = 1,
@@ -126,7 +82,6 @@ class JobService:
         executor: Executor | None = None,
     ) -> None:
         self.registry = registry
-        self.datasets = datasets
         self.db = registry.db
         self.work_root = work_root
         self.slots = slots
@@ -135,22 +90,14 @@ class JobService:
         self._running: dict[str, RunningWork] = {}
         self._cancelled: set[str] = set()
         self.cpu_listeners: list[CpuListener] = []
-        self.kinds: dict[str, JobKind] = {"train": TrainingJobs(registry, datasets)}
+        #: Kinds register themselves here (training.jobs.TrainingJobs, compress.service.CompressionService).
+        self.kinds: dict[str, JobKind] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- API --------------------------------------------------------------------------------------
-
-    def submit_training(self, raw: dict[str, Any]) -> dict[str, Any]:
-        request = parse_train_request(raw)
-        dataset = self.datasets.get(request.dataset)
-        check_applicable(request, dataset)
-        name = request.name or f"{request.dataset}-{request.model}".replace("_", "-")[:64]
-        check_name(name)
-        spec = {"request": request.model_dump(), "dataset": dataset["name"], "dataset_digest": dataset["digest"]}
-        return self.create("train", spec, name, retries=request.retries, timeout_s=request.timeout_s)
 
     def create(
         self, kind: str, spec: dict[str, Any], model_name: str, *, retries: int, timeout_s: int

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from stratus.store.tables import Model, ModelVersion
 from stratus.types import Signature
+
+if TYPE_CHECKING:  # rows are converted here, but a replica's catalog (a bundle) has no database
+    from stratus.store.tables import Model, ModelVersion
 
 
 class VersionMeta(TypedDict, total=False):

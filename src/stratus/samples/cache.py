@@ -40,8 +40,8 @@ def shared_cache_root() -> Path:
 @functools.cache
 def built_from() -> dict[str, str]:
     """The inputs of the build, as recorded in the cache key (and in the manifest, for people)."""
-    from stratus import __version__
     from stratus.samples import BUILD_FORMAT
+    from stratus.version import __version__
 
     builder = Path(__file__).with_name("build.py").read_bytes()
     inputs = {

@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from stratus.errors import RateLimited
 
 MAX_BUCKETS = 100_000
+#: Sane maxima of a project's or key's limits: larger values are typos, and must fit SQLite's int64.
+MAX_RATE_LIMIT_RPS = 1_000_000.0
+MAX_MONTHLY_ITEMS = 10**15
 
 
 class TokenBucket:

@@ -7,13 +7,16 @@ training child parses the same stored bytes again with the same code, so both se
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from stratus.errors import InvalidInput
+from stratus.errors import InvalidInput, StratusError
 from stratus.training.archive import read_zip
 from stratus.types import Array
 
@@ -246,6 +249,25 @@ def builtin_npz(name: str) -> bytes:
     return buffer.getvalue()
 
 
+def builtin_npz_in_child(name: str) -> bytes:
+    """``builtin_npz`` run in a child process, for the server: scikit-learn is a training dependency, like
+    torch, and never loads into the server's process. Cached per name (the datasets are fixed)."""
+    if name not in BUILTINS:
+        raise InvalidInput(f"unknown built-in dataset {name!r}; choose one of {', '.join(BUILTINS)}")
+    return _builtin_from_child(name)
+
+
+@functools.lru_cache(maxsize=len(BUILTINS))
+def _builtin_from_child(name: str) -> bytes:
+    child = subprocess.run(
+        [sys.executable, "-m", "stratus.training.datasets", name], capture_output=True, timeout=300, check=False
+    )
+    if child.returncode != 0:
+        detail = child.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise StratusError(f"the built-in dataset {name!r} could not be loaded: {detail[0]}")
+    return child.stdout
+
+
 def parse(
     fmt: str, data: bytes, *, target: str | None = None, missing: str = "error", task: str | None = None
 ) -> ParsedDataset:
@@ -325,3 +347,7 @@ def profile_of(parsed: ParsedDataset) -> dict[str, Any]:
         else:
             profile["target"] = _numeric_profile(parsed.y.astype(np.float64))
     return profile
+
+
+if __name__ == "__main__":  # the child of builtin_npz_in_child: the NPZ bytes on stdout
+    sys.stdout.buffer.write(builtin_npz(sys.argv[1]))

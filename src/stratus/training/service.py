@@ -10,7 +10,7 @@ from sqlalchemy import select
 from stratus.errors import Conflict, InvalidInput, NotFound
 from stratus.registry import RegistryService, check_name
 from stratus.store.tables import Dataset
-from stratus.training.datasets import BUILTINS, ParsedDataset, builtin_npz, parse, profile_of, schema_of
+from stratus.training.datasets import BUILTINS, ParsedDataset, builtin_npz_in_child, parse, profile_of, schema_of
 
 
 def dataset_dict(row: Dataset) -> dict[str, Any]:
@@ -72,7 +72,7 @@ class DatasetService:
         source = builtin or name
         if source not in BUILTINS:
             raise InvalidInput(f"unknown built-in dataset {source!r}; choose one of {', '.join(BUILTINS)}")
-        data = builtin_npz(source)
+        data = builtin_npz_in_child(source)
         parsed = parse("npz", data, task="regression" if source == "diabetes" else None)
         return self._store(name, "npz", data, parsed, {"builtin": source, "missing": "error"}, None)
 

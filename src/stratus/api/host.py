@@ -1,0 +1,84 @@
+"""What the HTTP adapters need from the server they run in, as protocols: the API never imports the
+wiring module (stratus.platform), so the single-endpoint server (a replica) can host the inference
+routes without the control plane.
+
+``Host`` is what the inference, health and metrics routes and the access check use: the full server
+(``stratus.platform.Platform``) and a replica's ``EndpointHost`` (api/serving.py) both provide it.
+``ControlHost`` adds the services the control routes call; only the full server provides it. The
+services' types are imported for the type checker only, so importing this module loads none of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from stratus.tenancy import Caller
+
+if TYPE_CHECKING:
+    from stratus.compress.service import CompressionService
+    from stratus.dataplane import DataPlane
+    from stratus.deploy.service import EndpointService
+    from stratus.jobs import JobService
+    from stratus.metering import UsageMeter
+    from stratus.registry import RegistryService
+    from stratus.security.access import AccessControl
+    from stratus.security.audit import AuditLog
+    from stratus.security.keys import KeyService
+    from stratus.security.masking import PayloadLog
+    from stratus.settings import Settings
+    from stratus.training import DatasetService
+    from stratus.training.jobs import TrainingJobs
+
+
+class Access(Protocol):
+    def authenticate(self, token: str | None, required: str) -> tuple[Caller, float | None]: ...
+    def authorize(
+        self, caller: Caller, key_rps: float | None, required: str, *, counts_items: bool = False
+    ) -> None: ...
+
+
+class Audit(Protocol):
+    def record(
+        self, caller: Caller | None, action: str, target: str, address: str, status: int, detail: str = ""
+    ) -> None: ...
+
+
+class Host(Protocol):
+    @property
+    def dataplane(self) -> DataPlane: ...
+    @property
+    def access(self) -> Access: ...
+    @property
+    def audit(self) -> Audit: ...
+    @property
+    def started(self) -> bool: ...
+
+
+class ControlHost(Host, Protocol):
+    @property
+    def access(self) -> AccessControl: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def registry(self) -> RegistryService: ...
+    @property
+    def keys(self) -> KeyService: ...
+    @property
+    def jobs(self) -> JobService: ...
+    @property
+    def datasets(self) -> DatasetService: ...
+    @property
+    def training(self) -> TrainingJobs: ...
+    @property
+    def compression(self) -> CompressionService: ...
+    @property
+    def endpoints(self) -> EndpointService: ...
+    @property
+    def usage(self) -> UsageMeter: ...
+    @property
+    def payload_log(self) -> PayloadLog: ...
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,14 @@
+"""Key scopes and their order: what the access check needs, without the key store (so a replica, which
+checks one key against one hash, imports no database)."""
+
+from __future__ import annotations
+
+#: Ordered weakest to strongest: a key holding a scope may do what any weaker scope allows.
+SCOPES = ("read", "predict", "manage", "admin")
+RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
+
+
+def satisfies(scopes: frozenset[str], required: str) -> bool:
+    """Whether a key with ``scopes`` may use a route that requires ``required``."""
+    need = RANK[required]
+    return any(RANK.get(scope, -1) >= need for scope in scopes)
