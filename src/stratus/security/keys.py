@@ -25,7 +25,6 @@ from sqlalchemy import select
 
 from stratus.errors import Conflict, InvalidInput, NotFound, StratusError, Unauthenticated
 from stratus.files import write_private
-from stratus.security.ratelimit import MAX_MONTHLY_ITEMS, MAX_RATE_LIMIT_RPS
 from stratus.security.scopes import RANK as _RANK
 from stratus.security.scopes import SCOPES as SCOPES
 from stratus.security.scopes import satisfies as satisfies
@@ -34,7 +33,6 @@ from stratus.store.tables import ApiKey, Project, utcnow
 from stratus.tenancy import DEFAULT_PROJECT, Caller
 
 PREFIX = "stk_"
-_RANK = RANK
 _KEY_RE = re.compile(r"stk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,64})")
 _PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY_NAME_RE = re.compile(r"[\w .:@-]{0,64}")
