@@ -2,9 +2,9 @@
 
     make bench                      # or: .venv/bin/python -m benchmarks [--seconds 10] [--write]
 
-Starts a real server on a free loopback port, loads it with wrk at concurrency 1, 8, 32 and 64 with
-one-item requests, measures plain ONNX Runtime in-process on the same model files and threads, and
-prints served/ceiling ratios. --write records the table in docs/benchmarks.md.
+Starts a real server on free loopback ports, loads it with wrk (HTTP) and h2load (gRPC) at concurrency
+1, 8, 32 and 64 with one-item requests, measures plain ONNX Runtime in-process on the same model files and
+threads, and prints served/ceiling ratios. --write records the table in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -25,8 +25,16 @@ import httpx
 import onnxruntime
 
 from benchmarks.ceiling import iris_ceiling, minilm_ceiling, sequence_lengths
+from benchmarks.grpc_load import ensure_h2load, response_frame_size, run_h2load
 from benchmarks.load import LoadResult, ensure_wrk, run_wrk
-from benchmarks.workloads import iris_v2_body, minilm_openai_bodies, sentences, wrk_script
+from benchmarks.workloads import (
+    iris_grpc_request,
+    iris_v2_body,
+    minilm_grpc_request,
+    minilm_openai_bodies,
+    sentences,
+    wrk_script,
+)
 from stratus.samples import ensure_samples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +123,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record the results in docs/benchmarks.md")
     args = parser.parse_args()
 
-    wrk = ensure_wrk()
+    wrk, h2load = ensure_wrk(), ensure_h2load()
     cache = Path.home() / ".cache" / "stratus" / "bench-samples"
     manifest = ensure_samples(cache)
     by_name = {m.name: m for m in manifest.models}
@@ -128,7 +136,10 @@ def main() -> None:
     encoder, tokenizer = by_name["minilm"].files["encoder.onnx"], by_name["minilm"].files["tokenizer.json"]
     minilm_rates = minilm_ceiling(encoder, tokenizer, texts, args.threads, min(args.seconds, 5))
     with tempfile.TemporaryDirectory() as tmp:
-        process, url = start_server(Path(tmp) / "home", cache, args.threads)
+        grpc_address = f"127.0.0.1:{free_port()}"
+        process, url = start_server(
+            Path(tmp) / "home", cache, args.threads, "--grpc-port", grpc_address.rsplit(":", 1)[1]
+        )
         try:
             key = (Path(tmp) / "home" / "admin.key").read_text().strip()
             auth = {"Authorization": f"Bearer {key}"}
@@ -136,7 +147,7 @@ def main() -> None:
             httpx.post(f"{url}/v2/repository/models/minilm/load", timeout=120, headers=auth).raise_for_status()
             time.sleep(1)
             idle_rss = rss_mb(process.pid)
-            served: dict[str, list[LoadResult]] = {"iris": [], "minilm": []}
+            served: dict[str, list[LoadResult]] = {"iris": [], "minilm": [], "iris-grpc": [], "minilm-grpc": []}
             for concurrency in CONCURRENCY:
                 result = run_wrk(
                     wrk, f"{url}/v2/models/iris/infer", wrk_script([iris_v2_body()], key), concurrency, args.seconds
@@ -144,6 +155,16 @@ def main() -> None:
                 served["iris"].append(result)
                 print(
                     f"iris   c={concurrency:>2}: {result.requests_per_s:8.0f} req/s  p50 {result.p50_ms:6.2f} ms"
+                    f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}",
+                    flush=True,
+                )
+                # gRPC right after HTTP at the same concurrency: the machine drifts over minutes.
+                request = iris_grpc_request()
+                size = response_frame_size(grpc_address, request, key)
+                result = run_h2load(h2load, grpc_address, request, key, concurrency, args.seconds, size)
+                served["iris-grpc"].append(result)
+                print(
+                    f"iris   c={concurrency:>2} gRPC: {result.requests_per_s:8.0f} req/s  p50 {result.p50_ms:6.2f} ms"
                     f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}",
                     flush=True,
                 )
@@ -171,6 +192,26 @@ def main() -> None:
                     f"{adjacent[-1]:.1f}/s, ratio {result.requests_per_s / adjacent[-1]:.1%})",
                     flush=True,
                 )
+            adjacent_grpc: list[float] = []
+            # h2load sends one body: the sentence of median token length stands for the rotation.
+            median_text = sorted(zip(lengths, texts, strict=True))[len(texts) // 2][1]
+            request = minilm_grpc_request(median_text)
+            size = response_frame_size(grpc_address, request, key)
+            for concurrency in CONCURRENCY:
+                adjacent_grpc.append(
+                    max(
+                        *minilm_ceiling(encoder, tokenizer, texts, args.threads, 1.5, (8, 16)).values(),
+                        *minilm_ceiling(encoder, tokenizer, texts, args.threads, 1.5, (8, 16), parallel=2).values(),
+                    )
+                )
+                result = run_h2load(h2load, grpc_address, request, key, concurrency, args.seconds, size)
+                served["minilm-grpc"].append(result)
+                print(
+                    f"minilm c={concurrency:>2} gRPC: {result.requests_per_s:8.1f} req/s  p50 {result.p50_ms:6.2f} ms"
+                    f"  p99 {result.p99_ms:6.2f} ms  errors {result.errors}  (ceiling just before: "
+                    f"{adjacent_grpc[-1]:.1f}/s, ratio {result.requests_per_s / adjacent_grpc[-1]:.1%})",
+                    flush=True,
+                )
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -182,7 +223,12 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *table("iris (V2 JSON, 1 row)", served["iris"], [iris_best] * len(served["iris"])),
         *table("minilm (OpenAI embeddings, 1 sentence)", served["minilm"], adjacent),
+        *table("iris (gRPC, raw FP32, 1 row)", served["iris-grpc"], [iris_best] * len(served["iris-grpc"])),
+        *table("minilm (gRPC, BYTES, 1 sentence)", served["minilm-grpc"], adjacent_grpc),
     ]
+    at32 = CONCURRENCY.index(32)
+    grpc_vs_rest = served["iris-grpc"][at32].requests_per_s / served["iris"][at32].requests_per_s
+    minilm_grpc_ratio = served["minilm-grpc"][at32].requests_per_s / adjacent_grpc[at32]
     ceiling_lines = [
         "| model | batch | in-process items/s |",
         "| --- | --- | --- |",
@@ -194,6 +240,8 @@ def main() -> None:
         f"minilm {minilm_best:,.1f} sentences/s.",
         f"- Sentences: {len(texts)} of 18 words, {min(lengths)}-{max(lengths)} tokens (seq len incl. CLS/SEP).",
         f"- Idle server RSS with iris and minilm loaded: {idle_rss:.0f} MB.",
+        f"- gRPC at concurrency 32: iris {grpc_vs_rest:.2f}x the V2 REST figure of this run (target: at least "
+        f"1.00x); minilm {minilm_grpc_ratio:.1%} of the ceiling measured just before it (target: at least 90%).",
     ]
     print("\n" + "\n".join(ceiling_lines) + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(summary))
     print("\n" + "\n".join(overhead_lines))
@@ -296,9 +344,11 @@ def write_report(lines: list[str], ceiling_lines: list[str], summary: list[str],
 
 Measured by `make bench` (`.venv/bin/python -m benchmarks --seconds {args.seconds:.0f} --write`) on {stamp}.
 
-Machine: {machine()}. The load generator (wrk, one thread) runs on the same machine as the server,
-so the server has less than the 2 cores. ONNX Runtime uses {args.threads} intra-op threads in both the
-server and the ceiling.
+Machine: {machine()}. The load generators (wrk for HTTP, h2load for gRPC, one thread each) run on the
+same machine as the server, so the server has less than the 2 cores. Each gRPC level runs right after the
+HTTP one at the same concurrency; h2load sends one body, so minilm over gRPC repeats the sentence of median
+token length where the HTTP run rotates through all of them. ONNX Runtime uses {args.threads} intra-op
+threads in both the server and the ceiling.
 
 ## Served, against the in-process ceiling
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -71,6 +72,31 @@ def sentences(count: int = 64, words: int = 18, seed: int = 0) -> list[str]:
     """Deterministic English-like sentences of about ``words`` words (MiniLM: 22-30 tokens each)."""
     rng = random.Random(seed)
     return [" ".join(rng.choice(_WORDS) for _ in range(words)).capitalize() + "." for _ in range(count)]
+
+
+def iris_grpc_request() -> Any:
+    """The same row as a gRPC ModelInferRequest with raw contents, as tritonclient.grpc sends it."""
+    import numpy as np
+
+    from stratus.grpc import inference_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name="iris")
+    request.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.array([IRIS_ROW], dtype="<f4").tobytes())
+    return request
+
+
+def minilm_grpc_request(text: str) -> Any:
+    """One sentence as a BYTES tensor in raw contents (a 4-byte little-endian length, then UTF-8)."""
+    import struct
+
+    from stratus.grpc import inference_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name="minilm", outputs=[{"name": "embedding"}])
+    request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    encoded = text.encode()
+    request.raw_input_contents.append(struct.pack("<I", len(encoded)) + encoded)
+    return request
 
 
 def iris_v2_body() -> str:

@@ -1,0 +1,98 @@
+"""Load over gRPC from h2load (nghttp2's C load generator: HTTP/2 like gRPC, so the client is not the
+bottleneck), one connection per concurrent request like wrk's runs.
+
+h2load knows HTTP/2, not gRPC: it sends a fixed body (a framed ModelInferRequest) and counts HTTP statuses,
+and a gRPC error comes back as HTTP 200 with a non-zero ``grpc-status`` trailer. So every successful
+response's size is measured first (one call through grpcio), and a run counts as errors the responses
+its received data falls short of.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import statistics
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from benchmarks.load import LoadResult, _is_root
+from stratus.grpc.inference_pb2_grpc import GRPCInferenceServiceStub
+
+INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def ensure_h2load() -> str:
+    """h2load comes from Debian's nghttp2-client; installed when missing and we may (root)."""
+    path = shutil.which("h2load")
+    if path is None and shutil.which("apt-get") and _is_root():
+        for command in (["apt-get", "install", "-y", "-qq", "nghttp2-client"], ["apt-get", "update", "-qq"]):
+            subprocess.run(command, check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], check=False, capture_output=True)
+        path = shutil.which("h2load")
+    if path is None:
+        raise SystemExit("the gRPC benchmark needs h2load: install it with `apt-get install nghttp2-client`")
+    return path
+
+
+def frame(message: Any) -> bytes:
+    """A gRPC message on the wire: not compressed (0), its length (4 bytes, big-endian), the message."""
+    body: bytes = message.SerializeToString()
+    return b"\0" + struct.pack(">I", len(body)) + body
+
+
+def response_frame_size(address: str, request: Any, key: str) -> int:
+    """The bytes of one successful response (checked: a failing call raises here, before any load)."""
+    with grpc.insecure_channel(address) as channel:
+        response = GRPCInferenceServiceStub(channel).ModelInfer(
+            request, metadata=(("authorization", f"Bearer {key}"),), timeout=60
+        )
+    return len(frame(response))
+
+
+def run_h2load(
+    h2load: str, address: str, request: Any, key: str, concurrency: int, seconds: float, expected_bytes: int
+) -> LoadResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        body, log = Path(tmp) / "body", Path(tmp) / "log"
+        body.write_bytes(frame(request))
+        output = subprocess.run(
+            [
+                h2load,
+                f"--duration={seconds:.0f}",
+                "--warm-up-time=1",
+                f"--clients={concurrency}",
+                "--max-concurrent-streams=1",
+                "--threads=1",
+                f"--data={body}",
+                "--header=content-type: application/grpc",
+                "--header=te: trailers",
+                f"--header=authorization: Bearer {key}",
+                f"--log-file={log}",
+                f"http://{address}{INFER_PATH}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout
+        durations_ms = sorted(
+            int(fields[2]) / 1000 for fields in (line.split("\t") for line in log.read_text().splitlines()) if fields
+        )
+    return parse_h2load(output, concurrency, durations_ms, expected_bytes)
+
+
+def parse_h2load(output: str, concurrency: int, durations_ms: list[float], expected_bytes: int) -> LoadResult:
+    rate = float(re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", output).group(1))  # type: ignore[union-attr]
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
+    assert done is not None, output
+    succeeded, failed = int(done.group(2)), int(done.group(3))
+    data = int(re.search(r"\((\d+)\) data", output).group(1))  # type: ignore[union-attr]
+    # Responses that carried no full message were gRPC errors (HTTP 200, grpc-status in the trailers).
+    short = max(0, succeeded - data // expected_bytes)
+    quantiles = statistics.quantiles(durations_ms, n=100) if len(durations_ms) > 1 else [float("nan")] * 99
+    return LoadResult(concurrency, rate, quantiles[49], quantiles[98], succeeded + failed, failed + short)
