@@ -12,12 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
 from stratus.api import control, endpoints, monitoring, security, training
+from stratus.api.edge import CatchAll, StrictJSONBodies, method_not_allowed
 from stratus.api.encoding import ContentCoding
 from stratus.api.errors import install_error_handlers
 from stratus.api.fastlane import FastLane
 from stratus.api.host import ControlHost
 from stratus.api.hosts import HostCheck, allowed_host_values
 from stratus.api.limits import BodySizeLimit
+from stratus.api.openapi import truthful_openapi
 from stratus.api.routers import INFERENCE_ROUTERS
 from stratus.protocol import TensorLimits
 
@@ -53,6 +55,8 @@ def build_app(plat: ControlHost, on_started: Callable[[], None] | None = None) -
     app.state.platform = plat
     app.state.tensor_limits = TensorLimits.for_request_bytes(settings.max_request_bytes)
     install_error_handlers(app)
+    app.add_exception_handler(405, method_not_allowed)
+    app.openapi = truthful_openapi(app)  # type: ignore[method-assign]
 
     def limit_for(path: str) -> int:
         if (path.startswith("/api/v1/models/") and path.endswith(UPLOAD_PATH_SUFFIX)) or path == "/api/v1/datasets":
@@ -61,11 +65,15 @@ def build_app(plat: ControlHost, on_started: Callable[[], None] | None = None) -
 
     # Middleware added first runs last: the fast lane sees a request after the host check and the size limit.
     app.add_middleware(FastLane, routers=INFERENCE_ROUTERS)
+    # Inside the size limit: the JSON gate buffers a body only once the limit has let it through.
+    app.add_middleware(StrictJSONBodies)
     app.add_middleware(BodySizeLimit, limit_for=limit_for)
     # Outside the size limit, so the limit counts inflated bytes (a gzip bomb gets 413); see encoding.py.
     app.add_middleware(ContentCoding)
     # Added last, so it runs first: a rebinding request is refused before anything reads its body.
     app.add_middleware(HostCheck, allowed=allowed_host_values(settings.host, settings.port, settings.allowed_hosts))
+    # Outermost of ours: an exception from any layer below still gets a 500 and the connection stays usable.
+    app.add_middleware(CatchAll)
     for router in INFERENCE_ROUTERS:
         app.include_router(router)
     app.include_router(control.router)

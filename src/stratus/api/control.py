@@ -14,6 +14,18 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from stratus.api.auth import ScopedRoute
+from stratus.api.bounds import (
+    Alias,
+    BodyVersion,
+    Name,
+    NewAlias,
+    Segment,
+    ShortText,
+    Task,
+    Text,
+    VersionNumber,
+    VersionRef,
+)
 from stratus.api.deps import registry
 from stratus.errors import InvalidInput
 
@@ -21,17 +33,19 @@ router = APIRouter(prefix="/api/v1", tags=["control"], route_class=ScopedRoute)
 
 
 class ModelCreate(BaseModel):
-    name: str = Field(description="1-64 lowercase letters, digits, '-' or '_'")
-    description: str = ""
-    task: str = "other"
+    name: Name = Field(description="1-64 lowercase letters, digits, '-' or '_'")
+    description: Text = ""
+    task: Task = "other"
     tags: dict[str, str] = Field(default_factory=dict)
 
 
 class ModelUpdate(BaseModel):
-    description: str | None = None
-    task: str | None = None
+    description: Text | None = None
+    task: Task | None = None
     tags: dict[str, str] | None = None
-    allow_download: bool | None = Field(default=None, description="Whether manage keys may download artifacts")
+    allow_download: bool | None = Field(
+        default=None, strict=True, description="Whether manage keys may download artifacts"
+    )
 
 
 class VersionUpdate(BaseModel):
@@ -40,7 +54,7 @@ class VersionUpdate(BaseModel):
 
 
 class AliasSet(BaseModel):
-    version: int = Field(ge=1)
+    version: BodyVersion
 
 
 def _json_field(raw: str | None, field: str) -> dict[str, Any]:
@@ -70,12 +84,12 @@ def create_model(request: Request, body: ModelCreate) -> dict[str, Any]:
 
 
 @router.get("/models/{name}")
-def get_model(request: Request, name: str) -> dict[str, Any]:
+def get_model(request: Request, name: Name) -> dict[str, Any]:
     return registry(request).get_model(name).to_dict()
 
 
 @router.patch("/models/{name}")
-def update_model(request: Request, name: str, body: ModelUpdate) -> dict[str, Any]:
+def update_model(request: Request, name: Name, body: ModelUpdate) -> dict[str, Any]:
     return (
         registry(request)
         .update_model(
@@ -90,30 +104,30 @@ def update_model(request: Request, name: str, body: ModelUpdate) -> dict[str, An
 
 
 @router.delete("/models/{name}", status_code=204)
-def delete_model(request: Request, name: str) -> Response:
+def delete_model(request: Request, name: Name) -> Response:
     registry(request).delete_model(name)
     return Response(status_code=204)
 
 
 @router.get("/models/{name}/versions")
-def list_versions(request: Request, name: str) -> dict[str, Any]:
+def list_versions(request: Request, name: Name) -> dict[str, Any]:
     return {"versions": [v.to_dict() for v in registry(request).list_versions(name)]}
 
 
 @router.post("/models/{name}/versions", status_code=201)
 async def upload_version(
     request: Request,
-    name: str,
+    name: Name,
     file: Annotated[UploadFile, File(description="The model as an ONNX file. Pickle and joblib are refused.")],
-    version: Annotated[int | None, Form(ge=1)] = None,
-    description: Annotated[str, Form()] = "",
+    version: Annotated[VersionNumber | None, Form()] = None,
+    description: Annotated[Text, Form()] = "",
     metrics: Annotated[str | None, Form(description="JSON object")] = None,
     params: Annotated[str | None, Form(description="JSON object")] = None,
     config: Annotated[str | None, Form(description="JSON object: serving config")] = None,
-    parent_version: Annotated[int | None, Form(ge=1)] = None,
-    dataset: Annotated[str | None, Form(max_length=200)] = None,
-    source: Annotated[str | None, Form(max_length=200)] = None,
-    task: Annotated[str, Form()] = "other",
+    parent_version: Annotated[VersionNumber | None, Form()] = None,
+    dataset: Annotated[ShortText | None, Form()] = None,
+    source: Annotated[ShortText | None, Form()] = None,
+    task: Annotated[Task, Form()] = "other",
     format: Annotated[
         Literal["onnx", "pipeline"], Form(description="onnx, or pipeline (file is the JSON spec)")
     ] = "onnx",
@@ -150,12 +164,12 @@ async def upload_version(
 
 
 @router.get("/models/{name}/versions/{version}")
-def get_version(request: Request, name: str, version: str) -> dict[str, Any]:
+def get_version(request: Request, name: Name, version: VersionRef) -> dict[str, Any]:
     return registry(request).resolve(name, version).to_dict()
 
 
 @router.patch("/models/{name}/versions/{version}")
-def update_version(request: Request, name: str, version: int, body: VersionUpdate) -> dict[str, Any]:
+def update_version(request: Request, name: Name, version: VersionNumber, body: VersionUpdate) -> dict[str, Any]:
     reg = registry(request)
     info = reg.get_version(name, version)
     if body.config is not None:
@@ -166,13 +180,13 @@ def update_version(request: Request, name: str, version: int, body: VersionUpdat
 
 
 @router.delete("/models/{name}/versions/{version}", status_code=204)
-def delete_version(request: Request, name: str, version: int) -> Response:
+def delete_version(request: Request, name: Name, version: VersionNumber) -> Response:
     registry(request).delete_version(name, version)
     return Response(status_code=204)
 
 
 @router.get("/models/{name}/versions/{version}/artifact")
-def download_artifact(request: Request, name: str, version: int) -> Response:
+def download_artifact(request: Request, name: Name, version: VersionNumber) -> Response:
     reg = registry(request)
     reg.check_download(name)
     info = reg.get_version(name, version)
@@ -184,7 +198,7 @@ def download_artifact(request: Request, name: str, version: int) -> Response:
 
 
 @router.get("/models/{name}/versions/{version}/files/{file}")
-def download_file(request: Request, name: str, version: int, file: str) -> Response:
+def download_file(request: Request, name: Name, version: VersionNumber, file: Segment) -> Response:
     """A further artifact of a version (evaluation.json, confusion_matrix.png, a pipeline's files)."""
     reg = registry(request)
     reg.check_download(name)
@@ -194,16 +208,21 @@ def download_file(request: Request, name: str, version: int, file: str) -> Respo
 
 
 @router.get("/models/{name}/aliases")
-def list_aliases(request: Request, name: str) -> dict[str, Any]:
+def list_aliases(request: Request, name: Name) -> dict[str, Any]:
     return {"aliases": registry(request).get_model(name).aliases}
 
 
 @router.put("/models/{name}/aliases/{alias}")
-def set_alias(request: Request, name: str, alias: str, body: AliasSet) -> dict[str, Any]:
+def set_alias(
+    request: Request,
+    name: Name,
+    alias: NewAlias,
+    body: AliasSet,
+) -> dict[str, Any]:
     return registry(request).set_alias(name, alias, body.version).to_dict()
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204)
-def delete_alias(request: Request, name: str, alias: str) -> Response:
+def delete_alias(request: Request, name: Name, alias: Alias) -> Response:
     registry(request).delete_alias(name, alias)
     return Response(status_code=204)

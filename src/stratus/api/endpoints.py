@@ -6,28 +6,31 @@ from __future__ import annotations
 import io
 import tarfile
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from stratus.api.auth import ScopedRoute
+from stratus.api.bounds import Name, ShortText
 from stratus.api.deps import platform
 from stratus.api.json_body import json_object
+from stratus.api.openapi import json_body
 from stratus.deploy import EndpointService
 from stratus.deploy.export import docker_context, k8s_manifests
-from stratus.deploy.spec import ScalingSpec
+from stratus.deploy.spec import EndpointSpec, ScalingSpec
 from stratus.errors import InvalidInput
-from stratus.registry.names import check_name
+from stratus.registry.names import NAME_PATTERN, check_name
 
 router = APIRouter(prefix="/api/v1", tags=["endpoints"], route_class=ScopedRoute)
 
-_SPEC_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object", "required": ["targets"]}}},
-    }
-}
+# The service validates the spec (400 with the field); the schema publishes the model it validates with. Rules
+# across fields (weights adding up to more than 0, min_replicas <= max_replicas, increasing canary steps) are
+# stated in the models' descriptions: JSON Schema cannot express them.
+_CREATE_BODY = json_body(
+    EndpointSpec, extra={"name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 64}}, required=("name",)
+)
+_UPDATE_BODY = json_body(EndpointSpec)
 
 
 def _service(request: Request) -> EndpointService:
@@ -39,7 +42,7 @@ def list_endpoints(request: Request) -> dict[str, Any]:
     return {"endpoints": _service(request).list_all()}
 
 
-@router.post("/endpoints", status_code=201, openapi_extra=_SPEC_BODY)
+@router.post("/endpoints", status_code=201, openapi_extra=_CREATE_BODY)
 async def create_endpoint(request: Request) -> dict[str, Any]:
     body = json_object(await request.body())
     name = body.pop("name", None)
@@ -49,25 +52,25 @@ async def create_endpoint(request: Request) -> dict[str, Any]:
 
 
 @router.get("/endpoints/{name}")
-def get_endpoint(request: Request, name: str) -> dict[str, Any]:
+def get_endpoint(request: Request, name: Name) -> dict[str, Any]:
     return _service(request).get(name)
 
 
-@router.put("/endpoints/{name}", openapi_extra=_SPEC_BODY)
-async def update_endpoint(request: Request, name: str) -> dict[str, Any]:
+@router.put("/endpoints/{name}", openapi_extra=_UPDATE_BODY)
+async def update_endpoint(request: Request, name: Name) -> dict[str, Any]:
     body = json_object(await request.body())
     body.pop("name", None)
     return await run_in_threadpool(_service(request).update, name, body)
 
 
 @router.delete("/endpoints/{name}", status_code=204)
-async def delete_endpoint(request: Request, name: str) -> Response:
+async def delete_endpoint(request: Request, name: Name) -> Response:
     await run_in_threadpool(_service(request).delete, name)
     return Response(status_code=204)
 
 
 @router.post("/endpoints/{name}/rollback")
-async def rollback_endpoint(request: Request, name: str) -> dict[str, Any]:
+async def rollback_endpoint(request: Request, name: Name) -> dict[str, Any]:
     raw = await request.body()
     body = json_object(raw) if raw.strip() else {}
     revision = body.get("revision")
@@ -77,12 +80,12 @@ async def rollback_endpoint(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.get("/endpoints/{name}/revisions")
-def endpoint_revisions(request: Request, name: str) -> dict[str, Any]:
+def endpoint_revisions(request: Request, name: Name) -> dict[str, Any]:
     return {"revisions": _service(request).revisions(name)}
 
 
 @router.get("/endpoints/{name}/events")
-def endpoint_events(request: Request, name: str) -> dict[str, Any]:
+def endpoint_events(request: Request, name: Name) -> dict[str, Any]:
     return {"events": _service(request).events(name)}
 
 
@@ -98,7 +101,7 @@ def _tar_gz(files: dict[str, bytes]) -> bytes:
 
 
 @router.get("/endpoints/{name}/export/docker")
-async def export_docker(request: Request, name: str) -> Response:
+async def export_docker(request: Request, name: Name) -> Response:
     """The Docker build context of the endpoint's live revision, as a .tar.gz."""
     service = _service(request)
 
@@ -116,7 +119,9 @@ async def export_docker(request: Request, name: str) -> Response:
 
 
 @router.get("/endpoints/{name}/export/k8s")
-def export_k8s(request: Request, name: str, image: str | None = None, namespace: str = "default") -> Response:
+def export_k8s(
+    request: Request, name: Name, image: ShortText | None = None, namespace: Annotated[Name, Query()] = "default"
+) -> Response:
     """Deployment, Service, HorizontalPodAutoscaler and KServe InferenceService manifests (YAML)."""
     described = _service(request).get(name)
     scaling = ScalingSpec.model_validate(described["spec"].get("scaling", {}))

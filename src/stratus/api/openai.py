@@ -40,6 +40,15 @@ def _split_model(model: str) -> tuple[str, str | None]:
     return name, ref or None
 
 
+def _resolve(request: Request, model: str) -> tuple[str, str | None, VersionInfo]:
+    """As OpenAI answers it, a model string that names no model (malformed ones included) is not found."""
+    name, ref = _split_model(model)
+    try:
+        return name, ref, dataplane(request).resolve(name, ref)
+    except InvalidInput:
+        raise NotFound(f"model {model!r} does not exist") from None
+
+
 def _is_text_embedder(version: VersionInfo) -> bool:
     inputs = version.signature.inputs
     return len(inputs) == 1 and inputs[0].datatype == "BYTES" and "embedding" in version.signature.output_names()
@@ -86,8 +95,7 @@ def _parse(body: bytes) -> EmbeddingsRequest:
 async def create_embeddings(request: Request) -> Response:
     body = _parse(await request.body())
     plane = dataplane(request)
-    name, ref = _split_model(body.model)
-    version = plane.resolve(name, ref)
+    name, ref, version = _resolve(request, body.model)
     if not _is_text_embedder(version):
         raise InvalidInput(f"model {body.model!r} is not a text embedding model (one text input, an embedding output)")
     width = next(o.shape[-1] for o in version.signature.outputs if o.name == "embedding")
@@ -145,8 +153,7 @@ async def list_models(request: Request) -> JSONBody:
 
 @router.get("/models/{model}")
 def retrieve_model(request: Request, model: str) -> JSONBody:
-    name, ref = _split_model(model)
-    version = dataplane(request).resolve(name, ref)
+    _name, _ref, version = _resolve(request, model)
     if not _is_text_embedder(version):
         raise NotFound(f"model {model!r} is not a text model")
     return JSONBody(_model_card(version))

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
 from stratus.api import monitoring
+from stratus.api.edge import CatchAll, method_not_allowed
 from stratus.api.encoding import ContentCoding
 from stratus.api.errors import install_error_handlers
 from stratus.api.fastlane import FastLane
@@ -76,6 +77,8 @@ def create_endpoint_app(
     app.add_middleware(ContentCoding)
     # No Host list here (an exported endpoint is reached by any name), but repeated framing headers are refused.
     app.add_middleware(HostCheck, allowed=None)
+    app.add_middleware(CatchAll)  # a crash still answers 500 and keeps the connection (see edge.py)
+    app.add_exception_handler(405, method_not_allowed)
     for router in (*INFERENCE_ROUTERS, monitoring.router):
         app.include_router(router)
     return app

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from starlette.exceptions import HTTPException
 
 from stratus import protocol
 from stratus.api.auth import ScopedRoute
 from stratus.api.deps import dataplane
 from stratus.api.responses import JSONBody
 from stratus.api.v2 import tensor_limits
+from stratus.errors import NotFound
 
 router = APIRouter(tags=["v1"], route_class=ScopedRoute)
 
@@ -36,6 +38,12 @@ async def _predict(request: Request, name: str, version: str | None) -> Response
 
 
 def _status(request: Request, name: str, version: str | None) -> JSONBody:
+    # A colon starts a verb in this protocol's paths (NAME:predict), never a name: a GET of the predict
+    # resource is a method the resource does not allow, and any other verb names nothing.
+    if ":" in name or ":" in (version or ""):
+        if request.url.path.endswith(":predict"):
+            raise HTTPException(405, "the predict resource takes POST", headers={"Allow": "POST"})
+        raise NotFound(f"no resource {request.url.path!r}")
     plane = dataplane(request)
     versions = plane.versions_of(name) if version is None else [plane.resolve(name, version)]
 

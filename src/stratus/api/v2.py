@@ -148,7 +148,12 @@ _REPOSITORY_BODY = {
     "requestBody": {
         "required": False,
         "content": {
-            "application/json": {"schema": {"type": "object", "properties": {"parameters": {"type": "object"}}}}
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"ready": {"type": "boolean"}, "parameters": {"type": "object"}},
+                }
+            }
         },
     }
 }
@@ -179,7 +184,10 @@ def _version_parameter(body: dict[str, Any], allowed: tuple[str, ...] = ("versio
 @router.post("/v2/repository/index", openapi_extra=_REPOSITORY_BODY)
 async def repository_index(request: Request) -> JSONBody:
     body = await _json_object(request)
-    rows = await run_in_threadpool(dataplane(request).repository_index, bool(body.get("ready", False)))
+    ready, parameters = body.get("ready", False), body.get("parameters", {})
+    if not isinstance(ready, bool) or not isinstance(parameters, dict):
+        raise InvalidInput("'ready' must be a boolean and 'parameters' an object")
+    rows = await run_in_threadpool(dataplane(request).repository_index, ready)
     return JSONBody(rows)
 
 

@@ -252,8 +252,7 @@ class UsageMeter:
         unknown = [g for g in groups if g not in GROUPS]
         if unknown:
             raise InvalidInput(f"unknown group_by {', '.join(unknown)}; use any of {', '.join(GROUPS)}")
-        if start is not None and end is not None and end <= start:
-            raise InvalidInput("'to' must be after 'from'")
+        # An empty range ('to' not after 'from') simply has no usage: the query below returns none.
         self.flush()  # the report includes everything counted so far
         columns = {
             "project": UsageRecord.project,

@@ -6,7 +6,12 @@ import re
 
 from stratus.errors import InvalidInput
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: Also published in the OpenAPI schema (stratus.api.bounds), so the schema and the check agree.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN.strip("^$"))
+#: Version numbers have at most 15 digits: every one is a JSON-safe integer (below 2**53) inside SQLite's
+#: int64, and int() never sees a huge string.
+MAX_VERSION_DIGITS = 15
 TASKS = ("classification", "regression", "embedding", "other")
 
 
@@ -37,10 +42,14 @@ def check_task(task: str) -> str:
 def parse_version_ref(ref: str | int | None) -> int | str | None:
     """A version reference is a positive integer, an alias name, 'latest', or None (the default)."""
     if ref is None or isinstance(ref, int):
-        if isinstance(ref, int) and ref < 1:
-            raise InvalidInput(f"invalid version {ref}: versions start at 1")
+        if isinstance(ref, int) and not 1 <= ref < 10**MAX_VERSION_DIGITS:
+            raise InvalidInput(
+                f"invalid version {ref}: versions start at 1 and have at most {MAX_VERSION_DIGITS} digits"
+            )
         return ref
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
+        if len(ref) > MAX_VERSION_DIGITS:
+            raise InvalidInput(f"invalid version {ref[:40]!r}: a version has at most {MAX_VERSION_DIGITS} digits")
         number = int(ref)
         if number < 1:
             raise InvalidInput(f"invalid version {ref!r}: versions start at 1")

@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from stratus.errors import Conflict, InvalidInput, NotFound, StratusError, Unauthenticated
 from stratus.files import write_private
+from stratus.security.ratelimit import MAX_MONTHLY_ITEMS, MAX_RATE_LIMIT_RPS
 from stratus.security.scopes import RANK as _RANK
 from stratus.security.scopes import SCOPES as SCOPES
 from stratus.security.scopes import satisfies as satisfies
@@ -305,10 +306,12 @@ def expiry_in(days: float | None) -> datetime | None:
 
 
 def _check_limits(rps: float | None, quota: int | None) -> None:
-    if rps is not None and rps < 0:
-        raise InvalidInput("rate_limit_rps must be 0 (unlimited) or positive")
-    if quota is not None and quota < 0:
-        raise InvalidInput("monthly_item_quota must be 0 (unlimited) or positive")
+    # NaN fails every comparison, so "not (0 <= x <= max)" also refuses it; the maxima keep values sane
+    # and inside what SQLite's signed 64-bit integers hold.
+    if rps is not None and not 0 <= rps <= MAX_RATE_LIMIT_RPS:
+        raise InvalidInput(f"rate_limit_rps must be 0 (unlimited) or positive, at most {MAX_RATE_LIMIT_RPS:g}")
+    if quota is not None and not 0 <= quota <= MAX_MONTHLY_ITEMS:
+        raise InvalidInput(f"monthly_item_quota must be 0 (unlimited) or positive, at most {MAX_MONTHLY_ITEMS}")
 
 
 def _project_info(row: Project) -> ProjectInfo:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stratus.errors import InvalidInput
+from stratus.registry.names import NAME_PATTERN
 
 #: The training graph a torch-trained version keeps (see training/graph.py), for pruning and distilling.
 GRAPH_FILE = "training-graph.json"
@@ -60,9 +61,11 @@ class TrainParams(BaseModel):
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str
+    dataset: str = Field(pattern=NAME_PATTERN, max_length=64)
     model: Trainer
-    name: str | None = Field(default=None, description="registered model name; default: DATASET-MODEL")
+    name: str | None = Field(
+        default=None, pattern=NAME_PATTERN, max_length=64, description="registered model name; default: DATASET-MODEL"
+    )
     params: TrainParams = Field(default_factory=TrainParams)
     timeout_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     retries: int = Field(default=0, ge=0, le=10)
