@@ -126,7 +126,7 @@ class Platform:
     def start(self) -> None:
         """Migrate, clean what a crash left behind, register the samples on first start."""
         self.db.migrate()
-        self.registry.project_id()
+        self.registry.projects.current_id()
         self.bootstrap_key = self.keys.bootstrap_admin()
         if self.bootstrap_key is not None:
             write_private(self.settings.resolved_admin_key_file, (self.bootstrap_key + "\n").encode())

@@ -32,7 +32,7 @@ def test_recover_requeues_while_retries_remain(tmp_path: Path) -> None:
     registry = RegistryService(db, ArtifactStore(tmp_path / "a", Keyring.generate()))
     jobs = JobService(registry, tmp_path / "jobs")
     TrainingJobs(registry, DatasetService(registry), jobs)
-    project = registry.project_id()
+    project = registry.projects.current_id()
     with db.write() as s:
         s.add(Job(id="a" * 32, project_id=project, kind="train", state="running", retries=1, attempts=1))
         s.add(Job(id="b" * 32, project_id=project, kind="train", state="running", retries=0, attempts=1))

@@ -49,7 +49,9 @@ class EndpointService:
 
     def _row(self, s: Session, name: str) -> Endpoint:
         check_name(name, "endpoint name")
-        row = s.scalar(select(Endpoint).where(Endpoint.project_id == self.registry.project_id(), Endpoint.name == name))
+        row = s.scalar(
+            select(Endpoint).where(Endpoint.project_id == self.registry.projects.current_id(), Endpoint.name == name)
+        )
         if row is None:
             raise NotFound(f"endpoint {name!r} does not exist")
         return row
@@ -110,7 +112,7 @@ class EndpointService:
         if any(m.name == name for m in self.registry.list_models()):
             raise Conflict(f"{name!r} is a model's name; an endpoint needs a name of its own")
         pinned = self._pin(spec)
-        project_id = self.registry.project_id()
+        project_id = self.registry.projects.current_id()
         with self.db.write() as s:
             if s.scalar(select(Endpoint.id).where(Endpoint.project_id == project_id, Endpoint.name == name)):
                 raise Conflict(f"endpoint {name!r} already exists")
@@ -187,7 +189,9 @@ class EndpointService:
     def list_all(self) -> list[dict[str, Any]]:
         with self.db.read() as s:
             rows = s.scalars(
-                select(Endpoint).where(Endpoint.project_id == self.registry.project_id()).order_by(Endpoint.name)
+                select(Endpoint)
+                .where(Endpoint.project_id == self.registry.projects.current_id())
+                .order_by(Endpoint.name)
             ).all()
             return [self._describe(s, row) for row in rows]
 

@@ -107,7 +107,7 @@ class JobService:
             raise NotFound(f"no job kind {kind!r}")
         job = Job(
             id=uuid.uuid4().hex,
-            project_id=self.registry.project_id(),
+            project_id=self.registry.projects.current_id(),
             kind=kind,
             state="queued",
             spec={**spec, "key_id": tenancy.current().key_id},
@@ -124,7 +124,7 @@ class JobService:
     def _row(self, job_id: str) -> Job:
         with self.db.read() as s:
             row = s.get(Job, job_id) if len(job_id) == 32 and job_id.isalnum() else None
-        if row is None or row.project_id != self.registry.project_id():
+        if row is None or row.project_id != self.registry.projects.current_id():
             raise NotFound(f"job {job_id!r} does not exist")
         return row
 
@@ -133,7 +133,7 @@ class JobService:
 
     def list_jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self.db.read() as s:
-            query = select(Job).where(Job.project_id == self.registry.project_id())
+            query = select(Job).where(Job.project_id == self.registry.projects.current_id())
             if state is not None:
                 query = query.where(Job.state == state)
             rows = s.scalars(query.order_by(Job.created_at.desc()).limit(limit)).all()

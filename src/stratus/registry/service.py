@@ -22,7 +22,7 @@ from stratus.registry.names import check_alias, check_name, check_task, parse_ve
 from stratus.registry.records import ModelInfo, VersionInfo, VersionMeta
 from stratus.runtime.config import ServingConfig
 from stratus.store import ArtifactStore, Database
-from stratus.store.tables import Alias, Model, ModelVersion, Project, VersionFile
+from stratus.store.tables import Alias, Model, ModelVersion, VersionFile
 from stratus.types import Signature
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ class RegistryService(BlobAccess):
     def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
         super().__init__(db, artifacts)
         self._listeners: list[ChangeListener] = []
-        self._project_ids: dict[str, int] = {}
+        #: The caller's project id (stratus.tenancy); the other services scope their queries through it too.
+        self.projects = tenancy.Projects(db)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -47,32 +48,11 @@ class RegistryService(BlobAccess):
         for listener in self._listeners:
             listener(model)
 
-    def project_id(self) -> int:
-        """The id of the calling project (see stratus.tenancy). Every query of this service is scoped to it,
-        so another project's model is simply not found. Projects are never deleted, so ids are cached."""
-        name = tenancy.current_project()
-        found = self._project_ids.get(name)
-        if found is None:
-            with self.db.read() as s:
-                found = s.scalar(select(Project.id).where(Project.name == name))
-            if found is None:
-                if name != DEFAULT_PROJECT:
-                    raise NotFound(f"no project {name!r}")
-                with self.db.write() as s:
-                    found = s.scalar(select(Project.id).where(Project.name == name))
-                    if found is None:
-                        row = Project(name=name)
-                        s.add(row)
-                        s.flush()
-                        found = row.id
-            self._project_ids[name] = found
-        return found
-
     def _model_row(self, s: Session, name: str) -> Model:
         check_name(name)
         row = s.scalar(
             select(Model)
-            .where(Model.project_id == self.project_id(), Model.name == name)
+            .where(Model.project_id == self.projects.current_id(), Model.name == name)
             .options(selectinload(Model.versions).selectinload(ModelVersion.files), selectinload(Model.aliases))
         )
         if row is None:
@@ -100,7 +80,7 @@ class RegistryService(BlobAccess):
     ) -> ModelInfo:
         check_name(name)
         check_task(task)
-        project_id = self.project_id()
+        project_id = self.projects.current_id()
         try:
             with self.db.write() as s:
                 exists = s.scalar(select(Model.id).where(Model.project_id == project_id, Model.name == name))
@@ -147,7 +127,7 @@ class RegistryService(BlobAccess):
         with self.db.read() as s:
             rows = s.scalars(
                 select(Model)
-                .where(Model.project_id == self.project_id())
+                .where(Model.project_id == self.projects.current_id())
                 .order_by(Model.name)
                 .options(selectinload(Model.versions).selectinload(ModelVersion.files), selectinload(Model.aliases))
             ).all()
@@ -244,7 +224,7 @@ class RegistryService(BlobAccess):
         config = ServingConfig.parse(meta.get("config")).model_dump(exclude_defaults=True)
         create_model = meta.get("create_model", True)
         task = check_task(meta.get("task") or "other")
-        project_id = self.project_id()
+        project_id = self.projects.current_id()
         with self.db.exclusive():
             stored = self.artifacts.put_bytes(data)
             stored_files = {file_name: self.artifacts.put_bytes(content) for file_name, content in files.items()}

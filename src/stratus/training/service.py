@@ -79,7 +79,7 @@ class DatasetService:
     def _store(
         self, name: str, fmt: str, data: bytes, parsed: ParsedDataset, options: dict[str, Any], target: str | None
     ) -> dict[str, Any]:
-        project_id = self.registry.project_id()
+        project_id = self.registry.projects.current_id()
         with self.db.exclusive():
             stored = self.artifacts.put_bytes(data)
             try:
@@ -112,7 +112,7 @@ class DatasetService:
         check_name(name, "dataset name")
         with self.db.read() as s:
             row = s.scalar(
-                select(Dataset).where(Dataset.project_id == self.registry.project_id(), Dataset.name == name)
+                select(Dataset).where(Dataset.project_id == self.registry.projects.current_id(), Dataset.name == name)
             )
         if row is None:
             raise NotFound(f"dataset {name!r} does not exist")
@@ -124,7 +124,7 @@ class DatasetService:
     def list_datasets(self) -> list[dict[str, Any]]:
         with self.db.read() as s:
             rows = s.scalars(
-                select(Dataset).where(Dataset.project_id == self.registry.project_id()).order_by(Dataset.name)
+                select(Dataset).where(Dataset.project_id == self.registry.projects.current_id()).order_by(Dataset.name)
             ).all()
         return [dataset_dict(r) for r in rows]
 
