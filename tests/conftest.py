@@ -103,6 +103,7 @@ class LiveServer:
     home: Path
     process: subprocess.Popen[bytes]
     log: Path
+    grpc_port: int = 0  # 0: this server serves no gRPC
 
     @property
     def pid(self) -> int:
@@ -171,7 +172,8 @@ def start_server(
         args.append("--no-samples")
     with open(log, "wb") as out:
         process = subprocess.Popen([*args, *extra], stdout=out, stderr=subprocess.STDOUT, env=child_env)
-    server = LiveServer(f"{scheme}://127.0.0.1:{port}", port, home, process, log)
+    grpc_port = int(extra[extra.index("--grpc-port") + 1]) if "--grpc-port" in extra else 0
+    server = LiveServer(f"{scheme}://127.0.0.1:{port}", port, home, process, log, grpc_port)
     _HOMES[server.url] = home
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -189,7 +191,7 @@ def start_server(
 
 @pytest.fixture(scope="module")
 def live_server(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_server(tmp_path_factory.mktemp("live") / "home", sample_cache)
+    server = start_server(tmp_path_factory.mktemp("live") / "home", sample_cache, "--grpc-port", str(free_port()))
     yield server
     server.stop()
 

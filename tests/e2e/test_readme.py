@@ -23,6 +23,7 @@ BLOCKS = re.findall(r"```(bash|python)\n(.*?)```", README, flags=re.S)
 
 def _adapt(code: str, server: LiveServer, model_path: Path) -> str:
     code = code.replace("127.0.0.1:8080", f"127.0.0.1:{server.port}")
+    code = code.replace("127.0.0.1:8081", f"127.0.0.1:{server.grpc_port}")
     # The server under test keeps its admin key in its own home, not in ~/.stratus.
     code = code.replace("~/.stratus/admin.key", shlex.quote(str(server.home / "admin.key")))
     code = code.replace('Path.home() / ".stratus" / "admin.key"', f"Path({str(server.home / 'admin.key')!r})")
