@@ -4,6 +4,7 @@ them. No process is started and no wall-clock wait is needed: a 30 s cooldown pa
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections import deque
@@ -380,6 +381,29 @@ def test_a_request_at_zero_starts_one_replica_however_many_ask() -> None:
         assert detail["replicas"] == 1
         _wait(lambda: len(target.ready()) == 1)
         assert len(placement.started) == 2  # the first rollout's, and one for all five requests
+    finally:
+        ctl.close()
+
+
+def test_a_request_at_zero_is_woken_by_the_replica_it_started() -> None:
+    """The router's wait for a replica is an event the replica set sets, across threads and loops."""
+    clock, placement, events = FakeClock(), FakePlacement(), Events()
+    ctl = controller(clock, placement, events)
+    try:
+        ctl.apply(plan(1, [1], min_replicas=0), wait=True)
+        live = ctl.get("default", "ep")
+        assert live is not None
+        target = live.routes.targets[0]
+        for replica in list(target.replicas):
+            ctl.replicas.remove_async(target, replica)
+        _wait(lambda: not target.replicas)
+
+        async def first_request() -> Replica:
+            return await asyncio.wait_for(live._replica(target, None), scaled(10))
+
+        replica = asyncio.run(first_request())
+        assert replica.state == "ready" and replica.process is placement.started[-1]
+        assert events.wait_for("scaled_from_zero")["target"] == "m:1"
     finally:
         ctl.close()
 

@@ -80,6 +80,7 @@ class ReplicaSet:
         if self._ready(process) and replica.state == "starting":
             replica.ready_at = self._clock.now()
             replica.state = "ready"
+            target.replica_ready()  # requests waiting for a replica (scale from zero, restarts) go now
             return replica
         replica.state = "dead"
         process.kill()

@@ -6,6 +6,7 @@ dies mid-request (inference is idempotent). Shadow targets get a copy of each re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -13,7 +14,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -78,6 +80,10 @@ class TargetRuntime:
         self.pending_starts = 0  # replica starts asked for whose process is not in ``replicas`` yet
         self.outcomes: deque[tuple[float, bool, float]] = deque(maxlen=20_000)
         self.last_request = time.monotonic()
+        # Requests waiting for a ready replica, each on its event loop: woken by ``replica_ready`` (from the
+        # replica set's thread) instead of polling.
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._waiters_lock = threading.Lock()
 
     @property
     def label(self) -> str:
@@ -91,6 +97,25 @@ class TargetRuntime:
 
     def in_flight(self) -> int:
         return sum(r.outstanding for r in self.replicas) + self.waiting
+
+    def replica_ready(self) -> None:
+        """A replica of this target became ready (called from any thread): wake the requests waiting."""
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+    @contextmanager
+    def watch(self) -> Iterator[asyncio.Event]:
+        """An event of the running loop that ``replica_ready`` sets, for as long as the block runs."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._waiters_lock:
+            self._waiters.add(entry)
+        try:
+            yield entry[1]
+        finally:
+            with self._waiters_lock:
+                self._waiters.discard(entry)
 
     def record(self, ok: bool, seconds: float) -> None:
         self.outcomes.append((time.monotonic(), ok, seconds))
@@ -262,11 +287,16 @@ class LiveEndpoint:
         target.waiting += 1
         try:
             deadline = time.monotonic() + REPLICA_WAIT_S
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
-                ready = [r for r in target.ready() if r is not avoid]
-                if ready:
-                    return least_outstanding(ready)
+            # Watching before looking: a replica that gets ready between the look and the wait still wakes us.
+            with target.watch() as changed:
+                while (remaining := deadline - time.monotonic()) > 0:
+                    changed.clear()
+                    ready = [r for r in target.ready() if r is not avoid]
+                    if ready:
+                        return least_outstanding(ready)
+                    # Woken by the replica set; the 1 s cap only bounds a wake-up that never comes.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
         finally:
             target.waiting -= 1
         raise errors.NotReady(
