@@ -136,6 +136,8 @@ class Rollouts:
                 self._recorder.revision_done(plan.endpoint_id, plan.revision, "rolled_back", failure)
                 return
         if slot.live is not live:  # deleted while it rolled out
+            if slot.plan is plan:
+                slot.plan = None  # nothing of it serves: no request may start a replica for it
             for target in fresh:
                 self._replicas.retire(target)
             return
