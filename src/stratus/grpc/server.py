@@ -14,6 +14,7 @@ from grpc import aio
 from stratus.errors import InvalidInput
 from stratus.grpc.inference_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from stratus.grpc.service import Host, InferenceService
+from stratus.protocol import TensorLimits
 
 #: Seconds in-flight calls get to finish when the server stops.
 STOP_GRACE_S = 5.0
@@ -41,7 +42,8 @@ async def start_grpc(
             ("grpc.so_reuseport", 0),
         ]
     )
-    add_GRPCInferenceServiceServicer_to_server(InferenceService(host), server)  # type: ignore[no-untyped-call]
+    service = InferenceService(host, TensorLimits.for_request_bytes(max_message_bytes))
+    add_GRPCInferenceServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     try:
         if tls is not None:
             cert, key = tls

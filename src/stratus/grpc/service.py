@@ -22,7 +22,7 @@ from stratus.dataplane import DataPlane
 from stratus.errors import InvalidInput, StratusError
 from stratus.grpc import inference_pb2 as pb
 from stratus.grpc.inference_pb2_grpc import GRPCInferenceServiceServicer
-from stratus.protocol import KIND_METADATA_KEY, grpc_code_for, kind_for, status_for
+from stratus.protocol import DEFAULT_LIMITS, KIND_METADATA_KEY, TensorLimits, grpc_code_for, kind_for, status_for
 from stratus.protocol.v2_grpc import decode_infer_request, fill_infer_response, parameters_of
 from stratus.tenancy import Caller
 
@@ -77,12 +77,11 @@ class Host(Protocol):
 Reply = TypeVar("Reply")
 
 
-def bearer_token(metadata: Any) -> str | None:
-    for key, value in metadata or ():
-        if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
-    return None
+def bearer_token(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 def _version(ref: str) -> str | None:
@@ -105,8 +104,9 @@ def _repository_version(params: Any, allowed: tuple[str, ...]) -> str | None:
 
 
 class InferenceService(GRPCInferenceServiceServicer):
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, limits: TensorLimits = DEFAULT_LIMITS) -> None:
         self.host = host
+        self.limits = limits
 
     async def _call(
         self, method: str, context: aio.ServicerContext, target: str, work: Callable[[], Awaitable[Reply]]
@@ -116,10 +116,11 @@ class InferenceService(GRPCInferenceServiceServicer):
         caller: Caller | None = None
         failure: BaseException | None = None
         try:
-            metadata = context.invocation_metadata()
-            caller, key_rps = host.access.authenticate(bearer_token(metadata), required)
+            # Metadata as the request's headers (binary "-bin" values left out), for the services below.
+            headers = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+            caller, key_rps = host.access.authenticate(bearer_token(headers.get("authorization")), required)
             host.access.authorize(caller, key_rps, required, counts_items=required == PREDICT)
-            tenancy.enter(caller, {str(k): str(v) for k, v in metadata or () if isinstance(v, str)})
+            tenancy.enter(caller, headers)
             reply = await work()
         except Exception as exc:
             failure = exc
@@ -179,7 +180,7 @@ class InferenceService(GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
         async def work() -> Any:
-            decoded = decode_infer_request(request)
+            decoded = decode_infer_request(request, self.limits)
             name = request.model_name
             if not name:
                 raise InvalidInput("model_name is empty")

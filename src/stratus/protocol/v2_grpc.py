@@ -22,14 +22,10 @@ from typing import Any
 import numpy as np
 
 from stratus.errors import InvalidInput
-from stratus.types import V2_TO_NUMPY, decode_bytes_tensor, encode_bytes_tensor, v2_datatype
-
-Tensor = np.ndarray[Any, Any]
-
-#: Most dimensions an input may have. numpy refuses more than 64; no model served here has near 32.
-MAX_RANK = 32
-#: Largest size of one dimension: any larger cannot fit in a request and would overflow numpy's sizes.
-MAX_DIM = 2**40
+from stratus.protocol._bounds import DEFAULT_LIMITS, TensorLimits, check_shape
+from stratus.protocol._v2 import timeout_ms
+from stratus.protocol._v2_binary import tensor_from_bytes, tensor_to_bytes
+from stratus.types import V2_TO_NUMPY, Tensor, v2_datatype
 
 # The typed field that carries each datatype, and for the narrow integers the range the wider field's
 # values must fit (protobuf has no 8- or 16-bit integers, so INT8 travels in int32 fields).
@@ -48,6 +44,8 @@ _CONTENTS_FIELD: dict[str, str] = {
     "BYTES": "bytes_contents",
 }
 _ALL_FIELDS = tuple(sorted(set(_CONTENTS_FIELD.values())))
+_ITEMSIZE = {name: dtype.itemsize for name, dtype in V2_TO_NUMPY.items() if name != "BYTES"}
+_NO_PARAMETERS: dict[str, Any] = {}
 
 
 @dataclass(slots=True)
@@ -62,13 +60,8 @@ class GrpcInferRequest:
 
     @property
     def timeout_ms(self) -> float | None:
-        """Triton's request parameter ``timeout``, in microseconds: how long the request may wait to run."""
-        raw = self.parameters.get("timeout")
-        if raw is None:
-            return None
-        if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
-            raise InvalidInput("parameter 'timeout' must be a positive integer number of microseconds")
-        return raw / 1000.0
+        """Triton's request parameter ``timeout`` (microseconds) as milliseconds, as over HTTP."""
+        return timeout_ms(self.parameters)
 
 
 def parameter_value(param: Any) -> Any:
@@ -78,37 +71,19 @@ def parameter_value(param: Any) -> Any:
 
 
 def parameters_of(params: Mapping[str, Any]) -> dict[str, Any]:
+    if not params:
+        return _NO_PARAMETERS
     return {key: parameter_value(value) for key, value in params.items()}
 
 
-def _shape(name: str, raw: Any) -> tuple[int, ...]:
-    shape = tuple(int(d) for d in raw)
-    if len(shape) > MAX_RANK:
-        raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK} are allowed")
-    for dim in shape:
-        if dim < 0 or dim > MAX_DIM:
-            raise InvalidInput(f"input {name!r}: shape dimensions must be between 0 and {MAX_DIM}, got {list(shape)}")
-    return shape
-
-
 def _raw_tensor(name: str, datatype: str, shape: tuple[int, ...], raw: bytes) -> Tensor:
-    count = prod(shape)
-    if datatype == "BYTES":
-        return decode_bytes_tensor(raw, count, name).reshape(shape)
-    dtype = V2_TO_NUMPY[datatype].newbyteorder("<")
-    expected = count * dtype.itemsize
-    if len(raw) != expected:
+    itemsize = _ITEMSIZE.get(datatype)
+    if itemsize is not None and len(raw) != prod(shape) * itemsize:
         raise InvalidInput(
             f"input {name!r}: raw_input_contents has {len(raw)} bytes but shape {list(shape)} of {datatype} "
-            f"needs {expected}"
+            f"needs {prod(shape) * itemsize}"
         )
-    if datatype == "BOOL" and expected and np.frombuffer(raw, dtype=np.uint8).max() > 1:
-        raise InvalidInput(f"input {name!r}: raw BOOL data must be bytes 0 or 1")
-    array = np.frombuffer(raw, dtype=dtype).reshape(shape)
-    if not array.flags.aligned:  # runtimes may assume aligned memory; keep it read-only like the view
-        array = array.copy()
-        array.flags.writeable = False
-    return array
+    return tensor_from_bytes(name, datatype, shape, raw)
 
 
 def _typed_tensor(name: str, datatype: str, shape: tuple[int, ...], contents: Any) -> Tensor:
@@ -136,8 +111,9 @@ def _typed_tensor(name: str, datatype: str, shape: tuple[int, ...], contents: An
     return np.array(values, dtype=dtype).reshape(shape)
 
 
-def decode_infer_request(request: Any) -> GrpcInferRequest:
-    """Decode a ModelInferRequest into numpy inputs. Raises InvalidInput for anything malformed."""
+def decode_infer_request(request: Any, limits: TensorLimits = DEFAULT_LIMITS) -> GrpcInferRequest:
+    """Decode a ModelInferRequest into numpy inputs, every shape within ``limits`` (the HTTP codec's
+    bounds). Raises InvalidInput for anything malformed."""
     raw_inputs = request.inputs
     if not raw_inputs:
         raise InvalidInput("request needs 'inputs': at least one tensor")
@@ -158,7 +134,7 @@ def decode_infer_request(request: Any) -> GrpcInferRequest:
         if datatype not in V2_TO_NUMPY:
             known = ", ".join(V2_TO_NUMPY)
             raise InvalidInput(f"input {name!r}: unknown datatype {datatype!r}; expected one of {known}")
-        shape = _shape(name, tensor.shape)
+        shape = check_shape(name, list(tensor.shape), datatype, limits)
         if raw_contents:
             if tensor.HasField("contents"):
                 raise InvalidInput(f"input {name!r} has typed contents but the request uses raw_input_contents")
@@ -175,12 +151,6 @@ def decode_infer_request(request: Any) -> GrpcInferRequest:
                 raise InvalidInput(f"output {output.name!r} is requested twice")
             outputs.append(output.name)
     return GrpcInferRequest(id=request.id, inputs=inputs, outputs=outputs, parameters=parameters_of(request.parameters))
-
-
-def _raw_bytes(array: Tensor, datatype: str) -> bytes:
-    if datatype == "BYTES":
-        return encode_bytes_tensor(array)
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
 def fill_infer_response(
@@ -207,13 +177,11 @@ def fill_infer_response(
             array = array.astype(array.dtype.newbyteorder("="))
         datatype = v2_datatype(array.dtype)
         response.outputs.add(name=name, datatype=datatype, shape=array.shape)
-        raw.append(_raw_bytes(array, datatype))
+        raw.append(tensor_to_bytes(array, datatype))
     return response
 
 
 __all__ = [
-    "MAX_DIM",
-    "MAX_RANK",
     "GrpcInferRequest",
     "decode_infer_request",
     "fill_infer_response",
