@@ -16,7 +16,8 @@ $(BIN)/python:
 # The kserve wheel is only downloaded: the tests read KServe's API types from it (tests/kserve_schema.py).
 # Then the sample models are built once into the per-user cache every home shares (~/.cache/stratus/samples/KEY,
 # see src/stratus/samples/cache.py); a new home only imports them. A no-op when that cache is already there.
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+# The .proto too: installing generates the gRPC code from it (setup.py).
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt setup.py src/stratus/grpc/inference.proto
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,dev]"
 	$(BIN)/python -m pip download --quiet --no-deps -c constraints.txt -d $(VENV)/wheels kserve
 	$(BIN)/python -m stratus.samples
