@@ -1,5 +1,7 @@
 """Endpoints on a real server with real replica processes, under bounded loopback load: traffic splits,
-sticky and shadow routing, rolling and canary rollouts, kill -9 of a replica, autoscaling and scale to zero.
+sticky and shadow routing, rolling and canary rollouts, kill -9 of a replica, scale to zero and back. One
+end-to-end run of each feature; the autoscaler's and the canary's decisions (scale up and down, automatic
+rollback) are unit tests on a fake clock (tests/deploy/test_controller_parts.py).
 The figures these tests check are recorded in docs/deployments.md."""
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import tritonclient.http as triton
 from deploy_helpers import (
     DIGITS_BODY,
     IRIS_BODY,
-    MINILM_BODY,
     LoadResult,
     create,
     delete,
@@ -141,18 +142,18 @@ def test_shadow_gets_a_copy_of_traffic_and_its_answers_are_dropped(server: LiveS
     delete(server, "shadowed")
 
 
-def test_rolling_update_during_60_s_of_load_fails_nothing(server: LiveServer) -> None:
+def test_rolling_update_under_load_fails_nothing(server: LiveServer) -> None:
     create(server, "digits-live", targets=[{"model": "digits", "version": "1"}])
     outcome: dict[str, LoadResult] = {}
 
     def drive() -> None:
         outcome["result"] = load(
-            server, "/v2/models/digits-live/infer", DIGITS_BODY, requests=10**7, concurrency=16, max_seconds=60
+            server, "/v2/models/digits-live/infer", DIGITS_BODY, requests=10**7, concurrency=16, max_seconds=25
         )
 
     thread = threading.Thread(target=drive)
     thread.start()
-    time.sleep(15)
+    time.sleep(5)
     started = time.monotonic()
     update(server, "digits-live", targets=[{"model": "digits", "version": "2"}])
     endpoint = wait_live(server, "digits-live", revision=2)
@@ -161,7 +162,7 @@ def test_rolling_update_during_60_s_of_load_fails_nothing(server: LiveServer) ->
     result = outcome["result"]
     assert result.failures == [], result.failures[:5]
     versions = result.versions
-    print(f"\nFIGURE rolling update: {result.total} requests in 60 s at c=16, {versions}, rollout {rolled:.1f} s")
+    print(f"\nFIGURE rolling update: {result.total} requests in 25 s at c=16, {versions}, rollout {rolled:.1f} s")
     assert versions["1"] > 0 and versions["2"] > 0
     last = [v for t, v in result.timeline if t > started + rolled + 1]
     assert last and set(last) == {"2"}
@@ -207,32 +208,6 @@ def test_kill_9_of_one_of_two_replicas_fails_no_request(server: LiveServer) -> N
     delete(server, "sturdy")
 
 
-def test_a_burst_adds_a_replica_that_leaves_after_the_cooldown(server: LiveServer) -> None:
-    # MiniLM, so the replica is the bottleneck: an iris replica answers faster than the server can route to
-    # it, and its in-flight count (what the autoscaler watches) stays near 1 whatever the load.
-    scaling = {
-        "min_replicas": 1,
-        "max_replicas": 2,
-        "target_in_flight": 2,
-        "scale_up_seconds": 0.5,
-        "cooldown_seconds": 3,
-    }
-    create(server, "elastic", targets=[{"model": "minilm", "version": "1"}], scaling=scaling)
-    result = load(server, "/v2/models/elastic/infer", MINILM_BODY, requests=1500, concurrency=16, max_seconds=10)
-    assert result.failures == []
-    up = wait_for(lambda: [e for e in events(server, "elastic") if e["kind"] == "scale_up"], 5, "a scale-up event")
-    assert up[0]["detail"] == {"target": "minilm:1", "from": 1, "to": 2}
-    down = wait_for(
-        lambda: [e for e in events(server, "elastic") if e["kind"] == "scale_down"], 20, "a scale-down event"
-    )
-    assert down[0]["detail"]["to"] == 1
-    print(f"\nFIGURE autoscaling: {result.total} requests at c=16; {up[0]['at']} scale_up, {down[0]['at']} scale_down")
-    assert metric(server, "stratus_endpoint_scale_events_total", endpoint="elastic", direction="up") >= 1
-    assert metric(server, "stratus_endpoint_scale_events_total", endpoint="elastic", direction="down") >= 1
-    wait_for(lambda: len(get(server, "elastic")["live"]["targets"][0]["replicas"]) == 1, 10, "one replica left")
-    delete(server, "elastic")
-
-
 def test_scale_to_zero_and_the_first_request_after_it_succeeds(server: LiveServer) -> None:
     scaling = {"min_replicas": 0, "max_replicas": 1, "cooldown_seconds": 1}
     create(server, "sleepy", targets=[{"model": "iris", "version": "1"}], scaling=scaling)
@@ -250,31 +225,8 @@ def test_scale_to_zero_and_the_first_request_after_it_succeeds(server: LiveServe
     delete(server, "sleepy")
 
 
-def test_canary_steps_through_or_rolls_back_on_its_threshold(server: LiveServer) -> None:
+def test_canary_steps_through_and_the_manual_rollback_returns(server: LiveServer) -> None:
     create(server, "careful", targets=[{"model": "iris", "version": "1"}])
-    # An impossible p99 budget: the canary must roll back by itself and leave v1 serving.
-    update(
-        server,
-        "careful",
-        targets=[{"model": "iris", "version": "2"}],
-        rollout="canary",
-        canary={"steps": [50, 100], "step_seconds": 10, "max_p99_ms": 0.001},
-    )
-    # Load only once the 50% step has begun: a load that ends before the new replicas are up never reaches v2.
-    wait_for(
-        lambda: any(e["kind"] == "traffic_shifted" and e["revision"] == 2 for e in events(server, "careful")),
-        30,
-        "the first canary step",
-    )
-    result = load(server, "/v2/models/careful/infer", IRIS_BODY, requests=400, concurrency=4, max_seconds=10)
-    assert result.failures == []
-    wait_for(lambda: revisions(server, "careful")[-1]["status"] == "rolled_back", 15, "the automatic rollback")
-    endpoint = get(server, "careful")
-    assert endpoint["revision"] == 1 and [t["version"] for t in endpoint["live"]["targets"]] == [1]
-    assert "p99 latency" in revisions(server, "careful")[-1]["reason"]
-    assert metric(server, "stratus_endpoint_rollbacks_total", endpoint="careful") == 1
-    after = load(server, "/v2/models/careful/infer", IRIS_BODY, requests=50, concurrency=2, max_seconds=10)
-    assert dict(after.versions) == {"1": 50}
     # A healthy canary goes 20% -> 100%, and the manual rollback returns to revision 1's version.
     update(
         server,
@@ -283,21 +235,18 @@ def test_canary_steps_through_or_rolls_back_on_its_threshold(server: LiveServer)
         rollout="canary",
         canary={"steps": [20, 100], "step_seconds": 1, "max_error_rate": 0.5},
     )
-    wait_live(server, "careful", revision=3)
+    wait_live(server, "careful", revision=2)
     steps = [
         e["detail"]["percent"]
         for e in events(server, "careful")
-        if e["kind"] == "traffic_shifted" and e["revision"] == 3
+        if e["kind"] == "traffic_shifted" and e["revision"] == 2
     ]
     assert steps == [20, 100]
     r = server.post(f"{server.url}/api/v1/endpoints/careful/rollback", json={})
     assert r.status_code == 200
-    endpoint = wait_live(server, "careful", revision=4)
+    endpoint = wait_live(server, "careful", revision=3)
     assert [t["version"] for t in endpoint["live"]["targets"]] == [1]
-    assert [r["status"] for r in revisions(server, "careful")] == ["superseded", "rolled_back", "superseded", "live"]
-    assert (
-        "rollback to revision 3" in revisions(server, "careful")[-1]["reason"]
-        or "rollback to revision 1" in revisions(server, "careful")[-1]["reason"]
-    )
+    assert [r["status"] for r in revisions(server, "careful")] == ["superseded", "superseded", "live"]
+    assert "rollback to revision 1" in revisions(server, "careful")[-1]["reason"]
     delete(server, "careful")
     assert server.get(f"{server.url}/api/v1/endpoints/careful").status_code == 404
