@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-compress bench-deploy install clean
+.PHONY: serve test lint typecheck pytest bench bench-compress bench-deploy bench-startup install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-compress: $(STAMP)
 
 bench-deploy: $(STAMP)
 	$(BIN)/python -m benchmarks.deploy
+
+# A new home's first start and the CLI's start-up (needs Debian's hyperfine: apt-get install -y hyperfine).
+bench-startup: $(STAMP)
+	$(BIN)/python -m benchmarks.startup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,14 @@ def scaled(seconds: float) -> float:
     return seconds * float(os.environ.get("STRATUS_TEST_TIMEOUT_SCALE", "3"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """pytest-timeout's per-test limit, scaled like every other deadline here (600 s at the default scale): it
+    catches hangs, and must never be what stops a test that is still making progress on a slow machine."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(scaled(200)))
+
+
 @pytest.fixture(scope="session")
 def sample_cache() -> Path:
     """The machine's shared sample cache, the one `make install` fills and every home imports from
@@ -148,7 +156,7 @@ class LiveServer:
                 self.process.kill()
             else:
                 self.process.terminate()
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=scaled(30))
 
 
 #: The home of each server started here, so the CLI pointed at it finds its admin key as a local user would.
@@ -175,7 +183,7 @@ def start_server(
     grpc_port = int(extra[extra.index("--grpc-port") + 1]) if "--grpc-port" in extra else 0
     server = LiveServer(f"{scheme}://127.0.0.1:{port}", port, home, process, log, grpc_port)
     _HOMES[server.url] = home
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
@@ -209,7 +217,8 @@ def run_cli(
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,
+        # An outer bound only: --wait commands follow a job for as long as it progresses.
+        timeout=scaled(150),
         input=input,
     )
     if check and result.returncode != 0:

@@ -6,11 +6,13 @@ import time
 
 from fastapi.testclient import TestClient
 
+from conftest import scaled
+
 IRIS = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
 
 
 def _wait_ready(client: TestClient, name: str, revision: int) -> dict[str, object]:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + scaled(60)
     while time.monotonic() < deadline:
         endpoint = client.get(f"/api/v1/endpoints/{name}").json()
         if endpoint["revision"] == revision and endpoint["state"] == "ready":

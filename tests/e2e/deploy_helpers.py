@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from conftest import LiveServer
+from conftest import LiveServer, scaled
 
 IRIS_BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
 MINILM_BODY = {
@@ -53,13 +53,15 @@ def revisions(server: LiveServer, name: str) -> list[dict[str, Any]]:
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
+    """Poll ``check`` until it returns something true; ``timeout_s`` is scaled (see conftest.scaled)."""
+    limit = scaled(timeout_s)
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    raise AssertionError(f"timed out after {limit:.0f} s waiting for {what}")
 
 
 def wait_live(server: LiveServer, name: str, revision: int | None = None, timeout_s: float = 60) -> dict[str, Any]:

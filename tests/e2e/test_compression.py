@@ -12,7 +12,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from conftest import LiveServer, run_cli, start_server
+from conftest import LiveServer, run_cli, scaled, start_server
 from stratus import Client
 from stratus.compress.corpus import split as corpus_split
 from stratus.compress.evaluate import embedding_quality, top_k
@@ -92,7 +92,7 @@ def test_digits_three_methods_promote_the_fastest_within_budget(server: LiveServ
         "inputs": [{"name": "input", "shape": list(X_test.shape), "datatype": "FP32", "data": X_test.ravel().tolist()}],
         "outputs": [{"name": "label"}],
     }
-    r = server.post(f"{server.url}/v2/models/digits/infer", json=body, timeout=60)
+    r = server.post(f"{server.url}/v2/models/digits/infer", json=body, timeout=scaled(60))
     assert r.status_code == 200, r.text
     assert r.json()["model_version"] == str(alias)
     labels = np.array(r.json()["outputs"][0]["data"])
@@ -147,7 +147,7 @@ def test_minilm_int8_meets_the_quality_target_and_reproduces(server: LiveServer)
     # The variant serves through V2 like its parent. Dynamic int8 scales activations per batch, so a sentence
     # alone is compared with the same sentence alone.
     body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [held_out[0]]}]}
-    r = server.post(f"{server.url}/v2/models/minilm/versions/{version}/infer", json=body, timeout=60)
+    r = server.post(f"{server.url}/v2/models/minilm/versions/{version}/infer", json=body, timeout=scaled(60))
     assert r.status_code == 200, r.text
     served = next(o for o in r.json()["outputs"] if o["name"] == "embedding")
     alone = PipelineRunner(PipelineSpec.parse(spec), files.__getitem__, lambda ref: b"", threads=2)
@@ -166,7 +166,7 @@ def test_the_sdk_compresses_and_a_failed_job_leaves_no_version(server: LiveServe
     assert len(middle) == len(before) + 2
 
     failed = client.compress("iris", 1, methods=["quantize-dynamic"], timeout_s=1, wait=False)
-    failed = failed.wait(timeout_s=120, raise_on_failure=False)
+    failed = failed.wait(timeout_s=scaled(120), raise_on_failure=False)
     assert failed.state == "failed" and "timed out" in failed.error
     assert server.get(f"{server.url}/api/v1/models/iris").json()["versions"] == middle
 
@@ -216,7 +216,7 @@ def test_minilm_distillation_builds_a_shallower_student_that_serves(server: Live
     assert row["size_ratio"] < 0.7  # two of six layers gone, the rest int8; the fp32 embeddings table stays
     assert 0.0 < row["quality"]["mean_cosine"] < 1.0
     body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a student", "of MiniLM"]}]}
-    r = server.post(f"{server.url}/v2/models/minilm/versions/{row['version']}/infer", json=body, timeout=60)
+    r = server.post(f"{server.url}/v2/models/minilm/versions/{row['version']}/infer", json=body, timeout=scaled(60))
     assert r.status_code == 200, r.text
     embedding = next(o for o in r.json()["outputs"] if o["name"] == "embedding")
     assert embedding["shape"] == [2, 384]

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conftest import LiveServer
+from conftest import LiveServer, scaled
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +39,9 @@ def test_2000_concurrent_requests_each_get_their_own_result(live_server: LiveSer
         # hand out connections to thousands of waiters.
         limits = httpx.Limits(max_connections=REQUESTS, max_keepalive_connections=REQUESTS)
         async with httpx.AsyncClient(
-            base_url=live_server.url, headers=live_server.headers, limits=limits, timeout=60
+            base_url=live_server.url, headers=live_server.headers, limits=limits, timeout=scaled(60)
         ) as client:
-            return await asyncio.wait_for(asyncio.gather(*(one(client, i) for i in range(REQUESTS))), 120)
+            return await asyncio.wait_for(asyncio.gather(*(one(client, i) for i in range(REQUESTS))), scaled(120))
 
     results = asyncio.run(main())
     for i, result in enumerate(results):
@@ -74,7 +74,9 @@ def test_a_bad_request_among_good_ones_fails_alone(live_server: LiveServer) -> N
     bad = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [5.1, 3.5, 1.4]}]}
 
     async def main() -> list[int]:
-        async with httpx.AsyncClient(base_url=live_server.url, headers=live_server.headers, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=live_server.url, headers=live_server.headers, timeout=scaled(30)
+        ) as client:
             responses = await asyncio.gather(
                 *(client.post("/v2/models/iris/infer", json=bad if i % 10 == 3 else good) for i in range(200))
             )

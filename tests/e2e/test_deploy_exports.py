@@ -24,7 +24,7 @@ from kubernetes_validate import validate as k8s_validate
 from openai import OpenAI
 
 import kserve_schema
-from conftest import LiveServer, free_port, run_cli, start_server
+from conftest import LiveServer, free_port, run_cli, scaled, start_server
 from stratus.sdk import Client
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def _start_exported(folder: Path, key: str | None, *extra: str) -> tuple[subproc
     with open(log, "wb") as sink:
         process = subprocess.Popen([*command, "--port", str(port), *extra], env=env, stderr=sink)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + scaled(60)
     while time.monotonic() < deadline and process.poll() is None:
         try:
             if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
@@ -69,7 +69,7 @@ def _start_exported(folder: Path, key: str | None, *extra: str) -> tuple[subproc
             pass
         time.sleep(0.05)
     process.kill()
-    process.wait(10)
+    process.wait(scaled(10))
     raise AssertionError(f"the exported endpoint did not start: {log.read_text()[-2000:]}")
 
 
@@ -114,7 +114,7 @@ def test_docker_export_serves_v2_from_its_folder_without_a_database(
         client.close()
     finally:
         process.terminate()
-        process.wait(10)
+        process.wait(scaled(10))
 
 
 def test_the_exported_server_refuses_a_network_bind_without_a_key(
@@ -125,7 +125,9 @@ def test_the_exported_server_refuses_a_network_bind_without_a_key(
         sdk.export_docker("pack", out)
     command = [sys.executable, "-m", "stratus.cli.endpoint_server", "--dir", str(out / "endpoint"), "--host", "0.0.0.0"]
     env = {k: v for k, v in os.environ.items() if k != "STRATUS_ENDPOINT_KEY_SHA256"}
-    result = subprocess.run([*command, "--port", str(free_port())], capture_output=True, text=True, timeout=60, env=env)
+    result = subprocess.run(
+        [*command, "--port", str(free_port())], capture_output=True, text=True, timeout=scaled(60), env=env
+    )
     assert result.returncode != 0 and "refusing to serve on 0.0.0.0 without a key" in result.stderr
 
 
@@ -209,7 +211,7 @@ def test_endpoints_are_redeployed_after_a_restart_and_replicas_leave_with_a_kill
         assert pids and endpoint["state"] == "ready"
     finally:
         second.process.send_signal(signal.SIGKILL)
-        second.process.wait(10)
+        second.process.wait(scaled(10))
 
     def gone() -> bool:
         return not any(Path(f"/proc/{pid}").exists() for pid in pids)

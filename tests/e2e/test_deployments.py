@@ -34,7 +34,7 @@ from deploy_helpers import (
     wait_live,
 )
 
-from conftest import KeyedTritonClient, LiveServer, start_server
+from conftest import KeyedTritonClient, LiveServer, scaled, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -158,7 +158,7 @@ def test_rolling_update_under_load_fails_nothing(server: LiveServer) -> None:
     update(server, "digits-live", targets=[{"model": "digits", "version": "2"}])
     endpoint = wait_live(server, "digits-live", revision=2)
     rolled = time.monotonic() - started
-    thread.join(90)
+    thread.join(scaled(90))
     result = outcome["result"]
     assert result.failures == [], result.failures[:5]
     versions = result.versions
@@ -194,7 +194,7 @@ def test_kill_9_of_one_of_two_replicas_fails_no_request(server: LiveServer) -> N
         lambda: len([r for r in ready_replicas(get(server, "sturdy")) if r["pid"] != victim]) == 2, 10, "a replacement"
     )
     back_in = time.monotonic() - killed
-    thread.join(90)
+    thread.join(scaled(90))
     result = outcome["result"]
     assert restored and result.failures == [], result.failures[:5]
     restart = next(e for e in events(server, "sturdy") if e["kind"] == "replica_restarted")

@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from conftest import ROOT, LiveServer
+from conftest import ROOT, LiveServer, scaled
 from onnx_factory import affine_model
 
 pytestmark = pytest.mark.slow
@@ -51,10 +51,17 @@ def test_readme_example_runs(index: int, live_server: LiveServer, tmp_path: Path
         # Fewer epochs than the README's: the example's path is the same, and the suite stays short.
         code = re.sub(r"--epochs \d+", "--epochs 3", code)
         result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
+            ["bash", "-euo", "pipefail", "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=scaled(150),
+            cwd=tmp_path,
         )
     else:
         code = code.replace("my-iris", f"my-iris-{index}")
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=scaled(150)
+        )
     assert result.returncode == 0, f"{code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
     assert '"error"' not in result.stdout, result.stdout

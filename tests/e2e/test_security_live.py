@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import LiveServer, bearer, free_port, run_cli, start_server
+from conftest import LiveServer, bearer, free_port, run_cli, scaled, start_server
 from onnx_factory import affine_model
 
 pytestmark = pytest.mark.slow
@@ -54,11 +54,10 @@ def test_key_revoked_by_another_process_fails_within_a_second(server: LiveServer
             s.get(ApiKey, key["id"]).revoked_at = utcnow()
     finally:
         db.dispose()
-    revoked_at = time.monotonic()
-    while _infer(server, key["key"]).status_code == 200:
-        assert time.monotonic() - revoked_at < 1.0, "a revoked key still worked after 1 s"
-        time.sleep(0.02)
-    assert time.monotonic() - revoked_at < 1.0
+    # The server trusts a verified key for key_cache_seconds (at most 1 s) from its last DB read, which came
+    # before the revocation: once a second has passed, the next request must read the revoked row.
+    time.sleep(1.05)
+    assert _infer(server, key["key"]).status_code == 401
 
 
 def test_low_rate_limit_gives_429_with_retry_after(server: LiveServer) -> None:
@@ -112,7 +111,7 @@ def test_serve_refuses_network_interface_without_auth(tmp_path: Path) -> None:
         [*args, "--port", str(free_port()), "--home", str(tmp_path / "home")],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert result.returncode != 0
     assert "refusing to listen on 0.0.0.0 with --no-auth" in result.stdout + result.stderr
@@ -122,7 +121,9 @@ def test_no_auth_mode_on_loopback(tmp_path: Path) -> None:
     server = start_server(tmp_path / "home", None, "--no-auth")
     try:
         r = httpx.post(
-            f"{server.url}/api/v1/models/affine/versions", files={"file": ("a.onnx", affine_model())}, timeout=30
+            f"{server.url}/api/v1/models/affine/versions",
+            files={"file": ("a.onnx", affine_model())},
+            timeout=scaled(30),
         )
         assert r.status_code == 201
         assert httpx.post(f"{server.url}/v2/models/affine/infer", json=ROW).status_code == 200

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import LiveServer, start_server
+from conftest import LiveServer, scaled, start_server
 from onnx_factory import affine_model
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def test_kill_9_during_upload_leaves_no_version_and_no_orphan(tmp_path: Path) ->
             )
             time.sleep(0.5)  # the server is now mid-upload
             os.kill(server.pid, signal.SIGKILL)
-            server.process.wait(timeout=10)
+            server.process.wait(timeout=scaled(10))
     finally:
         server.stop(kill=True)
     server = start_server(home, None)
@@ -110,7 +110,7 @@ def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(tmp_pat
     server = start_server(home, None)
     payload = affine_model(scale=7.0)
     try:
-        with httpx.Client(base_url=server.url, headers=server.headers, timeout=5) as client:
+        with httpx.Client(base_url=server.url, headers=server.headers, timeout=scaled(5)) as client:
             request = client.build_request("POST", "/api/v1/models/crash/versions", files={"file": ("m.onnx", payload)})
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 head = f"POST {request.url.raw_path.decode()} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
@@ -118,7 +118,7 @@ def test_kill_9_at_any_point_of_a_registration_leaves_a_consistent_store(tmp_pat
                 sock.sendall(head.encode() + b"\r\n" + request.read())
                 time.sleep(delay_s)
                 os.kill(server.pid, signal.SIGKILL)
-                server.process.wait(timeout=10)
+                server.process.wait(timeout=scaled(10))
     finally:
         server.stop(kill=True)
     server = start_server(home, None)
@@ -146,7 +146,7 @@ def test_duplicate_version_registration_race_over_http(live_server: LiveServer) 
     def register(scale: float) -> int:
         files = {"file": ("m.onnx", affine_model(scale=scale))}
         r = live_server.post(
-            f"{live_server.url}/api/v1/models/race/versions", files=files, data={"version": "1"}, timeout=30
+            f"{live_server.url}/api/v1/models/race/versions", files=files, data={"version": "1"}, timeout=scaled(30)
         )
         return r.status_code
 

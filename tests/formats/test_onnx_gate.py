@@ -13,6 +13,7 @@ import joblib
 import numpy as np
 import pytest
 
+from conftest import scaled
 from onnx_factory import affine_model
 from stratus.errors import InvalidInput, UnsafeFormat
 from stratus.formats import inspect_onnx, sklearn_to_onnx, sniff_unsafe
@@ -140,6 +141,6 @@ def test_importing_formats_loads_neither_torch_nor_sklearn() -> None:
     )
     tests_dir = Path(__file__).resolve().parent.parent
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tests_dir, capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code], cwd=tests_dir, capture_output=True, text=True, check=True, timeout=scaled(120)
     )
     assert result.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import scaled
 from stratus.errors import InvalidInput
 from stratus.metering import Prices, UsageMeter
 from stratus.store import Database
@@ -43,7 +44,7 @@ def test_close_loses_nothing_and_the_thread_flushes(db: Database) -> None:
     meter = UsageMeter(db, flush_seconds=0.05, prices=Prices())
     meter.start()
     meter.record("p", "k", "m", items=1)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + scaled(5)
     while meter.query(project="p").total.requests == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     meter.record("p", "k", "m", items=1)
