@@ -19,7 +19,7 @@ from schemathesis.engine import events, from_schema
 
 from conftest import LiveServer, scaled, start_server
 
-EXAMPLES_PER_OPERATION = 5
+EXAMPLES_PER_OPERATION = 3
 MIN_CASES = 1500
 #: positive_data_acceptance ("a schema-valid request is accepted") is off only where JSON Schema cannot state
 #: what the server checks; every other check stays on for these operations too.

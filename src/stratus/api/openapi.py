@@ -106,6 +106,11 @@ _JSON_VALUE_REF = {"$ref": "#/components/schemas/JsonValue"}
 _V2_TENSOR = {
     "type": "object",
     "required": ["name", "shape", "datatype"],
+    # The values come in "data", or after the JSON when the binary extension names their size.
+    "anyOf": [
+        {"required": ["data"]},
+        {"required": ["parameters"], "properties": {"parameters": {"required": ["binary_data_size"]}}},
+    ],
     "properties": {
         "name": {"type": "string", "minLength": 1},
         "shape": {"type": "array", "maxItems": MAX_RANK, "items": {"type": "integer", "minimum": 0}},
@@ -302,6 +307,11 @@ def truthful_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             for path, item in schema.get("paths", {}).items():
                 for method, operation in item.items():
                     _document(method, path, operation)
+                    form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
+                    ref = form.get("schema", {}).get("$ref", "")
+                    component = schemas.get(ref.rsplit("/", 1)[-1], {})
+                    if "properties" in component:
+                        component["properties"] = {k: _not_null(v) for k, v in component["properties"].items()}
             app.openapi_schema = schema
         return app.openapi_schema
 
