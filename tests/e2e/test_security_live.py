@@ -201,8 +201,17 @@ def test_tls(tmp_path: Path) -> None:
     import ssl
 
     cert, key = _self_signed(tmp_path)
-    server = start_server(tmp_path / "home", None, "--tls-cert", str(cert), "--tls-key", str(key), scheme="https")
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key), "--grpc-port", str(free_port()))
+    server = start_server(tmp_path / "home", None, *tls, scheme="https")
     try:
+        # gRPC on its own port takes the same certificate.
+        import tritonclient.grpc as triton_grpc
+
+        grpcs = triton_grpc.InferenceServerClient(
+            f"127.0.0.1:{server.grpc_port}", ssl=True, root_certificates=str(cert)
+        )
+        assert grpcs.get_server_metadata(headers={"authorization": f"Bearer {server.admin_key}"}).name == "stratus"
+        grpcs.close()
         context = ssl.create_default_context(cafile=str(cert))
         https = server.url
         assert https.startswith("https://")

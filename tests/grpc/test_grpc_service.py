@@ -203,3 +203,17 @@ def test_stratus_serve_serves_grpc_on_its_port_and_refuses_a_busy_one(tmp_path: 
         assert f"cannot serve gRPC on 127.0.0.1:{port}" in second.stdout + second.stderr
     finally:
         server.stop()
+
+
+def test_a_keys_rate_limit_applies_over_grpc(world: dict[str, Any]) -> None:
+    client: triton.InferenceServerClient = world["triton"]
+    key = world["http"].post("/api/v1/keys", json={"scopes": ["predict"], "rate_limit_rps": 0.01}).json()["key"]
+    rows = [_iris_input(ROWS[:1])]
+    statuses = []
+    for _ in range(3):  # a bucket of one token, refilled once every 100 s
+        try:
+            client.infer("iris", rows, headers=metadata(key))
+            statuses.append("OK")
+        except InferenceServerException as exc:
+            statuses.append(str(exc.status()))
+    assert statuses == ["OK", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.RESOURCE_EXHAUSTED"]
