@@ -2,7 +2,8 @@
 replica processes of a Stratus server (``python -m stratus.cli.endpoint_server --stdin --fd N``).
 
 A replica imports everything first and only then reads its bundle from stdin, so a spare process can be
-started ahead and handed a model when one is needed. It exits when the server that started it is gone.
+started ahead and handed a model when one is needed. It exits when the server that started it is gone: the
+server starts it through ``stratus.lifeline``, which arranges that before this module is even imported.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import logging
 import os
 import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 import orjson
@@ -26,15 +25,6 @@ from stratus.deploy.bundle import BundleCatalog
 from stratus.deploy.replicas import REPLICA_CONFIG
 
 KEY_ENV = "STRATUS_ENDPOINT_KEY_SHA256"
-
-
-def _exit_with_parent(parent: int) -> None:
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="stratus-parent-watch", daemon=True).start()
 
 
 def serve(
@@ -82,7 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.stdin:
-        _exit_with_parent(os.getppid())
         entries = framing.unpack(sys.stdin.buffer.read())
         config = orjson.loads(entries.pop(REPLICA_CONFIG))
         catalog = BundleCatalog.from_entries(entries)

@@ -5,6 +5,11 @@ version from a bundle it reads on stdin, on a socket the parent bound on loopbac
 keeps one spare process started ahead, its imports done and waiting for its bundle, so a new replica is
 ready in the time it takes to load the model rather than to start Python. The interface is small
 (``start`` a bundle, get a ``ReplicaProcess``) so that another placement (a Ray cluster) can take its place.
+
+Replicas die with their server, however it dies: each starts through ``stratus.lifeline``, which before any
+heavy import sets a parent-death signal and watches a pipe only the server holds (see lifeline.py). The
+signal follows the thread that forked, so every replica is forked by one ``Spawner`` thread that lives as
+long as the server process.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ import contextlib
 import hashlib
 import logging
 import os
+import queue
 import secrets
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 import orjson
@@ -30,6 +38,45 @@ from stratus import framing
 log = logging.getLogger(__name__)
 
 REPLICA_CONFIG = "replica.json"
+REPLICA_MODULE = "stratus.cli.endpoint_server"
+
+T = TypeVar("T")
+
+
+class Spawner:
+    """One daemon thread, alive as long as the process, that runs every replica's fork. A replica's
+    parent-death signal fires when the thread that forked it ends; the threads that want replicas (rollouts,
+    the autoscaler, spare refills) come and go, so they hand the fork to this one."""
+
+    _instance: Spawner | None = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="stratus-spawner", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def shared(cls) -> Spawner:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def _run(self) -> None:
+        while True:
+            job, future = self._jobs.get()
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # handed to the caller, who re-raises it
+                future.set_exception(exc)
+
+    def call(self, job: Callable[[], T]) -> T:
+        if threading.current_thread() is self.thread:
+            return job()
+        future: Future[object] = Future()
+        self._jobs.put((job, future))
+        return future.result()  # type: ignore[return-value]
 
 
 class ReplicaProcess(Protocol):
@@ -98,19 +145,29 @@ class LocalPlacement:
         self._spares: list[LocalProcess] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._spawner = Spawner.shared()
+        # The lifeline: replicas get the read end; the write end stays in this process only (os.pipe's ends
+        # are not inherited by other children), so it closes exactly when this process dies or close() runs.
+        self._lifeline_read, self._lifeline_write = os.pipe()
 
     def _spawn(self) -> LocalProcess:
+        return self._spawner.call(self._spawn_here)
+
+    def _spawn_here(self) -> LocalProcess:
+        if self._closed:  # its lifeline is closed (and the descriptor number may be reused)
+            raise RuntimeError("the replica placement is closed")
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
         listener.listen(512)
         port = listener.getsockname()[1]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(self.threads)}
+        lifeline = ["-m", "stratus.lifeline", str(os.getpid()), str(self._lifeline_read)]
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "stratus.cli.endpoint_server", "--stdin", "--fd", str(listener.fileno())],
+                [sys.executable, *lifeline, REPLICA_MODULE, "--stdin", "--fd", str(listener.fileno())],
                 stdin=subprocess.PIPE,
-                pass_fds=(listener.fileno(),),
+                pass_fds=(listener.fileno(), self._lifeline_read),
                 env=env,
             )
         finally:
@@ -144,10 +201,16 @@ class LocalPlacement:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             spares, self._spares = self._spares, []
         for spare in spares:
             spare.kill()
+        # Any replica still running exits now (the controller has stopped its replicas before this).
+        for fd in (self._lifeline_write, self._lifeline_read):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def wait_ready(replica: ReplicaProcess, timeout_s: float, client: httpx.Client) -> bool:
