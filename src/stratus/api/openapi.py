@@ -11,6 +11,7 @@ the server to it with schemathesis' checks.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from stratus.api.bounds import JSON_SAFE_MAX, MAX_VERSION, VERSION_REF_PATTERN
-from stratus.protocol import MAX_RANK
+from stratus.protocol import DEFAULT_LIMITS, MAX_RANK, TensorLimits
 from stratus.registry.names import NAME_PATTERN
 from stratus.security.access import PUBLIC
 from stratus.types import V2_TO_NUMPY
@@ -256,7 +257,7 @@ def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _document(method: str, path: str, operation: dict[str, Any]) -> None:
+def _document(method: str, path: str, operation: dict[str, Any], limits: TensorLimits) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for status in sorted(_statuses(method, path, operation)):
@@ -265,6 +266,11 @@ def _document(method: str, path: str, operation: dict[str, Any]) -> None:
         entry["content"] = error
     body = _REQUEST_BODIES.get((method, path))
     if body is not None:
+        body = copy.deepcopy(body)
+        if "inputs" in body.get("properties", {}) and "items" in body["properties"]["inputs"]:
+            # One dimension can be no larger than the whole tensor may be (this server's tensor limits).
+            shape = body["properties"]["inputs"]["items"]["properties"]["shape"]
+            shape["items"]["maximum"] = min(limits.max_elements, JSON_SAFE_MAX)
         operation["requestBody"]["content"]["application/json"] = {"schema": body}
     for media_type, content in operation.get("requestBody", {}).get("content", {}).items():
         schema = content.get("schema", {})
@@ -290,6 +296,7 @@ def truthful_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
+            limits: TensorLimits = getattr(app.state, "tensor_limits", DEFAULT_LIMITS)
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = schema.setdefault("components", {})
             schemas = components.setdefault("schemas", {})
@@ -306,7 +313,7 @@ def truthful_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
             }
             for path, item in schema.get("paths", {}).items():
                 for method, operation in item.items():
-                    _document(method, path, operation)
+                    _document(method, path, operation, limits)
                     form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
                     ref = form.get("schema", {}).get("$ref", "")
                     component = schemas.get(ref.rsplit("/", 1)[-1], {})

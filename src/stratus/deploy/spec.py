@@ -4,7 +4,7 @@ scaling and the rollout policy. Validated here; the service pins each target to 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -47,7 +47,9 @@ class ScalingSpec(BaseModel):
 class CanarySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, max_length=10)
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, max_length=10
+    )
     step_seconds: float = Field(default=30.0, ge=0.5, le=3600)
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     max_p99_ms: float | None = Field(default=None, gt=0)

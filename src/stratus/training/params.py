@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,8 +41,11 @@ class TrainParams(BaseModel):
     patience: int | None = Field(default=None, ge=1, le=1000, description="early stopping on validation")
     init: Literal["default", "xavier", "he"] = "default"
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    hidden: list[int] = Field(default_factory=lambda: [64], max_length=8)
-    channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1, max_length=4)
+    # Widths are bounded like every other number: a layer of 2**52 units would only fail late, in the job.
+    hidden: list[Annotated[int, Field(ge=1, le=8192)]] = Field(default_factory=lambda: [64], max_length=8)
+    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=4
+    )
     augment: list[Literal["flip", "crop", "rotate"]] = Field(default_factory=list)
     embedding_dim: int = Field(default=64, ge=4, le=1024, description="text_classifier word vectors")
     vocab_size: int = Field(default=20_000, ge=100, le=500_000, description="text_classifier vocabulary")
