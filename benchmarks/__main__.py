@@ -56,6 +56,8 @@ def start_server(
         **os.environ,
         "STRATUS_SAMPLE_CACHE_DIR": str(cache),
         "STRATUS_INTRA_OP_THREADS": str(threads),
+        # No gRPC unless asked for (--grpc-port): the servers run side by side and would want one port.
+        "STRATUS_GRPC_PORT": "0",
         **(env_extra or {}),
     }
     args = [
@@ -372,6 +374,19 @@ of the two inference threads spent 91% of its wall time inside `Session.run` bef
 on HTTP, routing, auth and JSON: on a 2-core machine shared with wrk, that is CPU ONNX Runtime does not
 get. Served minilm stayed at 243-246 requests/s then, whatever the batching config, at 83-91% of a
 ceiling that itself read 268-296 sentences/s minutes apart.
+
+gRPC. The gRPC server is grpc.aio in the HTTP server's event loop (the data plane's batcher lives on that
+loop). Measured by hand on 2026-12-02 (iris, one row, concurrency 32, h2load, a machine at load average
+about 20 from other work, so only same-minute comparisons count): in-loop grpc.aio served 2,000 and 2,020
+requests/s in two rounds where a threaded grpc server handing each call to the loop served 1,400 and 1,260;
+grpc.aio on a thread and loop of its own, handing calls over, 1,900 against 1,720 in-loop (one round each,
+within the noise). Where the time goes, in CPU time of the event loop's thread per request (from
+/proc/PID/task): an iris call over gRPC took 340-370 us against 137 us for one over V2 REST on the same
+server; a grpc.aio server answering the same message with no work at all takes 86 us per call, 120 us
+with one hop to a thread pool; the adapter's own decoding, access check and encoding 34 us (in process,
+no transport). The difference that remains goes with batching: over REST uvicorn reads many requests
+per loop turn and iris batches averaged 16 rows, while gRPC calls reach the loop one by one and batches
+averaged 1.4 rows, so nearly every call pays a whole batch's hand-off to ONNX Runtime.
 
 ## In-process ceiling (plain ONNX Runtime, same model files and threads)
 
