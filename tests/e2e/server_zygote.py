@@ -32,7 +32,8 @@ def serve(home: str, port: str, tag: str, log: str) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    sys.argv = ["stratus", "serve", "--port", port, "--home", home, "--no-samples"]
+    # No gRPC: trials may overlap, and every server would want gRPC's default port.
+    sys.argv = ["stratus", "serve", "--port", port, "--home", home, "--no-samples", "--grpc-port", "0"]
     try:
         main()
     finally:
