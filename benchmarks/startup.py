@@ -40,7 +40,8 @@ def first_start(env_extra: dict[str, str] | None = None) -> tuple[float, str, Pa
     env = {**os.environ, **(env_extra or {})}
     started = time.monotonic()
     process = subprocess.Popen(
-        [STRATUS, "serve", "--port", str(port), "--home", str(home), "--log-level", "warning"],
+        # No gRPC: its default port may be taken by another server on this machine.
+        [STRATUS, "serve", "--port", str(port), "--home", str(home), "--log-level", "warning", "--grpc-port", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
