@@ -128,8 +128,8 @@ class DataPlane:
         self.endpoints: EndpointDirectory | None = None
         registry.on_change(self._forget)
 
-    def _batch_observer(self, model: str, version: int) -> BatchObserver:
-        queue_time, compute_time, batch_size = self.metrics.batch_series(model, str(version))
+    def _batch_observer(self, project: str, model: str, version: int) -> BatchObserver:
+        queue_time, compute_time, batch_size = self.metrics.batch_series(project, model, str(version))
 
         def observe(waits: list[float], rows: int, seconds: float) -> None:
             for wait in waits:
@@ -209,9 +209,10 @@ class DataPlane:
         source = self.registry.read_artifact(version)
         return lambda threads: ModelRunner(source, version.signature, threads=threads)
 
-    def _load_sync(self, version: VersionInfo) -> ServedModel:
+    def _load_sync(self, version: VersionInfo, project: str) -> ServedModel:
         loader = self._runner_factory(version)
-        served = self.pool.load(version.id, version.model, version.version, loader, ServingConfig.parse(version.config))
+        config = ServingConfig.parse(version.config)
+        served = self.pool.load(version.id, version.model, version.version, loader, config, project)
         served.raw_config = version.config
         return served
 
@@ -223,7 +224,8 @@ class DataPlane:
             served = None
         if served is None:
             loop = asyncio.get_running_loop()
-            served = await loop.run_in_executor(self._executor, self._load_sync, version)
+            # The project is read here: run_in_executor does not carry the caller's context to the thread.
+            served = await loop.run_in_executor(self._executor, self._load_sync, version, tenancy.current_project())
         return served
 
     async def infer(
@@ -248,9 +250,9 @@ class DataPlane:
                 results = await self.run_version(version, inputs, outputs, timeout_ms)
             version_label = str(version.version)
         except StratusError as exc:
-            self.metrics.failed(model_label, version_label, protocol, exc.kind)
+            self.metrics.failed(tenancy.current_project(), model_label, version_label, protocol, exc.kind)
             raise
-        requests, latency = self.metrics.request_series(name, version_label, protocol)
+        requests, latency = self.metrics.request_series(tenancy.current_project(), name, version_label, protocol)
         requests.inc()
         elapsed = time.perf_counter() - started
         latency.observe(elapsed)

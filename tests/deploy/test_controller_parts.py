@@ -304,7 +304,7 @@ def test_a_failing_canary_rolls_back_to_the_old_table() -> None:
         assert old.routes is old_routes and old.revision == 1
         assert [d["percent"] for k, r, d in events.events if k == "traffic_shifted" and r == 2] == [20]
         assert placement.started[1].stopped and not placement.started[0].stopped  # the canary's replica left
-        assert ctl.metrics.rollbacks.labels("ep")._value.get() == 1
+        assert ctl.metrics.rollbacks.labels("ep", "default")._value.get() == 1
     finally:
         ctl.close()
 
@@ -355,9 +355,9 @@ def test_the_supervisor_replaces_a_dead_replica_and_reports_it() -> None:
     report = lambda kind, detail: events.event(1, kind, 1, detail)  # noqa: E731
     first = replicas.launch(target, report)
     assert first is not None
-    assert supervisor.check("ep", target, report, probe_health=supervisor.health_due()) == 0
+    assert supervisor.check(("default", "ep"), target, report, probe_health=supervisor.health_due()) == 0
     placement.started[0].running = False  # kill -9
-    assert supervisor.check("ep", target, report, probe_health=False) == 1
+    assert supervisor.check(("default", "ep"), target, report, probe_health=False) == 1
     detail = events.wait_for("replica_restarted")
     assert detail["replaced"] == first.id and detail["pid"] == 1000 and detail["by"] == "r2"
     _wait(lambda: [r.state for r in target.replicas] == ["ready"])

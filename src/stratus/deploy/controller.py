@@ -160,8 +160,8 @@ class Controller:
             if replica is None:
                 return
             seconds = self._clock.now() - asked
-            self.metrics.cold_start.labels(plan.name).observe(seconds)
-            self.metrics.scaled(plan.name, target.label, "up")
+            self.metrics.cold_started(plan.key, seconds)
+            self.metrics.scaled(plan.key, target.label, "up")
             self.autoscaler.scaled(target)
             self.rollouts.report(plan)(
                 "scaled_from_zero",
@@ -188,7 +188,7 @@ class Controller:
             routes = live.routes
             report = self.rollouts.report(plan)
             for target in [*routes.targets, *routes.shadows]:
-                self.supervisor.check(plan.name, target, report, probe_health)
+                self.supervisor.check(plan.key, target, report, probe_health)
             if slot.rolling:
                 continue
             for target, share in zip(routes.targets, routes.shares, strict=True):
@@ -198,13 +198,13 @@ class Controller:
     def _scaled(self, plan: Plan, report: Report) -> ScaleListener:
         def changed(target: TargetRuntime, current: int, wanted: int) -> None:
             direction = "up" if wanted > current else "down"
-            self.metrics.scaled(plan.name, target.label, direction)
+            self.metrics.scaled(plan.key, target.label, direction)
             kind = "scaled_to_zero" if wanted == 0 else f"scale_{direction}"
             report(kind, {"target": target.label, "from": current, "to": wanted})
 
         return changed
 
-    def _replica_rows(self) -> list[tuple[str, str, str, int]]:
+    def _replica_rows(self) -> list[tuple[str, str, str, str, int]]:
         rows = []
         for slot in list(self._slots.values()):
             if slot.live is None:
@@ -214,5 +214,5 @@ class Controller:
                 counts: dict[str, int] = {"ready": 0, "starting": 0}
                 for replica in list(target.replicas):
                     counts[replica.state] = counts.get(replica.state, 0) + 1
-                rows += [(slot.key[1], target.label, state, n) for state, n in counts.items()]
+                rows += [(*slot.key, target.label, state, n) for state, n in counts.items()]
         return rows

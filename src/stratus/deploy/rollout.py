@@ -131,7 +131,7 @@ class Rollouts:
                     slot.plan = previous_plan  # the old revision's scaling applies again
                 for target in fresh:
                     self._replicas.retire(target)
-                self._metrics.rollbacks.labels(plan.name).inc()
+                self._metrics.rolled_back(plan.key)
                 report("rolled_back", {"reason": failure})
                 self._recorder.revision_done(plan.endpoint_id, plan.revision, "rolled_back", failure)
                 return

@@ -272,11 +272,11 @@ class LiveEndpoint:
         try:
             await self.call(target, inputs, outputs)
         except Exception as exc:  # a shadow's failure is counted, never returned to the caller
-            self._metrics.shadow(self.name, target.label, "failure")
+            self._metrics.shadow((self.project, self.name), target.label, "failure")
             target.record(False, time.perf_counter() - started)
             log.debug("shadow %s of endpoint %s failed: %s", target.label, self.name, exc)
             return
-        self._metrics.shadow(self.name, target.label, "success")
+        self._metrics.shadow((self.project, self.name), target.label, "success")
         target.record(True, time.perf_counter() - started)
 
     async def _replica(self, target: TargetRuntime, avoid: Replica | None) -> Replica:
@@ -321,7 +321,7 @@ class LiveEndpoint:
                     replica.state = "dead"  # the supervisor replaces it
                 if attempt == 2:
                     raise errors.NotReady(f"endpoint {self.name!r}: replicas of {target.label} failed: {exc}") from None
-                self._metrics.retried(self.name)
+                self._metrics.retried((self.project, self.name))
                 log.warning("replica %s of %s failed mid-request (%s); retrying once", replica.id, target.label, exc)
             finally:
                 replica.outstanding -= 1

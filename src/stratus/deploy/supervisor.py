@@ -8,7 +8,7 @@ import math
 from typing import Literal
 
 from stratus.deploy.clock import Clock
-from stratus.deploy.metrics import DeployMetrics
+from stratus.deploy.metrics import DeployMetrics, EndpointKey
 from stratus.deploy.replicaset import ReplicaSet, Report
 from stratus.deploy.router import Replica, TargetRuntime
 
@@ -49,8 +49,8 @@ class Supervisor:
         self._last_health = now
         return True
 
-    def check(self, endpoint: str, target: TargetRuntime, report: Report, probe_health: bool) -> int:
-        """Replace the target's dead replicas; returns how many it replaced."""
+    def check(self, endpoint: EndpointKey, target: TargetRuntime, report: Report, probe_health: bool) -> int:
+        """Replace the dead replicas of ``target`` of ``endpoint`` (project, name); returns how many it replaced."""
         replaced = 0
         for replica in list(target.replicas):
             healthy = self._replicas.healthy(replica.process) if probe_health and replica.state == "ready" else None
@@ -63,10 +63,10 @@ class Supervisor:
             replaced += 1
         return replaced
 
-    def _replace(self, endpoint: str, target: TargetRuntime, replica: Replica, report: Report) -> None:
+    def _replace(self, endpoint: EndpointKey, target: TargetRuntime, replica: Replica, report: Report) -> None:
         self._replicas.kill(target, replica)
         code = getattr(getattr(replica.process, "process", None), "returncode", None)  # after the kill: set
-        self._metrics.restarts.labels(endpoint).inc()
+        self._metrics.restarted(endpoint)
         died = self._clock.now()
 
         def replaced(new: Replica | None) -> None:

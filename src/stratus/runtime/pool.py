@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from stratus.runtime.batching import Batcher, BatchObserver
 from stratus.runtime.config import ServingConfig
 from stratus.runtime.session import Runner
+from stratus.tenancy import DEFAULT_PROJECT
 from stratus.types import Tensor
 
 #: Builds one runner (one instance) with the given intra-op thread count.
@@ -47,8 +48,10 @@ class ServedModel:
         config: ServingConfig,
         executor: Executor,
         observer: BatchObserver | None = None,
+        project: str = DEFAULT_PROJECT,
     ) -> None:
         self.key, self.name, self.version = key, name, version
+        self.project = project  # the tenant whose model this is: metrics carry it
         self.runners = runners
         self.config = config
         self.raw_config: dict[str, object] = {}
@@ -110,7 +113,7 @@ class ModelPool:
         threads: int,
         executor: Executor,
         max_loaded_bytes: int = 0,
-        observe: Callable[[str, int], BatchObserver] | None = None,
+        observe: Callable[[str, str, int], BatchObserver] | None = None,
     ) -> None:
         self.threads = threads
         self._observe = observe
@@ -124,9 +127,17 @@ class ModelPool:
     def get(self, key: int) -> ServedModel | None:
         return self._models.get(key)
 
-    def load(self, key: int, name: str, version: int, factory: RunnerFactory, config: ServingConfig) -> ServedModel:
-        """Return the served model for ``key``, loading it if needed. Concurrent callers for the same
-        key wait for one load instead of loading twice."""
+    def load(
+        self,
+        key: int,
+        name: str,
+        version: int,
+        factory: RunnerFactory,
+        config: ServingConfig,
+        project: str = DEFAULT_PROJECT,
+    ) -> ServedModel:
+        """Return the served model for ``key`` (of ``project``), loading it if needed. Concurrent callers for
+        the same key wait for one load instead of loading twice."""
         served = self._models.get(key)
         if served is not None:
             return served
@@ -141,8 +152,8 @@ class ModelPool:
                 runners = [factory(per_instance) for _ in range(sessions)]
                 for runner in runners:
                     runner.warm_up()
-                observer = self._observe(name, version) if self._observe is not None else None
-                served = ServedModel(key, name, version, runners, config, self._executor, observer)
+                observer = self._observe(project, name, version) if self._observe is not None else None
+                served = ServedModel(key, name, version, runners, config, self._executor, observer, project)
                 self._models[key] = served
                 self._evict_over_budget(keep=key)
                 # A loaded model is long-lived: keep the collector from re-walking it (see settle_heap).
@@ -169,9 +180,9 @@ class ModelPool:
     def loaded(self) -> list[LoadedModel]:
         return [m.info() for m in self._models.values()]
 
-    def snapshot(self) -> list[tuple[str, str, int, int]]:
-        """(model, version, bytes, queued requests) of each loaded version, for metrics."""
+    def snapshot(self) -> list[tuple[str, str, str, int, int]]:
+        """(project, model, version, bytes, queued requests) of each loaded version, for metrics."""
         return [
-            (m.name, str(m.version), m.size_bytes, m.batcher.queue_depth if m.batcher is not None else 0)
+            (m.project, m.name, str(m.version), m.size_bytes, m.batcher.queue_depth if m.batcher is not None else 0)
             for m in list(self._models.values())
         ]
