@@ -86,3 +86,35 @@ def test_a_tenant_sees_only_its_own_series(empty_app: TestClient) -> None:
         samples = {s.name for f in text_string_to_metric_families(r.text) for s in f.samples}
         assert {"stratus_inference_requests_total", "stratus_inference_failures_total"} <= samples
         assert {"stratus_model_memory_bytes", "stratus_inference_batch_size_count"} <= samples
+
+
+def test_endpoint_series_carry_their_project_and_are_filtered() -> None:
+    """The deployment series (replicas, scaling, restarts, retries, shadows, rollbacks, cold starts) too."""
+    from stratus.deploy.metrics import DeployMetrics
+    from stratus.runtime.metrics import InferenceMetrics
+
+    metrics = InferenceMetrics()
+    deploy = DeployMetrics(metrics.registry)
+    deploy.watch(lambda: [("alpha", "ep-a", "m:1", "ready", 2), ("beta", "ep-b", "m:1", "ready", 1)])
+    for project in ("alpha", "beta"):
+        key = (project, f"ep-{project[0]}")
+        deploy.scaled(key, "m:1", "up")
+        deploy.cold_started(key, 0.2)
+        deploy.restarted(key)
+        deploy.retried(key)
+        deploy.shadow(key, "m:2", "success")
+        deploy.rolled_back(key)
+    everything = metrics.render().decode()
+    alpha = metrics.render("alpha").decode()
+    assert "ep-a" in everything and "ep-b" in everything
+    assert "ep-a" in alpha and "ep-b" not in alpha and 'project="beta"' not in alpha
+    families = {f.name for f in text_string_to_metric_families(alpha) if f.samples}
+    assert families >= {
+        "stratus_endpoint_replicas",
+        "stratus_endpoint_scale_events",
+        "stratus_endpoint_cold_start_seconds",
+        "stratus_endpoint_replica_restarts",
+        "stratus_endpoint_retries",
+        "stratus_endpoint_shadow_requests",
+        "stratus_endpoint_rollbacks",
+    }
