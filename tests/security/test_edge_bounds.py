@@ -169,3 +169,14 @@ def test_a_crash_answers_500_with_a_request_id_and_keeps_the_connection(
         assert r.headers["x-request-id"] == request_id and request_id in r.json()["error"]
         _then_usable(client, r)
     assert any(request_id in record.getMessage() for record in caplog.records), "the log names the request id"
+
+
+@pytest.mark.parametrize(
+    "csv", [b"a,b\n1\r2,3\n", b"a,b\n" + b"x" * 200_000 + b",1\n"], ids=["carriage-return", "huge-field"]
+)
+def test_a_csv_the_csv_module_refuses_is_a_400(server: LiveServer, csv: bytes) -> None:
+    """Found by schemathesis' stateful phase: csv.Error escaped the dataset parser as a 500."""
+    with server.client(timeout=scaled(10)) as client:
+        r = client.post("/api/v1/datasets", data={"name": "edge-csv"}, files={"file": ("d.csv", csv)})
+        assert r.status_code == 400 and "CSV" in r.json()["error"], r.text
+        _then_usable(client, r)

@@ -94,7 +94,11 @@ def parse_csv(data: bytes, target: str | None, *, missing: str = "error", task: 
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidInput("the CSV is not UTF-8 text") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    try:
+        # newline="" as the csv module asks: a lone carriage return inside a field is then data, not an error.
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    except csv.Error as exc:  # e.g. a NUL byte or a field over the size limit
+        raise InvalidInput(f"the CSV cannot be read: {exc}") from None
     if len(rows) < 2:
         raise InvalidInput("the CSV is empty: it needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
