@@ -29,7 +29,6 @@ from stratus.tenancy import Caller
 log = logging.getLogger(__name__)
 
 PUBLIC, READ, PREDICT, MANAGE = "public", "read", "predict", "manage"
-SERVICE = "inference.GRPCInferenceService"
 #: The scope each call needs: the same as its HTTP route in stratus.api.auth.POLICY.
 POLICY: dict[str, str] = {
     "ServerLive": PUBLIC,
