@@ -61,6 +61,18 @@ NUMPY_LIMITS = TensorLimits(max_elements=INT64_MAX, max_bytes=INT64_MAX)
 def check_shape(name: str, raw: Any, datatype: str, limits: TensorLimits, what: str = "input") -> tuple[int, ...]:
     """``raw`` (a JSON list, or a tuple) as a shape within ``limits``; InvalidInput naming the tensor (the
     ``what`` called ``name``) if not."""
+    # The common case in one tight pass; anything unusual falls through to the checks that explain it.
+    if type(raw) is list and len(raw) <= limits.max_rank:
+        span = 1
+        for dim in raw:
+            if type(dim) is not int or not 0 <= dim <= INT64_MAX:
+                break
+            span *= dim or 1
+            if span > limits.max_elements:
+                break
+        else:
+            if span * _ITEMSIZE.get(datatype, _OBJECT_ITEMSIZE) <= limits.max_bytes:
+                return tuple(raw)
     if not isinstance(raw, list | tuple):
         raise InvalidInput(f"{what} {name!r}: shape must be a list of non-negative integers, got {raw!r}")
     if len(raw) > limits.max_rank:

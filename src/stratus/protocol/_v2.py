@@ -133,7 +133,8 @@ def _decode_tensors(
             known = ", ".join(V2_TO_NUMPY)
             raise InvalidInput(f"{what} {name!r}: unknown datatype {datatype!r}; expected one of {known}")
         shape = check_shape(name, raw.get("shape"), datatype, limits, what)
-        size = _params(raw.get("parameters"), f"{what} {name!r}").get("binary_data_size")
+        raw_params = raw.get("parameters")  # (the message is built only when there are parameters)
+        size = None if raw_params is None else _params(raw_params, f"{what} {name!r}").get("binary_data_size")
         if size is not None:
             if "data" in raw:
                 raise InvalidInput(f"{what} {name!r} has both 'data' and binary_data_size; give one")
@@ -169,26 +170,23 @@ def _decode_tensors(
     return tensors
 
 
-def _encode_tensors(
-    selection: list[tuple[str, Tensor, bool]], head: dict[str, Any], key: str
-) -> tuple[bytes, int | None]:
-    """``head`` with the tensors under ``key``, each as JSON data or (when its flag is set) binary data
-    after the header; the body and the header's length (None: no binary data, plain JSON)."""
-    entries: list[dict[str, Any]] = []
-    chunks: list[bytes] = []
-    for name, array, binary in selection:
-        if not array.dtype.isnative:  # neither orjson nor the datatype table take byte-swapped dtypes
-            array = array.astype(array.dtype.newbyteorder("="))
-        datatype = v2_datatype(array.dtype)
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
-            chunk = tensor_to_bytes(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(chunk)}
-            chunks.append(chunk)
-        else:
-            entry["data"] = json_data(array, datatype)
-        entries.append(entry)
-    head[key] = entries
+def _entry(name: str, array: Tensor, binary: bool, chunks: list[bytes]) -> dict[str, Any]:
+    """One tensor's JSON entry; its raw bytes go to ``chunks`` when ``binary``."""
+    if not array.dtype.isnative:  # neither orjson nor the datatype table take byte-swapped dtypes
+        array = array.astype(array.dtype.newbyteorder("="))
+    datatype = v2_datatype(array.dtype)
+    entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    if binary:
+        chunk = tensor_to_bytes(array, datatype)
+        entry["parameters"] = {"binary_data_size": len(chunk)}
+        chunks.append(chunk)
+    else:
+        entry["data"] = json_data(array, datatype)
+    return entry
+
+
+def _finish(head: dict[str, Any], chunks: list[bytes]) -> tuple[bytes, int | None]:
+    """The body: the JSON header, then any binary data; and the header's length (None: plain JSON)."""
     header = orjson.dumps(head, option=_DUMPS_OPTIONS)
     if not chunks:
         return header, None
@@ -252,21 +250,25 @@ def encode_infer_response(
     An output is binary if its own ``binary_data`` parameter says so, else if the request asked for
     ``binary_data_output``. Outputs come in the requested order, else in the order of ``outputs``."""
     binary_default = requested.binary_output if requested is not None else False
+    chunks: list[bytes] = []
+    entries: list[dict[str, Any]] = []
     if requested is not None and requested.outputs:
-        wanted = [(o.name, binary_default if o.binary is None else o.binary) for o in requested.outputs]
+        for wanted in requested.outputs:
+            array = outputs.get(wanted.name)
+            if array is None:
+                have = ", ".join(repr(n) for n in outputs)
+                raise InvalidInput(
+                    f"output {wanted.name!r} was requested but the model has no such output; it has {have}"
+                )
+            binary = binary_default if wanted.binary is None else wanted.binary
+            entries.append(_entry(wanted.name, array, binary, chunks))
     else:
-        wanted = [(name, binary_default) for name in outputs]
-    selection: list[tuple[str, Tensor, bool]] = []
-    for name, binary in wanted:
-        array = outputs.get(name)
-        if array is None:
-            have = ", ".join(repr(n) for n in outputs)
-            raise InvalidInput(f"output {name!r} was requested but the model has no such output; it has {have}")
-        selection.append((name, array, binary))
+        entries = [_entry(name, array, binary_default, chunks) for name, array in outputs.items()]
     head: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         head["id"] = request_id
-    return _encode_tensors(selection, head, "outputs")
+    head["outputs"] = entries
+    return _finish(head, chunks)
 
 
 # --- client side: requests out, responses in --------------------------------------------------------
@@ -297,7 +299,9 @@ def encode_infer_request(
         head["parameters"] = parameters
     if outputs:
         head["outputs"] = [{"name": name, "parameters": {"binary_data": binary_outputs}} for name in outputs]
-    return _encode_tensors([(name, array, binary_inputs) for name, array in inputs.items()], head, "inputs")
+    chunks: list[bytes] = []
+    head["inputs"] = [_entry(name, array, binary_inputs, chunks) for name, array in inputs.items()]
+    return _finish(head, chunks)
 
 
 def decode_infer_response(
