@@ -324,9 +324,9 @@ class Client(AdminCalls, EndpointCalls):
 
         Values are converted to the datatypes the model declares, so plain lists and float64 arrays work.
         ``binary`` (the default) sends the tensors as raw bytes (Triton's binary tensor extension) and asks
-        for the outputs the same way: no number formatting and parsing on either side, the faster choice
-        at every size measured (docs/benchmarks.md). ``binary=False`` sends plain V2 JSON. String outputs
-        come back as ``bytes`` either way.
+        for the outputs the same way: no number formatting and parsing on either side, as fast as JSON for
+        one row and faster for batches (docs/benchmarks.md). ``binary=False`` sends plain V2 JSON. String
+        outputs come back as ``bytes`` either way.
         """
         import numpy as np
 
