@@ -395,11 +395,13 @@ averaged 1.4 rows, so nearly every call pays a whole batch's hand-off to ONNX Ru
 {chr(10).join(summary)}
 """
     doc = ROOT / "docs" / "benchmarks.md"
-    # Keep the start-up section that `python -m benchmarks.startup --write` records in the same file.
-    begin, end = "<!-- bench-startup:begin -->", "<!-- bench-startup:end -->"
+    # Keep the sections that `python -m benchmarks.startup --write` and `benchmarks.sdk_encoding --write`
+    # record in the same file.
     previous = doc.read_text() if doc.exists() else ""
-    if begin in previous and end in previous:
-        text = text.rstrip("\n") + "\n\n" + begin + previous.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    for name in ("startup", "sdk"):
+        begin, end = f"<!-- bench-{name}:begin -->", f"<!-- bench-{name}:end -->"
+        if begin in previous and end in previous:
+            text = text.rstrip("\n") + "\n\n" + begin + previous.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
     doc.write_text(text)
     print("\nwrote docs/benchmarks.md")
 

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from conftest import LiveServer
-from onnx_factory import affine_model
+from onnx_factory import affine_model, two_input_model
 from stratus import Client, protocol
 from stratus.errors import Conflict, InvalidInput, NotFound, UnsafeFormat
 
@@ -83,3 +83,21 @@ def test_typed_errors_carry_the_server_message(client: Client) -> None:
         client.register_model("sdk-dup", affine_model(scale=5.0), version=3)
     with pytest.raises(InvalidInput, match="sample_input"):
         client.register_model("sdk-torch", torch.nn.Linear(2, 2))
+
+
+def test_predict_sends_json_or_binary_tensors_with_the_same_answer(client: Client) -> None:
+    from stratus.sdk.client import BINARY_FROM_ELEMENTS
+
+    client.register_model("sdk-encodings", two_input_model())
+    rows = BINARY_FROM_ELEMENTS  # a batch past the automatic switch to binary, and one row below it
+    for count in (1, rows):
+        inputs = {
+            "a": np.arange(2 * count, dtype=np.float32).reshape(count, 2) / 3,
+            "b": np.arange(2 * count, dtype=np.int64).reshape(count, 2) - 2**40,
+            "text": np.array([f"t\u00e9xt {i}" for i in range(count)], dtype=object),
+        }
+        answers = [client.predict("sdk-encodings", inputs, binary=b) for b in (True, False, None)]
+        for out in answers:
+            assert list(out["text_out"]) == [f"t\u00e9xt {i}".encode() for i in range(count)]
+            np.testing.assert_array_equal(out["sum"], inputs["a"] + inputs["b"].astype(np.float32))
+            out["sum"][0, 0] = -1.0  # the caller owns what predict returns, binary views included

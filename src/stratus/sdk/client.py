@@ -38,6 +38,10 @@ def error_for_response(response: httpx.Response) -> errors.StratusError:
     )
 
 
+#: From how many input elements ``Client.predict`` sends binary tensors unless told (docs/benchmarks.md).
+BINARY_FROM_ELEMENTS = 64
+
+
 def discover_api_key() -> str | None:
     """The key to send when none is given: STRATUS_API_KEY, else the admin key file that a server on this
     machine wrote into its home (STRATUS_HOME, default ~/.stratus), when this user can read it."""
@@ -318,15 +322,16 @@ class Client(AdminCalls, EndpointCalls):
         version: int | str | None = None,
         outputs: list[str] | None = None,
         *,
-        binary: bool = True,
+        binary: bool | None = None,
     ) -> dict[str, Tensor]:
         """Run the model on array-likes: a dict by input name, or one array for a one-input model.
 
         Values are converted to the datatypes the model declares, so plain lists and float64 arrays work.
-        ``binary`` (the default) sends the tensors as raw bytes (Triton's binary tensor extension) and asks
-        for the outputs the same way: no number formatting and parsing on either side, as fast as JSON for
-        one row and faster for batches (docs/benchmarks.md). ``binary=False`` sends plain V2 JSON. String
-        outputs come back as ``bytes`` either way.
+        ``binary=True`` sends the tensors as raw bytes (Triton's binary tensor extension) and asks for the
+        outputs the same way: no number formatting and parsing on either side, faster for batches and no
+        faster for a row or two (docs/benchmarks.md). ``binary=False`` sends plain V2 JSON. The default
+        chooses binary from ``BINARY_FROM_ELEMENTS`` input elements on. String outputs come back as
+        ``bytes`` either way.
         """
         import numpy as np
 
@@ -345,6 +350,8 @@ class Client(AdminCalls, EndpointCalls):
             if spec is not None and spec["datatype"] != "BYTES" and array.dtype.kind in "biuf":
                 array = array.astype(numpy_dtype(spec["datatype"]), copy=False)
             tensors[key] = array
+        if binary is None:
+            binary = sum(array.size for array in tensors.values()) >= BINARY_FROM_ELEMENTS
         body, header_length = protocol.encode_infer_request(
             tensors, outputs=outputs, binary_inputs=binary, binary_outputs=binary
         )
