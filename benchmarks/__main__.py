@@ -377,9 +377,9 @@ ceiling that itself read 268-296 sentences/s minutes apart.
 
 gRPC. The gRPC server is grpc.aio in the HTTP server's event loop (the data plane's batcher lives on that
 loop). Measured by hand on 2026-12-02 (iris, one row, concurrency 32, h2load, a machine at load average
-about 20 from other work, so only same-minute comparisons count): in-loop grpc.aio served 2,000 and 2,020
-requests/s in two rounds where a threaded grpc server handing each call to the loop served 1,400 and 1,260;
-grpc.aio on a thread and loop of its own, handing calls over, 1,900 against 1,720 in-loop (one round each,
+about 20 from other work, so only same-minute comparisons count): in-loop grpc.aio served 1,994 and 2,020
+requests/s in two rounds where a threaded grpc server handing each call to the loop served 1,405 and 1,260;
+grpc.aio on a thread and loop of its own, handing calls over, 1,903 against 1,719 in-loop (one round each,
 within the noise). Where the time goes, in CPU time of the event loop's thread per request (from
 /proc/PID/task): an iris call over gRPC took 340-370 us against 137 us for one over V2 REST on the same
 server; a grpc.aio server answering the same message with no work at all takes 86 us per call, 120 us
