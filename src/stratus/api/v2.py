@@ -170,15 +170,7 @@ def _version_parameter(body: dict[str, Any], allowed: tuple[str, ...] = ("versio
     params = body.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput("parameters must be an object")
-    unknown = [k for k in params if k not in allowed]
-    if unknown:
-        raise InvalidInput(
-            "only a registered 'version' (number or alias) can be loaded; refusing parameter(s) "
-            + ", ".join(repr(k) for k in unknown)
-            + ": register the model first, then load it by name"
-        )
-    version = params.get("version")
-    return None if version is None else str(version)
+    return protocol.repository_version(params, allowed)
 
 
 @router.post("/v2/repository/index", openapi_extra=_REPOSITORY_BODY)

@@ -22,7 +22,15 @@ from stratus.dataplane import DataPlane
 from stratus.errors import InvalidInput, StratusError
 from stratus.grpc import inference_pb2 as pb
 from stratus.grpc.inference_pb2_grpc import GRPCInferenceServiceServicer
-from stratus.protocol import DEFAULT_LIMITS, KIND_METADATA_KEY, TensorLimits, grpc_code_for, kind_for, status_for
+from stratus.protocol import (
+    DEFAULT_LIMITS,
+    KIND_METADATA_KEY,
+    TensorLimits,
+    grpc_code_for,
+    kind_for,
+    repository_version,
+    status_for,
+)
 from stratus.protocol.v2_grpc import decode_infer_request, fill_infer_response, parameters_of
 from stratus.tenancy import Caller
 
@@ -90,16 +98,7 @@ def _version(ref: str) -> str | None:
 def _repository_version(params: Any, allowed: tuple[str, ...]) -> str | None:
     """Load/unload take at most a registered version or alias, as over HTTP: model files and configs in
     the request are refused, a request never makes the server read a location it names."""
-    values = parameters_of(params)
-    unknown = [k for k in values if k not in allowed]
-    if unknown:
-        raise InvalidInput(
-            "only a registered 'version' (number or alias) can be loaded; refusing parameter(s) "
-            + ", ".join(repr(k) for k in unknown)
-            + ": register the model first, then load it by name"
-        )
-    version = values.get("version")
-    return None if version is None else str(version)
+    return repository_version(parameters_of(params), allowed)
 
 
 class InferenceService(GRPCInferenceServiceServicer):

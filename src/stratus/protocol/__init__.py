@@ -18,6 +18,7 @@ from stratus.protocol._bounds import (
     parse_count,
 )
 from stratus.protocol._json import json_object
+from stratus.protocol._repository import repository_version
 from stratus.protocol._status import (
     GRPC_CODES,
     INTERNAL_GRPC,
@@ -84,6 +85,7 @@ __all__ = [
     "kind_for",
     "parse_count",
     "parse_header_length",
+    "repository_version",
     "status_for",
     "tensor_from_bytes",
     "tensor_to_bytes",
