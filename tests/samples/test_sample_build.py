@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from conftest import scaled
 from stratus.formats import inspect_onnx
 from stratus.samples import BUILD_FORMAT, SampleBuildError, SampleManifest, ensure_samples, load_manifest
+from stratus.samples.cache import built_from
 
-pytestmark = pytest.mark.slow
+# One real build (a minute on a quiet machine, ten or more on a crowded one) runs inside the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(scaled(400))]
 Built = tuple[Path, SampleManifest]
 
 
@@ -100,9 +102,7 @@ def test_digits_reaches_097_on_the_held_out_split(built_samples: Built) -> None:
 def test_a_verified_cache_is_not_rebuilt(built_samples: Built) -> None:
     cache_dir, manifest = built_samples
     before = {p.name: p.stat().st_mtime_ns for p in cache_dir.iterdir()}
-    started = time.monotonic()
     assert ensure_samples(cache_dir) == manifest
-    assert time.monotonic() - started < 5
     assert {p.name: p.stat().st_mtime_ns for p in cache_dir.iterdir()} == before
 
 
@@ -114,24 +114,38 @@ def test_the_calling_process_never_imports_torch(built_samples: Built) -> None:
         "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(cache_dir)], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code, str(cache_dir)], capture_output=True, text=True, check=True, timeout=scaled(120)
     )
     assert result.stdout.strip() == "[]"
 
 
-def test_a_corrupted_file_triggers_a_rebuild(built_samples: Built, tmp_path: Path) -> None:
+def test_a_corrupted_file_triggers_a_rebuild(
+    built_samples: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source_dir, manifest = built_samples
     cache_dir = tmp_path / "cache"
     shutil.copytree(source_dir, cache_dir)
     iris = cache_dir / "iris.onnx"
     iris.write_bytes(iris.read_bytes()[:-10])
     assert load_manifest(cache_dir) is None
-    manifest_mtime = (cache_dir / "manifest.json").stat().st_mtime_ns
+    # The real builder ran for this module's fixture; a stand-in that writes the same files shows that
+    # ensure_samples calls it again (a second real build would cost the suite another 20 s to minutes).
+    fake = _fake_python(tmp_path, f'echo build >> "$out/builds"\ncp "{source_dir}"/* "$out"/\n')
+    monkeypatch.setattr(sys, "executable", str(fake))
     rebuilt = ensure_samples(cache_dir)
-    assert (cache_dir / "manifest.json").stat().st_mtime_ns != manifest_mtime
+    assert (cache_dir / "builds").read_text().split() == ["build"]
     assert hashlib.sha256(iris.read_bytes()).hexdigest() == _model(rebuilt, "iris").sha256
-    # The build is deterministic: the same models come back.
-    assert _model(rebuilt, "iris").sha256 == _model(manifest, "iris").sha256
+    assert [m.sha256 for m in rebuilt.models] == [m.sha256 for m in manifest.models]
+
+
+def test_the_build_is_deterministic(built_samples: Built, sample_cache: Path) -> None:
+    """This module's fresh build and the machine's shared cache (built by `make install` or an earlier run,
+    from the same inputs: the cache key says so) hold the same iris model."""
+    _, manifest = built_samples
+    shared = load_manifest(sample_cache)
+    assert shared is not None
+    assert json.loads((sample_cache / "manifest.json").read_text())["built_from"] == built_from()
+    assert _model(shared, "iris").sha256 == _model(manifest, "iris").sha256
 
 
 def _fake_python(tmp_path: Path, body: str) -> Path:
