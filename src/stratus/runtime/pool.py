@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from stratus.runtime.batching import Batcher, BatchObserver
 from stratus.runtime.config import ServingConfig
 from stratus.runtime.session import Runner
-from stratus.tenancy import DEFAULT_PROJECT
 from stratus.types import Tensor
+
+#: The project a model belongs to when none is given (stratus.tenancy's default; not imported from there, which
+#: pulls in the store: the runtime layer stays below it, and a replica never loads the database).
+DEFAULT_PROJECT = "default"
 
 #: Builds one runner (one instance) with the given intra-op thread count.
 RunnerFactory = Callable[[int], Runner]
