@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from stratus.api.auth import ADMIN, ScopedRoute, caller_of
 from stratus.api.deps import dataplane
 from stratus.api.responses import JSONBody
-from stratus.security.keys import satisfies
+from stratus.security.scopes import satisfies
 
 router = APIRouter(tags=["monitoring"], route_class=ScopedRoute)
 

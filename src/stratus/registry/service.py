@@ -23,6 +23,7 @@ from stratus.registry.records import ModelInfo, VersionInfo, VersionMeta
 from stratus.runtime.config import ServingConfig
 from stratus.store import ArtifactStore, Database
 from stratus.store.tables import Alias, Model, ModelVersion, VersionFile
+from stratus.tenancy.projects import Projects
 from stratus.types import Signature
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class RegistryService(BlobAccess):
         super().__init__(db, artifacts)
         self._listeners: list[ChangeListener] = []
         #: The caller's project id (stratus.tenancy); the other services scope their queries through it too.
-        self.projects = tenancy.Projects(db)
+        self.projects = Projects(db)
 
     # -- plumbing -------------------------------------------------------------------------------
 

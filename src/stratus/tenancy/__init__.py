@@ -8,17 +8,10 @@ service called off the event loop sees the same caller.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-from stratus.errors import NotFound
-
-if TYPE_CHECKING:
-    from stratus.store import Database
 
 DEFAULT_PROJECT = "default"
 
@@ -64,47 +57,3 @@ def acting_as(caller: Caller) -> Iterator[None]:
         yield
     finally:
         _caller.reset(token)
-
-
-class Projects:
-    """The calling project's id in the metadata DB, which every service scopes its queries by (so another
-    project's model, job or endpoint is simply not found). Projects are never deleted, so ids are cached.
-    The default project is created on first use; any other must exist.
-
-    The database modules are imported when a lookup runs, not with this module: a replica uses the
-    context above and has no database.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._ids: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def current_id(self) -> int:
-        name = current_project()
-        found = self._ids.get(name)
-        if found is None:
-            found = self._lookup(name)
-            with self._lock:
-                self._ids[name] = found
-        return found
-
-    def _lookup(self, name: str) -> int:
-        from sqlalchemy import select
-
-        from stratus.store.tables import Project
-
-        with self.db.read() as s:
-            found = s.scalar(select(Project.id).where(Project.name == name))
-        if found is not None:
-            return found
-        if name != DEFAULT_PROJECT:
-            raise NotFound(f"no project {name!r}")
-        with self.db.write() as s:
-            found = s.scalar(select(Project.id).where(Project.name == name))
-            if found is None:
-                row = Project(name=name)
-                s.add(row)
-                s.flush()
-                found = row.id
-        return found
