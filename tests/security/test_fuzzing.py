@@ -28,7 +28,6 @@ NOT_STATABLE = {
     ("POST", "/api/v1/datasets"): "the uploaded file must parse in its data set format",
     ("POST", "/api/v1/endpoints"): "rules across fields: weights add up to more than 0, canary steps rise to 100",
     ("PUT", "/api/v1/endpoints/{name}"): "rules across fields: weights add up to more than 0, canary steps rise to 100",
-    ("POST", "/api/v1/jobs"): "whether a trainer applies depends on the stored data set (images, text, target)",
     ("POST", "/v2/models/{name}/infer"): "each tensor's data must hold as many values as its shape says",
     ("POST", "/v2/models/{name}/versions/{version}/infer"): "each tensor's data must hold as many values as its shape",
     ("POST", "/v1/models/{name}:predict"): "instances must have the shape of the model's input",
@@ -56,12 +55,15 @@ def _config(key: str) -> SchemathesisConfig:
             "phases": {"stateful": {"enabled": False}},
             "checks": {"enabled": True},
             "operations": [
-                {
-                    "include-method": method,
-                    "include-path": path,
-                    "checks": {"positive_data_acceptance": {"enabled": False}},
-                }
-                for method, path in NOT_STATABLE
+                # A valid job trains a model (a built-in data set is one valid request away): minutes of CPU
+                # the suite has no room for. tests/security/test_edge_values.py and test_schema_bounds.py
+                # still cover the operation.
+                # An operation is selected by its name: filters of different kinds would match either.
+                {"include-name": "POST /api/v1/jobs", "enabled": False},
+                *(
+                    {"include-name": f"{method} {path}", "checks": {"positive_data_acceptance": {"enabled": False}}}
+                    for method, path in NOT_STATABLE
+                ),
             ],
         }
     )
@@ -73,6 +75,7 @@ def test_schemathesis_all_checks_pass(server: LiveServer, capsys: pytest.Capture
     )
     operations = {(op.ok().method.upper(), op.ok().path) for op in schema.get_all_operations()}
     assert set(NOT_STATABLE) <= operations  # no stale exclusion
+    assert ("POST", "/api/v1/jobs") not in operations and len(operations) >= 60
     started = time.monotonic()
     cases, failures, errors = 0, [], []
     for event in from_schema(schema).execute():
@@ -91,7 +94,7 @@ def test_schemathesis_all_checks_pass(server: LiveServer, capsys: pytest.Capture
             f"\nschemathesis, all checks: {cases} cases over {len(operations)} operations "
             f"in {time.monotonic() - started:.0f} s, {len(failures)} failures"
         )
-    assert sorted(set(failures)) == []
+    assert sorted(set(failures)) == [], "\n".join(sorted(set(failures)))
     assert errors == []
     assert cases >= MIN_CASES
 

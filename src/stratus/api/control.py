@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from stratus.api.auth import ScopedRoute
@@ -27,7 +27,9 @@ from stratus.api.bounds import (
     VersionRef,
 )
 from stratus.api.deps import registry
+from stratus.api.openapi import model_schema
 from stratus.errors import InvalidInput
+from stratus.runtime.config import ServingConfig
 
 router = APIRouter(prefix="/api/v1", tags=["control"], route_class=ScopedRoute)
 
@@ -50,7 +52,10 @@ class ModelUpdate(BaseModel):
 
 class VersionUpdate(BaseModel):
     status: Literal["active", "archived"] | None = None
-    config: dict[str, Any] | None = None
+    # The registry validates the config with ServingConfig (400 with the field); the schema publishes it.
+    config: Annotated[
+        dict[str, Any] | None, WithJsonSchema({"anyOf": [model_schema(ServingConfig), {"type": "null"}]})
+    ] = None
 
 
 class AliasSet(BaseModel):

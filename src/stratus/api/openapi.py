@@ -161,10 +161,10 @@ _VERSION_PARAMETER = {
 def _repository(*extra: str) -> dict[str, Any]:
     """Load and unload take a registered version or alias and nothing else (no files, configs or URLs)."""
     properties: dict[str, Any] = {"version": _VERSION_PARAMETER, **{name: {"type": "boolean"} for name in extra}}
-    return {
-        "type": "object",
-        "properties": {"parameters": {"type": "object", "properties": properties, "additionalProperties": False}},
-    }
+    parameters = {"type": "object", "properties": properties, "additionalProperties": False}
+    # Triton's clients send "parameters": null when there are none; so may a version's value be null.
+    properties["version"] = {"anyOf": [_VERSION_PARAMETER, {"type": "null"}]}
+    return {"type": "object", "properties": {"parameters": {"anyOf": [parameters, {"type": "null"}]}}}
 
 
 #: Bodies the handlers parse themselves, documented as the codecs read them.
@@ -238,7 +238,8 @@ def _bound_free_form(node: Any) -> None:
     if not isinstance(node, dict):
         return
     kind = node.get("type")
-    if kind == "object" and "properties" not in node and node.get("additionalProperties", True) is True:
+    if kind == "object" and node.get("additionalProperties", True) is True:
+        # Also a model's extra fields, which it ignores: the edge still reads their values.
         node["additionalProperties"] = _JSON_VALUE_REF
     if kind == "array" and "items" not in node:
         node["items"] = _JSON_VALUE_REF

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -17,7 +17,8 @@ class BatchingConfig(BaseModel):
     enabled: bool | None = Field(default=None, description="Default: on when every tensor's first dim is dynamic.")
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     max_queue_delay_ms: float = Field(default=0.0, ge=0, le=1000)
-    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    # Bounded like max_batch_size: the sizes are batch sizes, never more than a batch can hold.
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=list, max_length=64)
     max_queue_size: int = Field(default=4096, ge=1, le=1_000_000)
     timeout_ms: float = Field(default=30_000, gt=0, le=3_600_000)
 
@@ -36,7 +37,8 @@ class ServingConfig(BaseModel):
     @classmethod
     def parse(cls, raw: dict[str, Any] | None) -> ServingConfig:
         try:
-            config = cls.model_validate(raw or {})
+            # As JSON Schema reads JSON: 2.0 is the integer 2, but "2" is no number and "yes" no boolean.
+            config = cls.model_validate(_whole_numbers_as_ints(raw or {}), strict=True)
             config.policy()
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -58,3 +60,14 @@ class ServingConfig(BaseModel):
             max_queue_size=b.max_queue_size,
             default_timeout_ms=b.timeout_ms,
         )
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    """JSON has one number type: a float with no fraction is an integer (what strict validation wants)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_ints(v) for v in value]
+    return value
