@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -12,30 +13,13 @@ import httpx
 import numpy as np
 import orjson
 
-from stratus import errors, protocol
+from stratus import errors
 from stratus.sdk.admin import AdminCalls
 from stratus.sdk.endpoints import EndpointCalls
+from stratus.sdk.errors import error_for_response
 from stratus.sdk.jobs import Job
 
 Tensor = np.ndarray[Any, Any]
-
-
-def error_for_response(response: httpx.Response) -> errors.StratusError:
-    """The error kind a server's error response means (stratus.protocol's table), with its message."""
-    try:
-        body = response.json()
-        message = body.get("error", body) if isinstance(body, dict) else body
-        if isinstance(message, dict):
-            message = message.get("message", str(message))
-    except ValueError:
-        message = response.text or response.reason_phrase
-    retry_after = response.headers.get("retry-after")
-    return protocol.error_for_status(
-        response.status_code,
-        f"{message} (HTTP {response.status_code})",
-        response.headers.get(protocol.KIND_HEADER),
-        retry_after_s=float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None,
-    )
 
 
 #: From how many input elements ``Client.predict`` sends binary tensors unless told (docs/benchmarks.md).
@@ -96,6 +80,10 @@ class Client(AdminCalls, EndpointCalls):
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
+
+    def stream(self, method: str, path: str, **kwargs: Any) -> AbstractContextManager[httpx.Response]:
+        """A streamed response (server-sent events), its status not yet checked: ``error_for_response``."""
+        return self._http.stream(method, path, **kwargs)
 
     # -- server ---------------------------------------------------------------------------------
 

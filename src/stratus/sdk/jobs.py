@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from stratus import errors
+from stratus.sdk.errors import error_for_response
 
 if TYPE_CHECKING:
-    from stratus.sdk.client import Client
+    from contextlib import AbstractContextManager
+
+    import httpx
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class JobClient(Protocol):
+    """What a Job needs of the client (stratus.Client): its public calls, so neither imports the other."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
+
+    def stream(self, method: str, path: str, **kwargs: Any) -> AbstractContextManager[httpx.Response]: ...
 
 
 class Job:
     """A training job. ``job.metrics`` and ``job.version`` are filled in when it succeeds."""
 
-    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+    def __init__(self, client: JobClient, data: dict[str, Any]) -> None:
         self._client = client
         self.data = data
 
@@ -49,16 +60,14 @@ class Job:
         return str(self.data.get("error", ""))
 
     def refresh(self) -> Job:
-        self.data = self._client._json("GET", f"/api/v1/jobs/{self.id}")
+        self.data = self._client.request("GET", f"/api/v1/jobs/{self.id}").json()
         return self
 
     def events(self) -> Iterator[dict[str, Any]]:
         """The job's events as they happen (Server-Sent Events), ending when the job ends."""
-        with self._client._http.stream("GET", f"/api/v1/jobs/{self.id}/events", timeout=None) as response:
+        with self._client.stream("GET", f"/api/v1/jobs/{self.id}/events", timeout=None) as response:
             if response.status_code >= 400:
                 response.read()
-                from stratus.sdk.client import error_for_response
-
                 raise error_for_response(response)
             for line in response.iter_lines():
                 if line.startswith("data: "):
@@ -75,7 +84,7 @@ class Job:
         return self
 
     def cancel(self) -> Job:
-        self.data = self._client._json("POST", f"/api/v1/jobs/{self.id}/cancel")
+        self.data = self._client.request("POST", f"/api/v1/jobs/{self.id}/cancel").json()
         return self
 
     def __repr__(self) -> str:
