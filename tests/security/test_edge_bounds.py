@@ -165,8 +165,8 @@ def test_a_crash_answers_500_with_a_request_id_and_keeps_the_connection(
     with caplog.at_level(logging.ERROR), httpx.Client(base_url=url, headers=headers, timeout=scaled(10)) as client:
         r = client.get("/api/v1/projects")
         assert r.status_code == 500
-        request_id = r.json()["request_id"]
-        assert r.headers["x-request-id"] == request_id and request_id in r.json()["error"]
+        request_id = r.headers["x-request-id"]
+        assert len(request_id) == 32 and request_id in r.json()["error"]
         _then_usable(client, r)
     assert any(request_id in record.getMessage() for record in caplog.records), "the log names the request id"
 

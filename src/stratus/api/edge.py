@@ -9,9 +9,7 @@ connection fails too. ``CatchAll`` sits inside it and ends the exchange normally
 from __future__ import annotations
 
 import json
-import logging
 import re
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -21,10 +19,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stratus.api.bounds import JSON_SAFE_MAX
-from stratus.api.errors import error_response
+from stratus.api.errors import error_response, response_for
 from stratus.api.responses import JSONBody
-
-log = logging.getLogger(__name__)
 
 #: Paths whose JSON bodies the gate checks: the control plane. Inference bodies go through the protocol codecs.
 CONTROL_PREFIXES = ("/api/", "/v2/repository/")
@@ -51,23 +47,14 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
-            request_id = uuid.uuid4().hex
-            log.exception("%s %s crashed (request id %s)", scope.get("method"), scope.get("path"), request_id)
+        except Exception as exc:
             if started:
-                # Half a response is out: only closing the connection tells the client it is incomplete.
+                # Half a response is out: only closing the connection tells the client it is incomplete
+                # (uvicorn closes it and logs the traceback).
                 raise
-            message = f"internal server error (request id {request_id}); see the server log"
-            response = _with_request_id(error_response(Request(scope), 500, message, "internal"), request_id)
+            # The same answer as the app's handler for unexpected errors: a 500 with a request id, logged.
+            response = await response_for(Request(scope), exc)
             await response(scope, receive, send)
-
-
-def _with_request_id(response: JSONBody, request_id: str) -> JSONBody:
-    body: dict[str, Any] = orjson.loads(bytes(response.body))
-    body["request_id"] = request_id
-    answer = JSONBody(body, status_code=response.status_code)
-    answer.headers["X-Request-ID"] = request_id
-    return answer
 
 
 class StrictJSONBodies:

@@ -4,6 +4,7 @@ name goes with them in the Stratus-Error-Kind header, so a client tells apart th
 from __future__ import annotations
 
 import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -66,8 +67,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONBody:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONBody:
-    log.exception("%s %s crashed", request.method, request.url.path)
-    return error_response(request, 500, "internal server error; see the server log", "internal")
+    # The request id ties the answer (message and X-Request-ID) to the traceback in the log.
+    request_id = uuid.uuid4().hex
+    log.exception("%s %s crashed (request id %s)", request.method, request.url.path, request_id)
+    message = f"internal server error (request id {request_id}); see the server log"
+    response = error_response(request, 500, message, "internal")
+    response.headers["X-Request-ID"] = request_id
+    return response
 
 
 async def response_for(request: Request, exc: Exception) -> JSONBody:

@@ -44,7 +44,6 @@ ERROR_SCHEMA: dict[str, Any] = {
                 },
             ],
         },
-        "request_id": {"type": "string", "description": "On a 500: the id the server log names the failure by"},
     },
 }
 
