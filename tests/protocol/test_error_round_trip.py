@@ -9,18 +9,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
+from threaded_server import serve
 
-from conftest import free_port, scaled
 from onnx_factory import affine_model
 from stratus import errors, protocol
 from stratus.api.errors import install_error_handlers
@@ -64,20 +61,6 @@ class _Process:
     pid: int = 0
 
 
-def _serve(app: FastAPI) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + scaled(30)
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "test server did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(scaled(30))
-
-
 @pytest.fixture(scope="module")
 def raising_server() -> Iterator[str]:
     app = FastAPI()
@@ -88,7 +71,7 @@ def raising_server() -> Iterator[str]:
         kind = KINDS[name]
         raise kind(f"raised {name}", 3.0) if kind is errors.RateLimited else kind(f"raised {name}")  # type: ignore[call-arg]
 
-    yield from _serve(app)
+    yield from serve(app)
 
 
 def _version(model: str, number: int = 1) -> VersionInfo:
@@ -136,7 +119,7 @@ def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     app = create_endpoint_app(
         bundle.BundleCatalog.from_dir(folder), key_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(), threads=1
     )
-    yield from _serve(app)
+    yield from serve(app)
 
 
 def test_a_real_replicas_errors_reach_the_router_as_their_kinds(replica: str) -> None:

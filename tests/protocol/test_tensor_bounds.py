@@ -4,18 +4,16 @@ gets a 4xx that says what is wrong, before anything is allocated for it, and nev
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
+from threaded_server import serve
 
-from conftest import admin_key_of, as_admin, bearer, free_port, make_settings, scaled
+from conftest import admin_key_of, as_admin, bearer, free_port, make_settings
 from onnx_factory import affine_model
 from stratus import protocol
 from stratus.api import create_app
@@ -146,20 +144,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     home = tmp_path_factory.mktemp("bounds-live") / "home"
     port = free_port()
     app = create_app(make_settings(Path(home), max_request_bytes=BODY_LIMIT, port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + scaled(60)
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
+    servers = serve(app, port)
+    url = next(servers)
     headers = bearer(admin_key_of(TestClient(app)))
-    url = f"http://127.0.0.1:{port}"
     r = httpx.post(f"{url}/api/v1/models/affine/versions", files={"file": ("m.onnx", affine_model())}, headers=headers)
     assert r.status_code == 201, r.text
     yield url, headers
-    server.should_exit = True
-    thread.join(scaled(30))
+    servers.close()
 
 
 def test_over_a_real_server_each_edge_case_is_a_4xx_and_the_connection_stays_usable(
