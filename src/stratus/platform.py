@@ -65,7 +65,8 @@ class Platform:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(settings.resolved_database_url)
-        self.artifacts = ArtifactStore(settings.artifact_dir, Keyring.from_settings(settings))
+        keyring = Keyring.from_settings(settings)
+        self.artifacts = ArtifactStore(settings.artifact_dir, keyring)
         self.registry = RegistryService(self.db, self.artifacts)
         self.dataplane = DataPlane(
             self.registry, threads=settings.intra_op_threads, max_loaded_bytes=settings.max_loaded_bytes
@@ -77,7 +78,9 @@ class Platform:
         self.usage = UsageMeter(
             self.db, flush_seconds=settings.usage_flush_seconds, prices=Prices.from_settings(settings)
         )
-        self.payload_log = PayloadLog(self.db, enabled=settings.payload_log, fields=settings.payload_log_mask_fields)
+        self.payload_log = PayloadLog(
+            self.db, keyring, enabled=settings.payload_log, fields=settings.payload_log_mask_fields
+        )
         self.access = AccessControl(
             self.keys,
             enabled=settings.auth,
@@ -126,6 +129,7 @@ class Platform:
     def start(self) -> None:
         """Migrate, clean what a crash left behind, register the samples on first start."""
         self.db.migrate()
+        self.payload_log.seal_plain_rows()
         self.registry.projects.current_id()
         self.bootstrap_key = self.keys.bootstrap_admin()
         if self.bootstrap_key is not None:

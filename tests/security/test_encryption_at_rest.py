@@ -195,8 +195,11 @@ def test_the_whole_home_holds_no_plain_model_or_dataset(sample_cache: Path, tmp_
         )
         assert compress.status_code == 201, compress.text
         _wait_job(client, compress.json()["id"])
-        body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+        body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.123456, 3.5, 1.4, 0.2]}]}
         assert client.post("/v2/models/iris/infer", json=body).status_code == 200
+        # The payload log holds the request (read back through the API), sealed on disk like the rest.
+        logged = client.get("/api/v1/payload-log").json()["entries"]
+        assert any("5.123456" in str(entry["payload"]) for entry in logged), logged
         # Every version's bytes, as the registry hands them out: none may be on disk in the clear.
         for model in client.get("/api/v1/models").json()["models"]:
             for version in client.get(f"/api/v1/models/{model['name']}/versions").json()["versions"]:
@@ -212,6 +215,7 @@ def test_the_whole_home_holds_no_plain_model_or_dataset(sample_cache: Path, tmp_
     assert "points-mlp:2" in plaintexts  # the compressed variant of the trained version
 
     on_disk = _files(home)
+    assert not any(b"5.123456" in data for data in on_disk.values()), "a logged payload is on disk in the clear"
     assert not any(p.name.endswith((".onnx", ".npz", ".csv")) for p in on_disk)
     for path, data in on_disk.items():
         assert not data.startswith((b"PK\x03\x04", b"\x93NUMPY")), f"{path} is a plain archive or array"
