@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,8 +103,10 @@ async def run_load(
     concurrency: int,
     max_seconds: float,
     headers_of: Callable[[int], dict[str, str]] | None = None,
+    stop: threading.Event | None = None,
 ) -> LoadResult:
-    """At most ``requests`` requests from ``concurrency`` workers, stopping after ``max_seconds`` anyway."""
+    """At most ``requests`` requests from ``concurrency`` workers, until ``stop`` is set, and after
+    ``max_seconds`` anyway."""
     result = LoadResult()
     deadline = time.monotonic() + max_seconds
     counter = iter(range(requests))
@@ -112,7 +115,7 @@ async def run_load(
 
         async def worker() -> None:
             for i in counter:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                     return
                 extra = headers_of(i) if headers_of else {}
                 try:
