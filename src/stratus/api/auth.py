@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stratus import tenancy
-from stratus.api.host import Host
 from stratus.errors import StratusError
+from stratus.hosting import Host
 from stratus.protocol import status_for
 from stratus.security.access import PUBLIC
 from stratus.tenancy import Caller

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from stratus.api.host import ControlHost, Host
+from stratus.api.host import ControlHost
+from stratus.hosting import Host
 
 if TYPE_CHECKING:
     from stratus.dataplane import DataPlane

@@ -1,22 +1,21 @@
-"""What the HTTP adapters need from the server they run in, as protocols: the API never imports the
-wiring module (stratus.platform), so the single-endpoint server (a replica) can host the inference
-routes without the control plane.
+"""What the control routes need from the server they run in, as a protocol: the API never imports the
+wiring module (stratus.platform).
 
-``Host`` is what the inference, health and metrics routes and the access check use: the full server
-(``stratus.platform.Platform``) and a replica's ``EndpointHost`` (api/serving.py) both provide it.
-``ControlHost`` adds the services the control routes call; only the full server provides it. The
-services' types are imported for the type checker only, so importing this module loads none of them.
+``Host`` (stratus.hosting, shared with the gRPC adapter) is what the inference, health and metrics routes
+and the access check use: the full server (``stratus.platform.Platform``) and a replica's ``EndpointHost``
+(api/serving.py) both provide it. ``ControlHost`` adds the services the control routes call; only the
+full server provides it. The services' types are imported for the type checker only, so importing this
+module loads none of them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from stratus.tenancy import Caller
+from stratus.hosting import Host
 
 if TYPE_CHECKING:
     from stratus.compress.service import CompressionService
-    from stratus.dataplane import DataPlane
     from stratus.deploy.service import EndpointService
     from stratus.jobs import JobService
     from stratus.metering import UsageMeter
@@ -28,30 +27,6 @@ if TYPE_CHECKING:
     from stratus.settings import Settings
     from stratus.training import DatasetService
     from stratus.training.jobs import TrainingJobs
-
-
-class Access(Protocol):
-    def authenticate(self, token: str | None, required: str) -> tuple[Caller, float | None]: ...
-    def authorize(
-        self, caller: Caller, key_rps: float | None, required: str, *, counts_items: bool = False
-    ) -> None: ...
-
-
-class Audit(Protocol):
-    def record(
-        self, caller: Caller | None, action: str, target: str, address: str, status: int, detail: str = ""
-    ) -> None: ...
-
-
-class Host(Protocol):
-    @property
-    def dataplane(self) -> DataPlane: ...
-    @property
-    def access(self) -> Access: ...
-    @property
-    def audit(self) -> Audit: ...
-    @property
-    def started(self) -> bool: ...
 
 
 class ControlHost(Host, Protocol):

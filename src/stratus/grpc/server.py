@@ -13,7 +13,8 @@ from grpc import aio
 
 from stratus.errors import InvalidInput
 from stratus.grpc.inference_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
-from stratus.grpc.service import Host, InferenceService
+from stratus.grpc.service import InferenceService
+from stratus.hosting import Host
 from stratus.protocol import TensorLimits
 
 #: Seconds in-flight calls get to finish when the server stops.

@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
 
 from stratus import __version__, tenancy
-from stratus.dataplane import DataPlane
 from stratus.errors import InvalidInput, StratusError
 from stratus.grpc import inference_pb2 as pb
 from stratus.grpc.inference_pb2_grpc import GRPCInferenceServiceServicer
+from stratus.hosting import Host
 from stratus.protocol import (
     DEFAULT_LIMITS,
     KIND_METADATA_KEY,
@@ -53,32 +53,6 @@ POLICY: dict[str, str] = {
 AUDITED = frozenset({"RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"})
 PLATFORM_NAME = "onnxruntime_onnx"
 EXTENSIONS = ["model_repository"]
-
-
-class Access(Protocol):
-    def authenticate(self, token: str | None, required: str) -> tuple[Caller, float | None]: ...
-    def authorize(
-        self, caller: Caller, key_rps: float | None, required: str, *, counts_items: bool = False
-    ) -> None: ...
-
-
-class Audit(Protocol):
-    def record(
-        self, caller: Caller | None, action: str, target: str, address: str, status: int, detail: str = ""
-    ) -> None: ...
-
-
-class Host(Protocol):
-    """What the service needs from the server it runs in: a Platform, or a single-endpoint host."""
-
-    @property
-    def dataplane(self) -> DataPlane: ...
-    @property
-    def access(self) -> Access: ...
-    @property
-    def audit(self) -> Audit: ...
-    @property
-    def started(self) -> bool: ...
 
 
 Reply = TypeVar("Reply")
