@@ -28,13 +28,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def job_id(server: LiveServer) -> str:
-    """A real job (queued or running, then cancelled): its event stream is what Last-Event-ID resumes."""
+    """A real job (queued or running, then cancelled, and ended): its event stream is what Last-Event-ID
+    resumes."""
     with server.client(timeout=scaled(30)) as client:
         assert client.post("/api/v1/datasets/builtin", json={"name": "iris"}).status_code == 201
         job = client.post("/api/v1/jobs", json={"dataset": "iris", "model": "logistic_regression"})
         assert job.status_code == 201, job.text
-        client.post(f"/api/v1/jobs/{job.json()['id']}/cancel")
-        return str(job.json()["id"])
+        job_id = str(job.json()["id"])
+        client.post(f"/api/v1/jobs/{job_id}/cancel")
+        # Once the job has ended its events are final, so two reads of the stream can be compared.
+        deadline = time.monotonic() + scaled(120)
+        while client.get(f"/api/v1/jobs/{job_id}").json()["state"] not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, "the cancelled job did not end"
+            time.sleep(0.1)
+        return job_id
 
 
 def _local_port(response: httpx.Response) -> int:
