@@ -104,10 +104,11 @@ async def run_load(
     max_seconds: float,
     headers_of: Callable[[int], dict[str, str]] | None = None,
     stop: threading.Event | None = None,
+    result: LoadResult | None = None,
 ) -> LoadResult:
     """At most ``requests`` requests from ``concurrency`` workers, until ``stop`` is set, and after
-    ``max_seconds`` anyway."""
-    result = LoadResult()
+    ``max_seconds`` anyway. A ``result`` given is filled as the load goes, so another thread can wait on it."""
+    result = result if result is not None else LoadResult()
     deadline = time.monotonic() + max_seconds
     counter = iter(range(requests))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)

@@ -144,12 +144,13 @@ def test_shadow_gets_a_copy_of_traffic_and_its_answers_are_dropped(server: LiveS
 
 def test_rolling_update_under_load_fails_nothing(server: LiveServer) -> None:
     create(server, "digits-live", targets=[{"model": "digits", "version": "1"}])
-    outcome: dict[str, LoadResult] = {}
-    # The load runs until the new revision has served a while, however long the rollout takes here.
+    # The load runs until the new revision has served a while, however long the rollout takes here; the
+    # waits are on what the load has seen, not on fixed sleeps.
+    result = LoadResult()
     stop = threading.Event()
 
     def drive() -> None:
-        outcome["result"] = load(
+        load(
             server,
             "/v2/models/digits-live/infer",
             DIGITS_BODY,
@@ -157,19 +158,19 @@ def test_rolling_update_under_load_fails_nothing(server: LiveServer) -> None:
             concurrency=16,
             max_seconds=scaled(120),
             stop=stop,
+            result=result,
         )
 
     thread = threading.Thread(target=drive)
     thread.start()
-    time.sleep(5)
+    wait_for(lambda: result.versions["1"] >= 200, 30, "load on version 1")
     started = time.monotonic()
     update(server, "digits-live", targets=[{"model": "digits", "version": "2"}])
     endpoint = wait_live(server, "digits-live", revision=2)
     rolled = time.monotonic() - started
-    time.sleep(3)
+    wait_for(lambda: len([t for t, _ in result.timeline if t > started + rolled + 1]) >= 200, 30, "load after it")
     stop.set()
     thread.join(scaled(90))
-    result = outcome["result"]
     assert result.failures == [], result.failures[:5]
     versions = result.versions
     print(f"\nFIGURE rolling update: {result.total} requests at c=16, {versions}, rollout {rolled:.1f} s")
