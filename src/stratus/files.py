@@ -35,11 +35,12 @@ def write_private(path: Path, data: bytes, *, replace: bool = True) -> bool:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()  # after a link, the temporary name; after a replace, already gone
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or link in ``directory`` durable (its entry is only on disk once the directory is)."""
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from stratus.errors import IntegrityError, NotFound, PayloadTooLarge
+from stratus.files import fsync_dir
 from stratus.security.encryption import CHUNK, Keyring, Sealer, open_sealed
 
 DIGEST_PREFIX = "sha256:"
@@ -40,14 +41,6 @@ def _hex_of(digest: str) -> str:
     if not _HEX64.fullmatch(hex_part):
         raise NotFound(f"no artifact {digest!r}")
     return hex_part
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: Path, data: bytes, tmp_dir: Path) -> None:
@@ -112,7 +105,7 @@ class ArtifactStore:
                     # The key first: a blob under its final name can always be opened.
                     _write_atomic(self._key_path(digest), self.keyring.wrap(sealer.dek, digest), self._tmp)
                     os.replace(tmp, final)
-                    _fsync_dir(final.parent)
+                    fsync_dir(final.parent)
             return StoredArtifact(digest=digest, size=size)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -152,7 +145,7 @@ class ArtifactStore:
                 _write_atomic(key_path, self.keyring.wrap(self.keyring.unwrap(wrapped, digest), digest), self._tmp)
                 count += 1
         for directory in self._blobs.glob("??"):
-            _fsync_dir(directory)
+            fsync_dir(directory)
         return count
 
     def exists(self, digest: str) -> bool:
