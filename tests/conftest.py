@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -18,6 +19,9 @@ from fastapi.testclient import TestClient
 
 from stratus.api import create_app
 from stratus.settings import Settings
+
+if TYPE_CHECKING:
+    from pg import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +55,43 @@ def sample_cache() -> Path:
     cache = Settings().resolved_sample_cache_dir
     ensure_samples(cache)
     return cache
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole run (tests/pg.py: pgserver's binaries, 127.0.0.1 and a unix socket),
+    started on first use and stopped by its pid. Each test that uses it gets its own database."""
+    from pg import start_postgres
+
+    server = start_postgres(scaled(40))
+    yield server
+    server.stop()
+
+
+def _database_url(request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{folder / 'meta.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = server.create_database()  # a copy of the migrated template: tens of milliseconds
+    yield server.url(name)
+    server.drop_database(name)
+
+
+#: The metadata DB engines the store, registry, jobs, security and metering tests run against.
+DATABASES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh metadata DB of this test: embedded SQLite, then a database of the run's PostgreSQL."""
+    yield from _database_url(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """database_url for a module's shared fixture (one DB per engine per module)."""
+    yield from _database_url(request, tmp_path_factory.mktemp("db"))
 
 
 def make_settings(home: Path, sample_cache: Path | None = None, **overrides: object) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,10 +16,11 @@ from stratus.store import Database
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path / 'u.db'}")
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
     database.migrate()
-    return database
+    yield database
+    database.dispose()
 
 
 def test_concurrent_records_are_exact_and_flushed_in_one_go(db: Database) -> None:

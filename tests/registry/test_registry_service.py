@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,11 @@ from stratus.store import ArtifactStore, Database
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> RegistryService:
-    db = Database(f"sqlite:///{tmp_path / 'meta.db'}")
+def registry(tmp_path: Path, database_url: str) -> Iterator[RegistryService]:
+    db = Database(database_url)
     db.migrate()
-    return RegistryService(db, ArtifactStore(tmp_path / "artifacts", Keyring.generate()))
+    yield RegistryService(db, ArtifactStore(tmp_path / "artifacts", Keyring.generate()))
+    db.dispose()
 
 
 def test_register_reads_signature_and_numbers_versions(registry: RegistryService) -> None:

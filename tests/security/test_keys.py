@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from stratus.store.tables import ApiKey, utcnow
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> KeyService:
-    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+def keys(database_url: str) -> Iterator[KeyService]:
+    db = Database(database_url)
     db.migrate()
-    return KeyService(db, b"p" * 32, cache_seconds=0.2)
+    yield KeyService(db, b"p" * 32, cache_seconds=0.2)
+    db.dispose()
 
 
 def test_key_format_and_round_trip(keys: KeyService) -> None:
