@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from stratus.errors import IntegrityError, NotFound
-from stratus.store import ArtifactStore, Database
+from stratus.store import Artifacts, Database
 from stratus.store.tables import Dataset, ModelVersion, VersionFile
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class BlobAccess:
-    def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
+    def __init__(self, db: Database, artifacts: Artifacts) -> None:
         self.db = db
         self.artifacts = artifacts
 
@@ -63,32 +63,29 @@ class BlobAccess:
                 row.health_reason = reason
         self._changed(version.model)
 
-    def _referenced(self, digest: str) -> bool:
+    def _references(self, among: set[str] | None = None) -> set[str]:
+        """The digests a row references now (of ``among`` only, when given)."""
         with self.db.read() as s:
-            return any(
-                s.scalar(select(table.id).where(table.digest == digest).limit(1)) is not None
-                for table in (ModelVersion, VersionFile, Dataset)
-            )
+            referenced: set[str] = set()
+            for table in (ModelVersion, VersionFile, Dataset):
+                query = select(table.digest)
+                if among is not None:
+                    query = query.where(table.digest.in_(among))
+                referenced.update(s.scalars(query).all())
+            return referenced
 
     def _drop_unreferenced(self, digests: set[str]) -> None:
-        """Delete blobs no version references any more. Caller holds the writer lock."""
-        for digest in digests:
-            if not self._referenced(digest):
-                self.artifacts.delete(digest)
+        """Delete blobs no version references any more. Caller holds the writer lock. The store decides when:
+        the local folder at once, S3 only for blobs past the grace period that other servers' writes rely on
+        (a younger one is left to a later collection)."""
+        if digests:
+            self.artifacts.collect_garbage(lambda: self._references(digests), only=digests)
 
     def collect_garbage(self) -> int:
-        """At start-up, before serving: drop temp files and blobs that no version references.
+        """At start-up, before serving: drop interrupted writes and blobs that no version references.
 
-        These are what a crash or kill -9 in the middle of a registration can leave behind.
+        These are what a crash or kill -9 in the middle of a registration can leave behind. On S3, shared by
+        other servers that may be writing now, only what is older than the grace period goes.
         """
         with self.db.exclusive():
-            removed = self.artifacts.sweep_temp()
-            with self.db.read() as s:
-                referenced: set[str] = set()
-                for table in (ModelVersion, VersionFile, Dataset):
-                    referenced.update(s.scalars(select(table.digest)).all())
-            for digest in list(self.artifacts.digests()):
-                if digest not in referenced:
-                    self.artifacts.delete(digest)
-                    removed += 1
-        return removed
+            return self.artifacts.collect_garbage(self._references)

@@ -1,6 +1,14 @@
 """Metadata DB and artifact store."""
 
-from stratus.store.artifacts import DIGEST_PREFIX, ArtifactStore, StoredArtifact
+from stratus.store.artifacts import DIGEST_PREFIX, Artifacts, ArtifactStore, StoredArtifact, open_artifacts
 from stratus.store.db import Database, alembic_config
 
-__all__ = ["DIGEST_PREFIX", "ArtifactStore", "Database", "StoredArtifact", "alembic_config"]
+__all__ = [
+    "DIGEST_PREFIX",
+    "ArtifactStore",
+    "Artifacts",
+    "Database",
+    "StoredArtifact",
+    "alembic_config",
+    "open_artifacts",
+]
