@@ -17,7 +17,9 @@ from typing import Any, Literal
 import numpy as np
 
 from stratus.errors import InvalidInput, StratusError
+from stratus.training import drift_reference
 from stratus.training.archive import read_zip
+from stratus.training.drift_reference import Layout, Reference
 from stratus.types import Array
 
 Format = Literal["csv", "npz", "images"]
@@ -351,6 +353,41 @@ def profile_of(parsed: ParsedDataset) -> dict[str, Any]:
         else:
             profile["target"] = _numeric_profile(parsed.y.astype(np.float64))
     return profile
+
+
+def model_inputs(parsed: ParsedDataset, layout: Layout, rows: Array) -> dict[str, Array]:
+    """The tensors a model trained on ``parsed`` gets for ``rows``, named as its inputs (``layout``)."""
+    if layout.kind in ("image", "text"):
+        assert layout.input is not None
+        if layout.kind == "text":
+            assert parsed.text is not None
+            return {layout.input: parsed.text[rows, 0]}
+        return {layout.input: parsed.X[rows]}
+    tensors: dict[str, Array] = {}
+    if layout.numeric_input is not None:
+        tensors[layout.numeric_input] = parsed.X[rows].astype(np.float32)
+    if layout.categorical_input is not None:
+        assert parsed.categorical is not None
+        tensors[layout.categorical_input] = parsed.categorical[rows]
+    return tensors
+
+
+def reference_of(
+    parsed: ParsedDataset,
+    layout: Layout,
+    rows: Array | None = None,
+    *,
+    source: str,
+    outputs: Array | None = None,
+    seed: int = 0,
+) -> Reference:
+    """The drift reference of a model trained on ``rows`` of ``parsed`` (all rows when None): a sample of
+    at most drift_reference.MAX_REFERENCE_ROWS of them as feature columns, and the evaluation outputs."""
+    chosen = np.arange(parsed.rows) if rows is None else np.asarray(rows)
+    sample = chosen[drift_reference.sample_rows(chosen.size, seed)]
+    return drift_reference.build(
+        layout, model_inputs(parsed, layout, sample), rows=int(chosen.size), source=source, outputs=outputs
+    )
 
 
 if __name__ == "__main__":  # the child of builtin_npz_in_child: the NPZ bytes on stdout
