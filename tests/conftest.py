@@ -22,6 +22,7 @@ from stratus.settings import Settings
 
 if TYPE_CHECKING:
     from pg import PostgresServer
+    from s3server import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +65,17 @@ def postgres() -> Iterator[PostgresServer]:
     from pg import start_postgres
 
     server = start_postgres(scaled(40))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One local S3-compatible server (moto in server mode, tests/s3server.py) for the whole run, on 127.0.0.1,
+    started on first use and stopped by its pid. Each test that uses it makes its own bucket (create_bucket)."""
+    from s3server import start_s3_server
+
+    server = start_s3_server(scaled(20), tmp_path_factory.mktemp("s3"))
     yield server
     server.stop()
 

@@ -25,7 +25,7 @@ from stratus.security.encryption import Keyring
 from stratus.security.keys import KeyService, load_or_create_secret_file
 from stratus.security.masking import PayloadLog
 from stratus.settings import Settings
-from stratus.store import ArtifactStore, Database
+from stratus.store import Database, open_artifacts
 from stratus.training import DatasetService
 from stratus.training.jobs import TrainingJobs
 
@@ -66,7 +66,9 @@ class Platform:
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(settings.resolved_database_url)
         keyring = Keyring.from_settings(settings)
-        self.artifacts = ArtifactStore(settings.artifact_dir, keyring)
+        self.artifacts = open_artifacts(
+            settings.artifact_location, keyring, gc_grace_seconds=settings.artifact_gc_grace_seconds
+        )
         self.registry = RegistryService(self.db, self.artifacts)
         self.dataplane = DataPlane(
             self.registry, threads=settings.intra_op_threads, max_loaded_bytes=settings.max_loaded_bytes

@@ -117,6 +117,20 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the metadata DB. Default: SQLite in WAL mode at HOME/stratus.db.",
     )
+    artifacts: str | None = Field(
+        default=None,
+        description="Where artifacts (sealed model files and datasets) are kept: a local folder (default "
+        "HOME/artifacts), or s3://BUCKET/PREFIX for S3-compatible storage shared by several servers (endpoint and "
+        "credentials from boto3's usual settings: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_REGION). See docs/scale-out.md.",
+    )
+    artifact_gc_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="S3 artifacts only: garbage collection removes an unreferenced blob, or an interrupted upload, "
+        "only once it is older than this, so it never takes what another server is writing. Keep it above twice "
+        "the longest upload plus registration.",
+    )
     url: str = Field(
         default="http://127.0.0.1:8080",
         description="Server URL that the CLI and SDK talk to.",
@@ -191,6 +205,13 @@ class Settings(BaseSettings):
     @property
     def artifact_dir(self) -> Path:
         return self.home / "artifacts"
+
+    @property
+    def artifact_location(self) -> str | Path:
+        """The artifact store: an s3:// URL, or a local folder."""
+        if self.artifacts is None:
+            return self.artifact_dir
+        return self.artifacts if self.artifacts.startswith("s3://") else Path(self.artifacts).expanduser()
 
     @property
     def resolved_sample_cache_dir(self) -> Path:

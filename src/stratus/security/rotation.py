@@ -12,7 +12,7 @@ from stratus.security.encryption import KEY_BYTES, Keyring, decode_key, read_key
 from stratus.security.masking import PayloadLog
 from stratus.settings import Settings
 from stratus.store import Database
-from stratus.store.artifacts import ArtifactStore
+from stratus.store.artifacts import open_artifacts
 
 
 def rotate_master_key(settings: Settings, new_key: bytes | None = None) -> int:
@@ -43,7 +43,9 @@ def rotate_master_key(settings: Settings, new_key: bytes | None = None) -> int:
             fresh = new_key or secrets.token_bytes(KEY_BYTES)
             write_private(path, base64.b64encode(fresh) + b"\n")
             keyring = Keyring(fresh, [read_key_file(previous_path), current])
-    count = ArtifactStore(settings.artifact_dir, keyring).rewrap_all()
+    count = open_artifacts(
+        settings.artifact_location, keyring, gc_grace_seconds=settings.artifact_gc_grace_seconds
+    ).rewrap_all()
     db = Database(settings.resolved_database_url)
     try:
         db.migrate()
