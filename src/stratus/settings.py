@@ -106,12 +106,56 @@ class Settings(BaseSettings):
     price_per_cpu_hour: float = Field(default=0.0, ge=0, description="Price of one job CPU-hour in usage reports.")
     payload_log: bool = Field(
         default=False,
-        description="Store inference request payloads (masked) in the payload log. Off by default.",
+        description="Log every request with its payloads (masked) for each model and endpoint that has no log "
+        "setting of its own (the inference log's default). Off by default: nothing is logged until asked for.",
     )
     payload_log_mask_fields: list[str] = Field(
         default_factory=list,
-        description="Input or JSON field names whose values are masked in the payload log (JSON list), on top "
-        "of the built-in patterns for emails, phone numbers and card numbers.",
+        description="Input or output tensor names whose values the inference log masks (JSON list), on top "
+        "of the built-in patterns for emails, phone numbers and card numbers in text tensors.",
+    )
+    inference_log_queue: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="Records the inference log holds in memory before its writer stores them; when full, "
+        "records are dropped and counted (stratus_inference_log_dropped_total), never the request.",
+    )
+    inference_log_flush_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often the inference log's writer stores the queued records."
+    )
+    inference_log_max_age_days: float = Field(
+        default=7.0, gt=0, le=3650, description="Inference log records older than this are deleted."
+    )
+    inference_log_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1024,
+        description="Largest total size of the inference log (sealed bytes); the oldest records go first.",
+    )
+    metrics_history: bool = Field(
+        default=True,
+        description="Keep the server's own metrics history (10 s for 24 h, 5 min for 30 days) per model "
+        "version and endpoint, served at /api/v1/metrics/series.",
+    )
+    drift_window_rows: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Drift's default window: the last N input rows in the inference log (a request may carry "
+        "several); ?last=N or ?minutes=T asks for another.",
+    )
+    drift_min_rows: int = Field(
+        default=30, ge=1, le=100_000, description="Fewest logged rows a drift window needs to be tested."
+    )
+    drift_interval_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="How often the server computes drift (default window) for each model and endpoint whose log "
+        "captures payloads, storing the drift time series and the gauges. 0: only when asked.",
+    )
+    drift_history_days: float = Field(
+        default=30.0, gt=0, le=3650, description="Stored drift reports older than this are deleted."
     )
     database_url: str | None = Field(
         default=None,

@@ -1,62 +1,258 @@
+"""The artifact store's contract, run against both backends: the local folder and S3 (moto on loopback)."""
+
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from stratus.errors import IntegrityError, NotFound, PayloadTooLarge
+from conftest import free_port
+from stratus.errors import IntegrityError, NotFound, NotReady, PayloadTooLarge
 from stratus.security.encryption import Keyring
-from stratus.store import ArtifactStore
+from stratus.store import Artifacts, ArtifactStore
+from stratus.store.s3 import S3ArtifactStore
+
+MIB = 1024 * 1024
+PART = 5 * MIB  # S3's smallest part, so a blob of a few MiB is a real multipart upload
 
 
-def test_put_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path, Keyring.generate())
+@dataclass
+class Backend:
+    """A store and the few things a test does behind its back: tamper with a blob, see what writes left over."""
+
+    store: Artifacts
+    tamper: Callable[[str], None]
+    leftovers: Callable[[], list[str]]
+    interrupt: Callable[[], None]  # leave what a write killed in its middle leaves
+
+    def reopened(self, keyring: Keyring, **kwargs: Any) -> Artifacts:
+        store = self.store
+        if isinstance(store, S3ArtifactStore):
+            return S3ArtifactStore(store.client, store.bucket, store.root, keyring, **kwargs)
+        assert isinstance(store, ArtifactStore)
+        return ArtifactStore(store.root, keyring)
+
+
+def _local(root: Path) -> Backend:
+    store = ArtifactStore(root, Keyring.generate())
+
+    def tamper(digest: str) -> None:
+        path = root / "sha256" / digest[7:9] / digest[7:]
+        path.write_bytes(path.read_bytes()[:-1] + b"!")
+
+    def interrupt() -> None:
+        (root / "tmp" / "abc.part").write_bytes(b"half a model")
+
+    return Backend(store, tamper, lambda: sorted(p.name for p in (root / "tmp").iterdir()), interrupt)
+
+
+def _s3(client: Any, bucket: str) -> Backend:
+    store = S3ArtifactStore(client, bucket, "stratus/artifacts", Keyring.generate(), gc_grace_seconds=0, part_size=PART)
+
+    def tamper(digest: str) -> None:
+        key = f"stratus/artifacts/sha256/{digest[7:]}"
+        stored = client.get_object(Bucket=bucket, Key=key)
+        body = stored["Body"].read()
+        client.put_object(Bucket=bucket, Key=key, Body=body[:-1] + b"!", Metadata=stored["Metadata"])
+
+    def leftovers() -> list[str]:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix="stratus/artifacts/tmp/").get("Contents", [])
+        keys = [o["Key"] for o in listed]
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        return sorted(keys + [f"upload:{u['Key']}" for u in uploads])
+
+    def interrupt() -> None:
+        client.put_object(Bucket=bucket, Key="stratus/artifacts/tmp/killed-after-upload", Body=b"sealed bytes")
+        client.create_multipart_upload(Bucket=bucket, Key="stratus/artifacts/tmp/killed-mid-upload")
+
+    return Backend(store, tamper, leftovers, interrupt)
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "local":
+        return _local(tmp_path)
+    server = request.getfixturevalue("s3_server")
+    return _s3(server.client, server.create_bucket())
+
+
+def test_put_is_content_addressed_and_deduplicated(backend: Backend) -> None:
+    store = backend.store
     first = store.put_bytes(b"hello model")
-    second = store.put_bytes(b"hello model")
+    second = store.put_stream(io.BytesIO(b"hello model"))
     assert first == second
     assert first.digest == "sha256:" + hashlib.sha256(b"hello model").hexdigest()
     assert first.size == len(b"hello model")
     assert list(store.digests()) == [first.digest]
+    assert store.exists(first.digest)
     assert store.read(first.digest) == b"hello model"
-    assert not list((tmp_path / "tmp").iterdir())
+    assert backend.leftovers() == []
 
 
-def test_read_refuses_altered_blob(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path, Keyring.generate())
-    stored = store.put_bytes(b"original bytes")
-    path = next(p for p in (tmp_path / "sha256").glob("??/*") if not p.name.endswith(".key"))
-    path.write_bytes(b"tampered bytes")
+def test_a_blob_of_several_chunks_and_parts_round_trips(backend: Backend) -> None:
+    data = os.urandom(2 * PART + 123)  # three S3 parts, eleven 1 MiB sealed chunks
+    stored = backend.store.put_stream(io.BytesIO(data))
+    assert stored.size == len(data)
+    assert backend.store.read(stored.digest) == data
+    assert backend.leftovers() == []
+
+
+def test_the_store_holds_only_sealed_bytes(backend: Backend, tmp_path: Path) -> None:
+    plain = b"PLAINTEXT-MARKER " * 1000
+    stored = backend.store.put_bytes(plain)
+    store = backend.store
+    if isinstance(store, S3ArtifactStore):
+        raw = store.client.get_object(Bucket=store.bucket, Key=f"stratus/artifacts/sha256/{stored.digest[7:]}")
+        at_rest = raw["Body"].read() + repr(raw["Metadata"]).encode()
+    else:
+        at_rest = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert b"PLAINTEXT-MARKER" not in at_rest
+    assert store.read(stored.digest) == plain
+
+
+def test_read_refuses_altered_blob(backend: Backend) -> None:
+    stored = backend.store.put_bytes(b"original bytes")
+    backend.tamper(stored.digest)
     with pytest.raises(IntegrityError, match="altered"):
-        store.read(stored.digest)
+        backend.store.read(stored.digest)
 
 
-def test_missing_blob_is_an_integrity_error(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path, Keyring.generate())
-    stored = store.put_bytes(b"x")
-    store.delete(stored.digest)
+def test_missing_blob_is_an_integrity_error(backend: Backend) -> None:
+    stored = backend.store.put_bytes(b"x")
+    backend.store.delete(stored.digest)
+    assert not backend.store.exists(stored.digest)
     with pytest.raises(IntegrityError, match="missing"):
-        store.read(stored.digest)
+        backend.store.read(stored.digest)
+
+
+def test_another_master_key_cannot_read(backend: Backend) -> None:
+    stored = backend.store.put_bytes(b"secret model")
+    with pytest.raises(IntegrityError, match="master key"):
+        backend.reopened(Keyring.generate()).read(stored.digest)
+
+
+def test_rotation_rewraps_every_data_key(backend: Backend) -> None:
+    digests = [backend.store.put_bytes(b"one").digest, backend.store.put_bytes(b"two").digest]
+    old = backend.store.keyring
+    new = Keyring(Keyring.generate().current, [old.current])
+    assert backend.reopened(new).rewrap_all() == 2
+    assert backend.reopened(new).rewrap_all() == 0  # done: nothing left under the old key
+    only_new = backend.reopened(Keyring(new.current))
+    assert [only_new.read(d) for d in digests] == [b"one", b"two"]
 
 
 @pytest.mark.parametrize("digest", ["../../etc/passwd", "sha256:../x", "sha256:" + "g" * 64, "sha256:ABC", ""])
-def test_digest_is_the_only_way_to_a_path(tmp_path: Path, digest: str) -> None:
-    store = ArtifactStore(tmp_path, Keyring.generate())
+def test_digest_is_the_only_way_to_a_name(backend: Backend, digest: str) -> None:
     with pytest.raises(NotFound):
-        store.read(digest)
+        backend.store.read(digest)
 
 
-def test_oversized_stream_leaves_nothing(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path, Keyring.generate())
+def test_oversized_stream_leaves_nothing(backend: Backend) -> None:
     with pytest.raises(PayloadTooLarge):
-        store.put_stream(io.BytesIO(b"x" * 5000), max_bytes=1000)
-    assert not list(store.digests())
-    assert not list((tmp_path / "tmp").iterdir())
+        backend.store.put_stream(io.BytesIO(b"x" * 5000), max_bytes=1000)
+    assert not list(backend.store.digests())
+    assert backend.leftovers() == []
 
 
-def test_sweep_removes_interrupted_writes(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path, Keyring.generate())
-    (tmp_path / "tmp" / "abc.part").write_bytes(b"half a model")
-    assert store.sweep_temp() == 1
-    assert not list((tmp_path / "tmp").iterdir())
+def test_a_failed_multipart_upload_leaves_nothing(backend: Backend) -> None:
+    """The limit is passed after some parts went up: the upload is aborted, not left to the collector."""
+    with pytest.raises(PayloadTooLarge):
+        backend.store.put_stream(io.BytesIO(os.urandom(3 * PART)), max_bytes=2 * PART + 1)
+    assert not list(backend.store.digests())
+    assert backend.leftovers() == []
+
+
+def test_gc_removes_unreferenced_blobs_and_interrupted_writes(backend: Backend) -> None:
+    kept = backend.store.put_bytes(b"a version references me")
+    orphan = backend.store.put_bytes(b"left by a crash between blob and row")
+    backend.interrupt()
+    assert backend.leftovers() != []
+    removed = backend.store.collect_garbage(lambda: {kept.digest})
+    assert removed >= 2
+    assert list(backend.store.digests()) == [kept.digest]
+    assert not backend.store.exists(orphan.digest)
+    assert backend.leftovers() == []
+    assert backend.store.read(kept.digest) == b"a version references me"
+
+
+def test_gc_of_some_digests_leaves_the_others(backend: Backend) -> None:
+    one, two = backend.store.put_bytes(b"one"), backend.store.put_bytes(b"two")
+    backend.store.collect_garbage(set, only={one.digest})
+    assert list(backend.store.digests()) == [two.digest]
+
+
+# -- S3 only: what makes the collector safe while other servers write ------------------------------------------------
+
+
+@pytest.fixture
+def bucket(s3_server: Any) -> tuple[Any, str]:
+    return s3_server.client, s3_server.create_bucket()
+
+
+def _s3_store(bucket: tuple[Any, str], grace: float, keyring: Keyring | None = None) -> S3ArtifactStore:
+    client, name = bucket
+    return S3ArtifactStore(client, name, "p", keyring or Keyring.generate(), gc_grace_seconds=grace, part_size=PART)
+
+
+def test_gc_leaves_what_is_younger_than_the_grace_period(bucket: tuple[Any, str]) -> None:
+    client, name = bucket
+    store = _s3_store(bucket, grace=3600)
+    orphan = store.put_bytes(b"being registered by another server right now")
+    started = int(time.time())  # what a writer puts in its temporary key
+    client.put_object(Bucket=name, Key=f"p/tmp/{started}-an-upload-in-progress", Body=b"x")
+    client.create_multipart_upload(Bucket=name, Key=f"p/tmp/{started}-a-multipart-upload-in-progress")
+    assert store.collect_garbage(set) == 0
+    assert list(store.digests()) == [orphan.digest]
+    assert len(client.list_objects_v2(Bucket=name, Prefix="p/tmp/")["Contents"]) == 1
+    assert len(client.list_multipart_uploads(Bucket=name)["Uploads"]) == 1
+
+
+def test_a_blob_rewritten_during_a_collection_survives_it(bucket: tuple[Any, str]) -> None:
+    """The collector lists an old unreferenced blob; before it deletes, another server writes the same content
+    (and will insert the row that references it): the conditional delete leaves the new object alone."""
+    keyring = Keyring.generate()
+    collector, writer = _s3_store(bucket, grace=0, keyring=keyring), _s3_store(bucket, grace=0, keyring=keyring)
+    stored = collector.put_bytes(b"deleted model, uploaded again")
+
+    def references_read_after_a_concurrent_write() -> set[str]:
+        assert writer.put_bytes(b"deleted model, uploaded again") == stored  # too old to reuse: written anew
+        return set()  # its row is not committed yet
+
+    assert collector.collect_garbage(references_read_after_a_concurrent_write) == 0
+    assert writer.read(stored.digest) == b"deleted model, uploaded again"
+
+
+def test_a_young_blob_is_reused_an_old_one_rewritten(bucket: tuple[Any, str]) -> None:
+    client, name = bucket
+    key = "p/sha256/" + hashlib.sha256(b"same bytes").hexdigest()
+    young = _s3_store(bucket, grace=3600)
+    young.put_bytes(b"same bytes")
+    etag = client.head_object(Bucket=name, Key=key)["ETag"]
+    young.put_stream(io.BytesIO(b"same bytes"))
+    assert client.head_object(Bucket=name, Key=key)["ETag"] == etag  # reused: nothing uploaded under its name
+    _s3_store(bucket, grace=0, keyring=young.keyring).put_bytes(b"same bytes")
+    assert client.head_object(Bucket=name, Key=key)["ETag"] != etag  # past the grace period: a fresh object
+
+
+def test_an_unreachable_s3_is_not_ready() -> None:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    store = S3ArtifactStore(client, "bucket", "", Keyring.generate())
+    with pytest.raises(NotReady, match="cannot be reached"):
+        store.put_bytes(b"x")

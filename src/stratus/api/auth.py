@@ -111,7 +111,17 @@ POLICY: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/keys/{key_id}"): ADMIN,
     ("GET", "/api/v1/audit"): ADMIN,
     ("GET", "/api/v1/usage"): READ,
-    ("GET", "/api/v1/payload-log"): ADMIN,
+    # Inference log and metrics history: reading the log shows payloads (user data), so manage, like a
+    # model's bytes; its settings are read with read, changed with manage.
+    ("GET", "/api/v1/models/{name}/logging"): READ,
+    ("PUT", "/api/v1/models/{name}/logging"): MANAGE,
+    ("DELETE", "/api/v1/models/{name}/logging"): MANAGE,
+    ("GET", "/api/v1/endpoints/{name}/logging"): READ,
+    ("PUT", "/api/v1/endpoints/{name}/logging"): MANAGE,
+    ("DELETE", "/api/v1/endpoints/{name}/logging"): MANAGE,
+    ("GET", "/api/v1/models/{name}/log"): MANAGE,
+    ("GET", "/api/v1/endpoints/{name}/log"): MANAGE,
+    ("GET", "/api/v1/metrics/series"): READ,
 }
 
 #: Routes whose requests infer items, and so count against the project's monthly quota.

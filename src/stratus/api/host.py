@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from stratus.deploy.service import EndpointService
     from stratus.jobs import JobService
     from stratus.metering import UsageMeter
+    from stratus.monitoring.history import MetricsHistory
+    from stratus.monitoring.log import InferenceLog
+    from stratus.monitoring.policy import LogSettings
     from stratus.registry import RegistryService
     from stratus.security.access import AccessControl
     from stratus.security.audit import AuditLog
     from stratus.security.keys import KeyService
-    from stratus.security.masking import PayloadLog
     from stratus.settings import Settings
     from stratus.training import DatasetService
     from stratus.training.jobs import TrainingJobs
@@ -53,7 +55,11 @@ class ControlHost(Host, Protocol):
     @property
     def usage(self) -> UsageMeter: ...
     @property
-    def payload_log(self) -> PayloadLog: ...
+    def inference_log(self) -> InferenceLog: ...
+    @property
+    def log_settings(self) -> LogSettings: ...
+    @property
+    def history(self) -> MetricsHistory: ...
 
     def start(self) -> None: ...
     def close(self) -> None: ...

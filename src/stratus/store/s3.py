@@ -22,7 +22,9 @@ the listed one (a conditional delete, If-Match). A writer reuses an existing blo
 if it is younger than G/2; otherwise it writes it anew (a fresh date and ETag). So as long as a write and
 its row's insert take less than G/2, a blob that a row is about to reference is never collected: either
 it is too young, or the row was committed before the collector read the references. Temporary objects
-and unfinished multipart uploads older than G are interrupted writes.
+and unfinished multipart uploads older than G are interrupted writes; their age counts from the later of
+S3's date and the start time the writer put in the key (some S3-compatible servers misdate multipart
+uploads), so the writers' clocks must agree with S3's to well within G (NTP does).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ import base64
 import contextlib
 import hashlib
 import io
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
@@ -65,6 +68,20 @@ def _same_checksum(reported: str | None, expected: str) -> bool:
 def _server_now(response: dict[str, Any]) -> datetime:
     """S3's own clock, from the response's Date header: ages are compared on one clock, not across servers."""
     return parsedate_to_datetime(response["ResponseMetadata"]["HTTPHeaders"]["date"])
+
+
+def _seconds_between(earlier: datetime, later: datetime) -> float:
+    """Whole seconds: S3's Date and Last-Modified headers have no finer resolution, listings do."""
+    return (later.replace(microsecond=0) - earlier.replace(microsecond=0)).total_seconds()
+
+
+def _started(key: str, reported: datetime) -> datetime:
+    """When a temporary upload started: the later of the time in its name (the writer's clock) and the one S3
+    reports, so that neither a wrong date from the server nor a slow clock of a writer makes it look older."""
+    stamp = key.rsplit("/", 1)[-1].split("-", 1)[0]
+    if not stamp.isdigit():
+        return reported
+    return max(reported, datetime.fromtimestamp(int(stamp), tz=UTC))
 
 
 class _ExactReader:
@@ -138,7 +155,7 @@ class S3ArtifactStore(Artifacts):
             raise
 
     def _age(self, response: dict[str, Any], when: datetime) -> float:
-        return (_server_now(response) - when).total_seconds()
+        return _seconds_between(when, _server_now(response))
 
     # -- writing --------------------------------------------------------------------------------------
 
@@ -155,7 +172,9 @@ class S3ArtifactStore(Artifacts):
 
     def put_stream(self, src: BinaryIO, *, max_bytes: int | None = None) -> StoredArtifact:
         write = SealedWrite()
-        tmp = f"{self.root}tmp/{uuid.uuid4().hex}"
+        # The start time in the name dates the upload for the collector: not every S3-compatible server
+        # reports a multipart upload's real Initiated time (moto's is fixed).
+        tmp = f"{self.root}tmp/{int(time.time())}-{uuid.uuid4().hex}"
         try:
             checksum, length = self._upload(tmp, write.chunks(src, max_bytes))
             head = self._head(tmp)
@@ -320,13 +339,13 @@ class S3ArtifactStore(Artifacts):
         if only is None:
             for item, now in self._list(f"{self.root}sha256/"):
                 name = item["Key"].rsplit("/", 1)[-1]
-                if _HEX64.fullmatch(name) and (now - item["LastModified"]).total_seconds() > grace:
+                if _HEX64.fullmatch(name) and _seconds_between(item["LastModified"], now) >= grace:
                     candidates.append((DIGEST_PREFIX + name, item["Key"], item["ETag"]))
         else:
             for digest in only:
                 key = self._blob_key(digest)
                 head = self._head(key)
-                if head is not None and self._age(head, head["LastModified"]) > grace:
+                if head is not None and self._age(head, head["LastModified"]) >= grace:
                     candidates.append((digest, key, head["ETag"]))
         removed = self._sweep_interrupted() if only is None else 0
         keep = set(referenced())  # read after the listing: a row committed before it is seen
@@ -341,13 +360,13 @@ class S3ArtifactStore(Artifacts):
         removed = 0
         tmp = f"{self.root}tmp/"
         for item, now in list(self._list(tmp)):
-            if (now - item["LastModified"]).total_seconds() > self.gc_grace_seconds:
+            if _seconds_between(_started(item["Key"], item["LastModified"]), now) >= self.gc_grace_seconds:
                 removed += self._delete_if_unchanged(item["Key"], item["ETag"])
         pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=tmp)
         for page in pages:
             now = _server_now(page)
             for upload in page.get("Uploads", []):
-                if (now - upload["Initiated"]).total_seconds() > self.gc_grace_seconds:
+                if _seconds_between(_started(upload["Key"], upload["Initiated"]), now) >= self.gc_grace_seconds:
                     try:
                         self._call("abort_multipart_upload", Key=upload["Key"], UploadId=upload["UploadId"])
                         removed += 1
