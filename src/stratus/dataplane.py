@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from stratus import tenancy
 from stratus.errors import NotFound, NotReady, StratusError
+from stratus.protocol import status_for
 from stratus.registry.records import ModelInfo, VersionInfo
 from stratus.runtime import ModelPool, ModelRunner, ServedModel, ServingConfig, Tensor
 from stratus.runtime.batching import BatchObserver
@@ -51,6 +52,27 @@ class ServedRequest:
             name: {"shape": list(array.shape), "data": [_jsonable(v) for v in array.ravel()[:PAYLOAD_VALUES_LIMIT]]}
             for name, array in self.inputs.items()
         }
+
+
+class InferenceEvent(NamedTuple):
+    """One inference, served or failed, as the monitors (inference log, metrics history) hear of it. A
+    tuple, not a dataclass: it is built on the event loop for every request while a monitor listens."""
+
+    at: float  #: Unix time it ended
+    caller: tenancy.Caller
+    model: str  #: the model that served; "" when an endpoint failed before a version answered
+    version: int  #: 0 when unknown
+    endpoint: str  #: the endpoint called, "" for a model called by its own name
+    protocol: str
+    seconds: float
+    status: int  #: HTTP-style status: 200 served, else the error's (protocol.status_for)
+    error: str  #: the error's kind, "" when served
+    items: int
+    inputs: dict[str, Tensor]
+    outputs: dict[str, Tensor] | None
+
+
+InferenceObserver = Callable[[InferenceEvent], None]
 
 
 def _jsonable(value: Any) -> Any:
@@ -125,6 +147,7 @@ class DataPlane:
         self._ttl = resolve_ttl_s
         self._resolved: dict[tuple[str, str, str | None], tuple[float, VersionInfo]] = {}
         self.served_listeners: list[ServedListener] = []
+        self.observers: list[InferenceObserver] = []
         self.endpoints: EndpointDirectory | None = None
         registry.on_change(self._forget)
 
@@ -239,6 +262,8 @@ class DataPlane:
     ) -> InferenceResult:
         started = time.perf_counter()
         model_label, version_label = "(unresolved)", ""  # unknown names must not grow the label set
+        endpoint = None
+        version: VersionInfo | None = None
         try:
             endpoint = self.endpoint(name, ref)
             if endpoint is not None:
@@ -251,11 +276,45 @@ class DataPlane:
             version_label = str(version.version)
         except StratusError as exc:
             self.metrics.failed(tenancy.current_project(), model_label, version_label, protocol, exc.kind)
+            if self.observers and model_label != "(unresolved)":  # a name that exists failed
+                self._observe(
+                    InferenceEvent(
+                        time.time(),
+                        tenancy.current(),
+                        version.model if version is not None else "",
+                        version.version if version is not None else 0,
+                        name if endpoint is not None else "",
+                        protocol,
+                        time.perf_counter() - started,
+                        status_for(exc),
+                        exc.kind,
+                        _items_of(inputs),
+                        inputs,
+                        None,
+                    )
+                )
             raise
         requests, latency = self.metrics.request_series(tenancy.current_project(), name, version_label, protocol)
         requests.inc()
         elapsed = time.perf_counter() - started
         latency.observe(elapsed)
+        if self.observers:
+            self._observe(
+                InferenceEvent(
+                    time.time(),
+                    tenancy.current(),
+                    version.model,
+                    version.version,
+                    name if endpoint is not None else "",
+                    protocol,
+                    elapsed,
+                    200,
+                    "",
+                    _items_of(inputs),
+                    inputs,
+                    results,
+                )
+            )
         if self.served_listeners:
             tokens = results.get("token_count")
             self._tell(
@@ -282,6 +341,13 @@ class DataPlane:
         """Run one resolved version in this process (loading it on first use)."""
         served = await self._served(version)
         return await served.infer(inputs, outputs, timeout_ms)
+
+    def _observe(self, event: InferenceEvent) -> None:
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:  # monitoring must never fail a request
+                log.exception("an inference observer failed")
 
     def _tell(self, served: ServedRequest) -> None:
         for listener in self.served_listeners:

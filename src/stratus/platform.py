@@ -17,13 +17,16 @@ from stratus.errors import Conflict
 from stratus.files import write_private
 from stratus.jobs import JobService
 from stratus.metering import Prices, UsageMeter
+from stratus.monitoring.history import MetricsHistory, registry_gauges
+from stratus.monitoring.log import InferenceLog
+from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
 from stratus.registry import RegistryService
 from stratus.registry.records import VersionMeta
 from stratus.security.access import AccessControl, Limits
 from stratus.security.audit import AuditLog
 from stratus.security.encryption import Keyring
 from stratus.security.keys import KeyService, load_or_create_secret_file
-from stratus.security.masking import PayloadLog
+from stratus.security.masking import PayloadSeal
 from stratus.settings import Settings
 from stratus.store import Database, open_artifacts
 from stratus.training import DatasetService
@@ -80,16 +83,31 @@ class Platform:
         self.usage = UsageMeter(
             self.db, flush_seconds=settings.usage_flush_seconds, prices=Prices.from_settings(settings)
         )
-        self.payload_log = PayloadLog(
-            self.db, keyring, enabled=settings.payload_log, fields=settings.payload_log_mask_fields
+        # STRATUS_PAYLOAD_LOG (the payload log's switch) makes "all requests, with payloads" the default.
+        self.log_settings = LogSettings(self.db, default=LogPolicy("all", 1.0, True) if settings.payload_log else OFF)
+        self.history = MetricsHistory(self.db, gauges=registry_gauges(self.dataplane.metrics.registry))
+        self.inference_log = InferenceLog(
+            self.db,
+            PayloadSeal(self.db, keyring),
+            self.log_settings,
+            queue_size=settings.inference_log_queue,
+            flush_seconds=settings.inference_log_flush_seconds,
+            max_age_seconds=settings.inference_log_max_age_days * 86400.0,
+            max_bytes=settings.inference_log_max_bytes,
+            mask_fields=settings.payload_log_mask_fields,
+            registry=self.dataplane.metrics.registry,
+            on_drop=self.history.dropped,
         )
+        if settings.metrics_history:
+            self.dataplane.observers.append(self.history.observe)
+        self.dataplane.observers.append(self.inference_log.observe)
         self.access = AccessControl(
             self.keys,
             enabled=settings.auth,
             limits=Limits(settings.rate_limit_rps, settings.rate_limit_burst, settings.monthly_item_quota),
             items_this_month=self.usage.items_this_month,
         )
-        if settings.usage_metering or settings.payload_log:
+        if settings.usage_metering:
             self.dataplane.served_listeners.append(self._meter)
         self.bootstrap_key: str | None = None
         self.datasets = DatasetService(self.registry)
@@ -116,28 +134,28 @@ class Platform:
 
     def _meter(self, served: ServedRequest) -> None:
         caller = served.caller
-        if self.settings.usage_metering:
-            self.usage.record(
-                caller.project,
-                caller.key_id,
-                served.model,
-                items=served.items,
-                tokens=served.tokens,
-                compute_ms=served.seconds * 1000.0,
-            )
-        if self.payload_log.enabled:
-            self.payload_log.record(caller.project, caller.key_id, served.model, served.protocol, served.payload())
+        self.usage.record(
+            caller.project,
+            caller.key_id,
+            served.model,
+            items=served.items,
+            tokens=served.tokens,
+            compute_ms=served.seconds * 1000.0,
+        )
 
     def start(self) -> None:
         """Migrate, clean what a crash left behind, register the samples on first start."""
         self.db.migrate()
-        self.payload_log.seal_plain_rows()
+        self.log_settings.load()
         self.registry.projects.current_id()
         self.bootstrap_key = self.keys.bootstrap_admin()
         if self.bootstrap_key is not None:
             write_private(self.settings.resolved_admin_key_file, (self.bootstrap_key + "\n").encode())
             log.warning("created the bootstrap admin key; it is in %s", self.settings.resolved_admin_key_file)
         self.usage.start()
+        self.inference_log.start()
+        if self.settings.metrics_history:
+            self.history.start()
         removed = self.registry.collect_garbage()
         if removed:
             log.info("removed %d unreferenced artifact file(s) left by an interrupted write", removed)
@@ -192,7 +210,8 @@ class Platform:
         self.jobs.close()
         self.dataplane.close()
         self.usage.close()
-        self.payload_log.close()
+        self.inference_log.close()
+        self.history.close()
         self.db.dispose()
 
 

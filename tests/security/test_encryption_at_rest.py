@@ -197,9 +197,9 @@ def test_the_whole_home_holds_no_plain_model_or_dataset(sample_cache: Path, tmp_
         _wait_job(client, compress.json()["id"])
         body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.123456, 3.5, 1.4, 0.2]}]}
         assert client.post("/v2/models/iris/infer", json=body).status_code == 200
-        # The payload log holds the request (read back through the API), sealed on disk like the rest.
-        logged = client.get("/api/v1/payload-log").json()["entries"]
-        assert any("5.123456" in str(entry["payload"]) for entry in logged), logged
+        # The inference log holds the request (read back through the API), sealed on disk like the rest.
+        logged = client.get("/api/v1/models/iris/log").json()["records"]
+        assert any("5.123456" in str(record["inputs"]) for record in logged), logged
         # Every version's bytes, as the registry hands them out: none may be on disk in the clear.
         for model in client.get("/api/v1/models").json()["models"]:
             for version in client.get(f"/api/v1/models/{model['name']}/versions").json()["versions"]:

@@ -1,17 +1,23 @@
-"""Masking before storage: configured fields, V2 inputs, emails, phone numbers, Luhn-valid card numbers."""
+"""Masking before storage: configured fields, V2 inputs, emails, phone numbers, Luhn-valid card numbers; the
+inference log's seal (a data key per batch, each page bound to its project and model)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import update
 
+from stratus.dataplane import InferenceEvent
 from stratus.errors import IntegrityError
+from stratus.monitoring.log import InferenceLog
+from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
 from stratus.security.encryption import Keyring
-from stratus.security.masking import MASK, PayloadLog, mask_payload, mask_text
+from stratus.security.masking import MASK, PayloadSeal, mask_payload, mask_text
 from stratus.store import Database
-from stratus.store.tables import PayloadLogEntry
+from stratus.store.tables import InferenceLogPage, PayloadLogEntry
+from stratus.tenancy import Caller
 
 
 def _db_bytes(folder: Path) -> bytes:
@@ -42,73 +48,73 @@ def test_configured_fields_and_v2_inputs() -> None:
     assert payload["inputs"][0]["data"] == ["123-45-6789"]  # the original is untouched
 
 
-def test_payload_log_is_off_by_default_and_masks_when_on(tmp_path: Path) -> None:
+def _event(project: str = "default", **inputs: np.ndarray) -> InferenceEvent:
+    outputs = {"label": np.array([1], dtype=np.int64)}
+    return InferenceEvent(1.0e9, Caller(project, "k"), "m", 1, "", "v2", 0.001, 200, "", 1, inputs, outputs)
+
+
+def _log(db: Database, keyring: Keyring, default: LogPolicy = OFF, fields: tuple[str, ...] = ()) -> InferenceLog:
+    return InferenceLog(db, PayloadSeal(db, keyring), LogSettings(db, default), mask_fields=fields)
+
+
+def test_the_inference_log_is_off_by_default_and_masks_when_on(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'p.db'}")
     db.migrate()
     keyring = Keyring.generate()
-    off = PayloadLog(db, keyring, enabled=False, fields=[])
-    off.record("default", "k", "m", "v2", {"x": {"data": ["a@b.io"]}})
-    assert off.recent("default") == []
-    on = PayloadLog(db, keyring, enabled=True, fields=["secret"])
-    on.record("default", "k", "m", "v2", {"text": {"data": ["a@b.io", "kept-in-the-log"]}, "secret": {"data": [1, 2]}})
-    [entry] = on.recent("default")
-    assert entry["payload"] == {"text": {"data": ["[email]", "kept-in-the-log"]}, "secret": MASK}
-    assert on.recent("other") == []
+    off = _log(db, keyring)
+    off.observe(_event(x=np.array(["a@b.io"], dtype=object)))
+    assert off.flush() == 0 and list(off.records("default", model="m")) == []
+    on = _log(db, keyring, LogPolicy("all", 1.0, True), fields=("secret",))
+    text = np.array([b"a@b.io", b"kept-in-the-log"], dtype=object)
+    on.observe(_event(text=text, secret=np.array([1.0, 2.0], dtype=np.float32)))
+    [record] = list(on.records("default", model="m"))
+    assert record.inputs == {
+        "text": {"dtype": "str", "shape": [2], "data": ["[email]", "kept-in-the-log"]},
+        "secret": {"masked": True},
+    }
+    assert list(record.arrays("inputs")) == ["text"] and record.arrays("outputs")["label"].tolist() == [1]
+    assert list(on.records("other", model="m")) == []
     db.dispose()
     # What the DB file holds is sealed: the logged text is not in it.
     assert b"kept-in-the-log" not in _db_bytes(tmp_path)
 
 
-def test_payload_log_rows_are_bound_to_their_key_and_project(tmp_path: Path) -> None:
+def test_log_pages_are_bound_to_their_key_and_project(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'p.db'}")
     db.migrate()
     keyring = Keyring.generate()
-    log = PayloadLog(db, keyring, enabled=True, fields=[])
-    log.record("default", "k", "m", "v2", {"x": {"data": [1]}})
+    log = _log(db, keyring, LogPolicy("all", 1.0, True))
+    log.observe(_event(x=np.array([1.0])))
     log.flush()
     # Another master key cannot open it.
     with pytest.raises(IntegrityError):
-        PayloadLog(db, Keyring.generate(), enabled=True, fields=[]).recent("default")
-    # A row moved to another project does not authenticate there.
+        list(_log(db, Keyring.generate()).records("default", model="m"))
+    # A page moved to another project does not authenticate there.
     with db.write() as s:
-        s.execute(update(PayloadLogEntry).values(project="other"))
+        s.execute(update(InferenceLogPage).values(project="other"))
     with pytest.raises(IntegrityError):
-        log.recent("other")
+        list(_log(db, keyring).records("other", model="m"))
     db.dispose()
 
 
-def test_plain_rows_of_an_older_server_are_sealed_and_a_rotation_rewraps_batch_keys(tmp_path: Path) -> None:
+def test_payload_log_rows_of_an_older_server_move_in_and_a_rotation_rewraps_batch_keys(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'p.db'}")
     db.migrate()
     with db.write() as s:
-        s.add(PayloadLogEntry(project="default", key_id="k", model="m", protocol="v2", payload={"x": "old-plain"}))
+        s.add(
+            PayloadLogEntry(
+                project="default", key_id="k", model="m", protocol="v2", payload={"x": {"shape": [1], "data": [7.5]}}
+            )
+        )
     old = Keyring.generate()
-    log = PayloadLog(db, old, enabled=True, fields=[])
-    assert log.seal_plain_rows() == 1
-    assert log.seal_plain_rows() == 0
-    assert [e["payload"] for e in log.recent("default")] == [{"x": "old-plain"}]
+    log = _log(db, old)
+    assert log.absorb_payload_log() == 1
+    assert log.absorb_payload_log() == 0
+    [record] = list(log.records("default", model="m"))
+    assert record.arrays("inputs")["x"].tolist() == [7.5] and record.key_id == "k"
     new = Keyring(Keyring.generate().current, [old.current])
-    assert PayloadLog(db, new, enabled=True, fields=[]).rewrap() == 1
+    assert PayloadSeal(db, new).rewrap() == 1
     # Only the new key is needed from now on.
-    assert [e["payload"] for e in PayloadLog(db, Keyring(new.current), enabled=True, fields=[]).recent("default")] == [
-        {"x": "old-plain"}
-    ]
+    [again] = list(_log(db, Keyring(new.current)).records("default", model="m"))
+    assert again.inputs == record.inputs
     db.dispose()
-    assert b"old-plain" not in _db_bytes(tmp_path)
-
-
-def test_payload_log_through_the_api(tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
-
-    from conftest import as_admin, make_settings
-    from onnx_factory import affine_model
-    from stratus.api import create_app
-
-    settings = make_settings(tmp_path / "home", payload_log=True, payload_log_mask_fields=["x"])
-    with TestClient(create_app(settings)) as client:
-        as_admin(client)
-        client.post("/api/v1/models/affine/versions", files={"file": ("a.onnx", affine_model())})
-        row = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
-        assert client.post("/v2/models/affine/infer", json=row).status_code == 200
-        [entry] = client.get("/api/v1/payload-log").json()["entries"]
-        assert entry["model"] == "affine" and entry["protocol"] == "v2" and entry["payload"] == {"x": MASK}

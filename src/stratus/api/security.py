@@ -1,4 +1,4 @@
-"""Security and metering under /api/v1: the caller, projects, API keys, the audit log, usage, payload log."""
+"""Security and metering under /api/v1: the caller, projects, API keys, the audit log, usage."""
 
 from __future__ import annotations
 
@@ -136,8 +136,3 @@ async def usage(
     )
     return JSONBody(report.to_dict())
 
-
-@router.get("/payload-log")
-def payload_log(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    caller = caller_of(request)
-    return {"entries": platform(request).payload_log.recent(caller.project, limit=limit)}

@@ -1,10 +1,11 @@
-"""Masking of request payloads before they are stored, and the payload log that stores them.
+"""Masking of request payloads before they are stored, and the seal of what the inference log stores.
 
-Payload logging is off by default. When it is on, values of the configured fields are replaced by
-``***`` and, in every string, anything that looks like an email address, a phone number or a card number
+Payload capture is off by default. When it is on, values of the configured fields are replaced by ``***``
+and, in every string, anything that looks like an email address, a phone number or a card number
 (Luhn-checked, so order numbers pass) is replaced by a tag, before the payload reaches the DB. What reaches
-the DB is sealed (AES-256-GCM): each written batch has its own data key, wrapped by the master key like an
-artifact's, and each row is bound to its project, so the DB file holds no payload in the clear.
+the DB is sealed (AES-256-GCM, ``PayloadSeal``): each written batch has its own data key, wrapped by the
+master key like an artifact's, and each sealed message is bound to its project (and model), so the DB file
+holds no payload in the clear. The inference log itself is stratus.monitoring.log.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-import threading
 from collections.abc import Collection
 from typing import Any
 
@@ -20,11 +20,12 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from stratus.errors import IntegrityError
 from stratus.security.encryption import KEY_BYTES, Keyring
 from stratus.store import Database
-from stratus.store.tables import PayloadLogEntry
+from stratus.store.tables import InferenceLogKey, PayloadLogEntry
 
 MASK = "***"
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -32,9 +33,10 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 # A leading + or a parenthesised area code, then at least 9 digits with separators.
 _PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w])")
-_BUFFER_LIMIT = 100
-#: What a batch's wrapped data key is bound to (the artifact store binds its keys to the blob's digest).
+#: What a batch's wrapped data key is bound to (the artifact store binds its keys to the blob's digest). The
+#: name is the payload log's, which the inference log replaced: its rows carry over with their keys.
 _KEY_CONTEXT = "payload-log"
+NONCE_BYTES = 12
 
 
 def _luhn(digits: str) -> bool:
@@ -88,111 +90,78 @@ def mask_payload(payload: Any, fields: Collection[str]) -> Any:
     return walk(payload)
 
 
-class PayloadLog:
-    """Masked payloads of served requests, buffered, sealed and written in batches (nothing when disabled)."""
+class PayloadSeal:
+    """AES-256-GCM for the inference log: a data key per written batch (a row of inference_log_keys, wrapped
+    by the master key), a random nonce per sealed message, and the caller's context as associated data."""
 
-    def __init__(self, db: Database, keyring: Keyring, *, enabled: bool, fields: list[str]) -> None:
+    def __init__(self, db: Database, keyring: Keyring) -> None:
         self.db = db
         self.keyring = keyring
-        self.enabled = enabled
-        self.fields = list(fields)
-        self._buffer: list[PayloadLogEntry] = []
-        self._lock = threading.Lock()
+        self._keys: dict[int, AESGCM] = {}
 
-    def record(self, project: str, key_id: str, model: str, protocol: str, payload: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        # The data plane keys inputs by name, so a configured input name masks that whole input.
-        masked = mask_payload(payload, self.fields)
-        entry = PayloadLogEntry(project=project, key_id=key_id, model=model, protocol=protocol, payload=masked)
-        with self._lock:
-            self._buffer.append(entry)
-            full = len(self._buffer) >= _BUFFER_LIMIT
-        if full:
-            self.flush()
+    def new_key(self, session: Session) -> tuple[int, AESGCM]:
+        """A fresh data key, stored wrapped in ``session`` (the same transaction as what it seals)."""
+        dek = secrets.token_bytes(KEY_BYTES)
+        row = InferenceLogKey(wrapped=self.keyring.wrap(dek, _KEY_CONTEXT).decode())
+        session.add(row)
+        session.flush()
+        aead = AESGCM(dek)
+        self._keys[row.id] = aead
+        return row.id, aead
 
-    def flush(self) -> None:
-        with self._lock:
-            entries, self._buffer = self._buffer, []
-        if entries:
-            self._seal(entries)
-            with self.db.write() as s:
-                s.add_all(entries)
+    @staticmethod
+    def seal(aead: AESGCM, plain: bytes, context: bytes) -> tuple[bytes, bytes]:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return nonce, aead.encrypt(nonce, plain, context)
 
-    def close(self) -> None:
-        self.flush()
-
-    def seal_plain_rows(self) -> int:
-        """Seal rows an older Stratus wrote in the clear (at start); returns how many."""
-        with self.db.write() as s:
-            rows = list(
-                s.scalars(select(PayloadLogEntry).where(PayloadLogEntry.payload["sealed"].as_string().is_(None)))
-            )
-            self._seal(rows)
-        return len(rows)
+    def open(self, key_ref: int, nonce: bytes, data: bytes, context: bytes, what: str) -> bytes:
+        aead = self._keys.get(key_ref)
+        if aead is None:
+            with self.db.read() as s:
+                row = s.get(InferenceLogKey, key_ref)
+            if row is None:
+                raise IntegrityError(f"{what}: its data key is missing")
+            aead = AESGCM(self.keyring.unwrap(row.wrapped.encode(), _KEY_CONTEXT))
+            self._keys[key_ref] = aead
+        try:
+            return aead.decrypt(nonce, data, context)
+        except (InvalidTag, ValueError):
+            raise IntegrityError(f"{what} does not authenticate") from None
 
     def rewrap(self) -> int:
         """Re-wrap every batch key with the keyring's current master key (a rotation); returns how many."""
-        rewrapped: dict[str, str] = {}
+        count = 0
         with self.db.write() as s:
-            for row in s.scalars(select(PayloadLogEntry)):
-                sealed = row.payload.get("sealed")
+            for row in s.scalars(select(InferenceLogKey)):
+                if self.keyring.wrapped_with_current(row.wrapped.encode()):
+                    continue
+                dek = self.keyring.unwrap(row.wrapped.encode(), _KEY_CONTEXT)
+                row.wrapped = self.keyring.wrap(dek, _KEY_CONTEXT).decode()
+                count += 1
+            # Rows of the payload log that the inference log has not taken over yet (a rotation before the
+            # first start of a newer server) keep their own wrapped keys.
+            rewrapped: dict[str, str] = {}
+            for entry in s.scalars(select(PayloadLogEntry)):
+                sealed = entry.payload.get("sealed")
                 if sealed is None or self.keyring.wrapped_with_current(sealed["key"].encode()):
                     continue
                 if sealed["key"] not in rewrapped:
                     dek = self.keyring.unwrap(sealed["key"].encode(), _KEY_CONTEXT)
                     rewrapped[sealed["key"]] = self.keyring.wrap(dek, _KEY_CONTEXT).decode()
-                row.payload = {"sealed": {**sealed, "key": rewrapped[sealed["key"]]}}
-        return len(rewrapped)
+                entry.payload = {"sealed": {**sealed, "key": rewrapped[sealed["key"]]}}
+            count += len(rewrapped)
+        return count
 
-    def recent(self, project: str, limit: int = 100) -> list[dict[str, Any]]:
-        self.flush()
-        with self.db.read() as s:
-            rows = list(
-                s.scalars(
-                    select(PayloadLogEntry)
-                    .where(PayloadLogEntry.project == project)
-                    .order_by(PayloadLogEntry.id.desc())
-                    .limit(limit)
-                )
-            )
-        keys: dict[str, bytes] = {}
-        return [
-            {
-                "at": row.at.isoformat() + "Z",
-                "key_id": row.key_id,
-                "model": row.model,
-                "protocol": row.protocol,
-                "payload": self._open(row, keys),
-            }
-            for row in rows
-        ]
-
-    def _seal(self, entries: list[PayloadLogEntry]) -> None:
-        dek = secrets.token_bytes(KEY_BYTES)
-        wrapped = self.keyring.wrap(dek, _KEY_CONTEXT).decode()
-        aead = AESGCM(dek)
-        for entry in entries:
-            nonce = secrets.token_bytes(12)
-            data = aead.encrypt(nonce, orjson.dumps(entry.payload), entry.project.encode())
-            entry.payload = {
-                "sealed": {
-                    "key": wrapped,
-                    "nonce": base64.b64encode(nonce).decode(),
-                    "data": base64.b64encode(data).decode(),
-                }
-            }
-
-    def _open(self, row: PayloadLogEntry, keys: dict[str, bytes]) -> Any:
-        sealed = row.payload.get("sealed")
+    def open_legacy(self, entry: PayloadLogEntry) -> Any:
+        """The payload of a row the payload log wrote (sealed, or in the clear before sealing existed)."""
+        sealed = entry.payload.get("sealed")
         if sealed is None:
-            return row.payload  # written in the clear before sealing existed and not yet sealed at a start
-        if sealed["key"] not in keys:
-            keys[sealed["key"]] = self.keyring.unwrap(sealed["key"].encode(), _KEY_CONTEXT)
+            return entry.payload
+        dek = self.keyring.unwrap(sealed["key"].encode(), _KEY_CONTEXT)
         try:
-            plain = AESGCM(keys[sealed["key"]]).decrypt(
-                base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["data"]), row.project.encode()
+            plain = AESGCM(dek).decrypt(
+                base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["data"]), entry.project.encode()
             )
         except (InvalidTag, ValueError):
-            raise IntegrityError(f"payload log entry {row.id} does not authenticate") from None
+            raise IntegrityError(f"payload log entry {entry.id} does not authenticate") from None
         return orjson.loads(plain)

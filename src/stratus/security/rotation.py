@@ -1,5 +1,5 @@
-"""Master key rotation: a new key file, then every data key re-wrapped (the artifact store's and the payload log's). A
-service over the store and the crypto module (which the store itself uses), kept out of both."""
+"""Master key rotation: a new key file, then every data key re-wrapped (the artifact store's and the inference log's).
+A service over the store and the crypto module (which the store itself uses), kept out of both."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import secrets
 from stratus.errors import InvalidInput
 from stratus.files import write_private
 from stratus.security.encryption import KEY_BYTES, Keyring, decode_key, read_key_file
-from stratus.security.masking import PayloadLog
+from stratus.security.masking import PayloadSeal
 from stratus.settings import Settings
 from stratus.store import Database
 from stratus.store.artifacts import open_artifacts
@@ -49,8 +49,8 @@ def rotate_master_key(settings: Settings, new_key: bytes | None = None) -> int:
     db = Database(settings.resolved_database_url)
     try:
         db.migrate()
-        # The payload log's batch keys are wrapped by the master key too (security/masking.py).
-        count += PayloadLog(db, keyring, enabled=False, fields=[]).rewrap()
+        # The inference log's batch keys are wrapped by the master key too (security/masking.py).
+        count += PayloadSeal(db, keyring).rewrap()
     finally:
         db.dispose()
     previous_path.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -284,3 +284,79 @@ class EndpointEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class LogSetting(Base):
+    """What the inference log keeps of one model's or endpoint's requests (none of these rows: the default)."""
+
+    __tablename__ = "log_settings"
+    __table_args__ = (UniqueConstraint("project", "scope", "name", name="uq_log_settings_target"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))  # "model" or "endpoint"
+    name: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))  # "off", "sampled" or "all"
+    rate: Mapped[float] = mapped_column(Float, default=1.0)
+    payloads: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InferenceLogKey(Base):
+    """The data key of one written batch of inference log pages, wrapped by the master key."""
+
+    __tablename__ = "inference_log_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wrapped: Mapped[str] = mapped_column(Text)
+
+
+class InferenceLogPage(Base):
+    """Records of one model (through one endpoint, or none) written together, sealed as one AES-GCM message
+    bound to (project, model, endpoint). A page is one row: a crash leaves it whole or absent."""
+
+    __tablename__ = "inference_log"
+    __table_args__ = (
+        Index("ix_inference_log_model", "project", "model", "last_at"),
+        Index("ix_inference_log_endpoint", "project", "endpoint", "last_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(64), default="")
+    first_at: Mapped[float] = mapped_column(Float)  # Unix time of its oldest record
+    last_at: Mapped[float] = mapped_column(Float, index=True)
+    count: Mapped[int] = mapped_column(Integer)
+    key_ref: Mapped[int] = mapped_column(ForeignKey("inference_log_keys.id"))
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class MetricsPoint(Base):
+    """One interval of a model's version (scope "model") or an endpoint's (scope "endpoint") traffic, at 10 s
+    or 300 s resolution. Latency is a sparse log-bucket histogram, so intervals merge into exact quantiles of
+    the bucket grid at any step."""
+
+    __tablename__ = "metrics_history"
+    __table_args__ = (Index("ix_metrics_history_series", "project", "scope", "name", "resolution", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resolution: Mapped[int] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float, index=True)  # Unix time the interval starts
+    project: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    items: Mapped[int] = mapped_column(Integer, default=0)
+    latency_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    latency: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    batch_rows: Mapped[int] = mapped_column(Integer, default=0)
+    batch_runs: Mapped[int] = mapped_column(Integer, default=0)
+    queue_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    replicas_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
