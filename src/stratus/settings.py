@@ -159,7 +159,21 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL of the metadata DB. Default: SQLite in WAL mode at HOME/stratus.db.",
+        description="SQLAlchemy URL of the metadata DB. Default: SQLite in WAL mode at HOME/stratus.db. Several "
+        "servers share one PostgreSQL with postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (docs/scale-out.md).",
+    )
+    lease_seconds: float = Field(
+        default=5.0,
+        ge=1,
+        le=300,
+        description="On a shared PostgreSQL: how long endpoint control stays with a server that stopped renewing "
+        "it (renewed every third of this); another server takes over after it. A running job whose server stopped "
+        "its heartbeat for 3x this is re-queued or failed by another server.",
+    )
+    key_pepper: SecretStr | None = Field(
+        default=None,
+        description="Secret (base64 of 32 bytes) mixed into the hashes of API keys. Default: HOME/pepper.key, "
+        "created on first start. Servers sharing one database must share it (and master_key).",
     )
     artifacts: str | None = Field(
         default=None,

@@ -60,6 +60,9 @@ class Controller:
         self._slots: dict[tuple[str, str], Slot] = {}
         self._thread = threading.Thread(target=self._run, name="stratus-endpoints", daemon=True)
         metrics.watch(self._replica_rows)
+        #: Whether this server controls the endpoints (deploy/lease.py): always on one server; on a shared DB, only
+        #: the lease holder rolls out, supervises and scales. Set by the platform.
+        self.in_control: Callable[[], bool] = lambda: True
 
     # -- what the data plane and the service call ---------------------------------------------------------
 
@@ -88,6 +91,24 @@ class Controller:
         if wait:
             thread.join()
         return thread
+
+    def endpoint_keys(self) -> list[tuple[str, str]]:
+        """(project, name) of every endpoint this controller runs."""
+        return [key for key, slot in list(self._slots.items()) if slot.plan is not None]
+
+    def stand_down(self) -> None:
+        """This server lost endpoint control (another server holds the lease): stop its replicas and forget its
+        endpoints, so only the new holder's replicas and decisions remain."""
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for slot in slots:
+            live, slot.live, slot.plan = slot.live, None, None
+            if live is not None:
+                targets = [*live.routes.targets, *live.routes.shadows]
+                for target in targets:
+                    self.autoscaler.forget(target)
+                self.replicas.kill_all(targets)
 
     def remove(self, project: str, name: str) -> None:
         slot = self._slots.get((project, name))
@@ -173,6 +194,10 @@ class Controller:
     def _run(self) -> None:
         while not self._stop.wait(self._tick_s):
             try:
+                if not self.in_control():
+                    if self._slots:  # the lease ran out before this server heard it lost it
+                        self.stand_down()
+                    continue
                 self.tick()
             except Exception:
                 log.exception("endpoint supervisor tick failed")

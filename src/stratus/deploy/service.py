@@ -1,10 +1,15 @@
 """Endpoints as records: create, update (a new revision), roll back, delete; revisions and events in the
 metadata DB. Every change becomes a revision with its targets pinned to version numbers, which the
-controller rolls out. On start, each endpoint's live revision is deployed again."""
+controller rolls out. On start, each endpoint's live revision is deployed again.
+
+With several servers on one database only the server holding endpoint control (deploy/lease.py) runs the
+controller: a change made on another server is recorded there, and the holder applies it on its next ``sync``
+(every lease renewal, a second or two later). A new holder deploys every endpoint's live revision, as at a start."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +41,9 @@ class EndpointService:
         self.db = db
         self.registry = registry
         self.controller: Controller | None = None
+        #: The newest revision of each endpoint (by id) this server's controller was given: ``sync`` applies newer ones.
+        self._applied: dict[int, int] = {}
+        self._sync_lock = threading.Lock()
 
     def attach(self, controller: Controller) -> None:
         self.controller = controller
@@ -120,7 +128,7 @@ class EndpointService:
             s.add(row)
             s.flush()
             plan = self._new_revision(s, row, pinned, "created")
-        self._controller().apply(plan)
+        self._deploy(plan)
         return self.get(name)
 
     def update(self, name: str, raw: Any) -> dict[str, Any]:
@@ -130,7 +138,7 @@ class EndpointService:
         pinned = self._pin(spec)
         with self.db.write() as s:
             plan = self._new_revision(s, self._row(s, name), pinned, "updated")
-        self._controller().apply(plan)
+        self._deploy(plan)
         return self.get(name)
 
     def rollback(self, name: str, revision: int | None = None) -> dict[str, Any]:
@@ -150,14 +158,61 @@ class EndpointService:
                 if chosen is None:
                     raise NotFound(f"endpoint {name!r} has no revision {revision}")
             plan = self._new_revision(s, row, dict(chosen.spec), f"rollback to revision {chosen.number}")
-        self._controller().apply(plan)
+        self._deploy(plan)
         return self.get(name)
 
     def delete(self, name: str) -> None:
         with self.db.write() as s:
             row = self._row(s, name)
             s.delete(row)
-        self._controller().remove(tenancy.current_project(), name)
+        self._applied.pop(row.id, None)
+        self._controller().remove(tenancy.current_project(), name)  # on another server: the holder's sync does
+
+    def stand_down(self) -> None:
+        """This server lost endpoint control: its controller stops its replicas; the new holder redeploys."""
+        self._applied.clear()
+        self._controller().stand_down()
+
+    def _deploy(self, plan: Plan) -> None:
+        """Roll out here when this server controls the endpoints; otherwise the holder's ``sync`` picks it up."""
+        controller = self._controller()
+        if controller.in_control():
+            self._applied[plan.endpoint_id] = max(plan.revision, self._applied.get(plan.endpoint_id, 0))
+            controller.apply(plan)
+
+    def sync(self) -> int:
+        """On the server holding endpoint control: roll out revisions made on other servers, and remove the endpoints
+        deleted there. Returns the number of changes applied."""
+        controller = self._controller()
+        if not controller.in_control():
+            return 0
+        with self._sync_lock:
+            newer = []
+            with self.db.read() as s:
+                rows = s.execute(select(Endpoint, Project.name).join(Project, Project.id == Endpoint.project_id)).all()
+                existing = {(project, row.name) for row, project in rows}
+                for row, project in rows:
+                    latest = s.scalar(
+                        select(EndpointRevision)
+                        .where(EndpointRevision.endpoint_id == row.id)
+                        .order_by(EndpointRevision.number.desc())
+                        .limit(1)
+                    )
+                    if latest is None or latest.number <= self._applied.get(row.id, 0):
+                        continue
+                    self._applied[row.id] = latest.number
+                    if latest.status == "pending":
+                        newer.append((project, row, latest.number, dict(latest.spec)))
+            for project, row, number, pinned in newer:
+                with tenancy.acting_as(tenancy.Caller(project=project)):
+                    try:
+                        controller.apply(self._plan(row, number, pinned))
+                    except Exception:
+                        log.exception("could not roll out revision %d of endpoint %s", number, row.name)
+            gone = [key for key in controller.endpoint_keys() if key not in existing]
+            for project, name in gone:
+                controller.remove(project, name)
+            return len(newer) + len(gone)
 
     def _describe(self, s: Session, row: Endpoint) -> dict[str, Any]:
         current = s.scalar(
@@ -318,6 +373,10 @@ class EndpointService:
                 )
                 if current is not None:
                     plans.append((project, row, dict(current.spec)))
+                latest = s.scalar(
+                    select(func.max(EndpointRevision.number)).where(EndpointRevision.endpoint_id == row.id)
+                )
+                self._applied[row.id] = max(latest or 0, self._applied.get(row.id, 0))
         for project, row, pinned in plans:
             with tenancy.acting_as(tenancy.Caller(project=project)):
                 try:

@@ -5,6 +5,12 @@ One runner thread in the server claims queued jobs up to ``job_slots`` at a time
 executor; it reads the child's progress lines, persists them through the single writer, and on success
 lets the job's kind register the verified model as a new version with lineage. A job running when the server died is
 failed (or re-queued while retries remain) at the next start.
+
+On a shared database (several servers on one PostgreSQL) every server runs a runner: a job is claimed with
+``SELECT ... FOR UPDATE SKIP LOCKED`` in the transaction that marks it running, so whichever server it was submitted
+to, exactly one runner gets it. The claiming server writes its instance id and a heartbeat on the row; another server
+re-queues (or fails) a running job only when that heartbeat is stale, i.e. its server died, and a server whose job
+was taken over that way discards its own result instead of registering a second version.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from stratus import tenancy
 from stratus.errors import Conflict, NotFound, StratusError
@@ -80,8 +88,15 @@ class JobService:
         slots: int = 1,
         threads_per_job: int = 1,
         executor: Executor | None = None,
+        instance: str | None = None,
+        lease_seconds: float = 5.0,
     ) -> None:
         self.registry = registry
+        #: This server's id on the rows of the jobs it runs (a shared DB has other servers' running jobs too).
+        self.instance = instance or uuid.uuid4().hex
+        #: A running job's heartbeat is renewed every third of this; another server takes it over after 3x this.
+        self.lease_seconds = lease_seconds
+        self._beat_at = 0.0
         self.db = registry.db
         self.work_root = work_root
         self.slots = slots
@@ -157,29 +172,98 @@ class JobService:
         if work is not None:
             work.stop()  # SIGKILL to the child's process group: takes effect at once
         else:
-            self._finish(job_id, "cancelled", error="cancelled before it started")
+            # Queued, or running on another server of a shared DB: that server's heartbeat sees the job ended
+            # and stops its process.
+            running_elsewhere = row.state == "running"
+            reason = "cancelled on another server" if running_elsewhere else "cancelled before it started"
+            self._finish(job_id, "cancelled", error=reason, force=True)
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and self.get(job_id)["state"] not in TERMINAL:
             time.sleep(0.02)
         return self.get(job_id)
 
+    def running_ids(self) -> list[str]:
+        """The jobs whose work runs on this server now."""
+        with self._lock:
+            return list(self._running)
+
     # -- runner -----------------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """At start-up: jobs that were running when the server died fail, or queue again."""
+        """At start-up: jobs that were running when the server died fail, or queue again. On a shared DB only
+        the jobs whose server stopped renewing their heartbeat: the others are running on live servers."""
+        changed = self._take_over_orphans(everything=not self.db.shared)
+        if self.work_root.exists():
+            with self.db.read() as s:
+                running = set(s.scalars(select(Job.id).where(Job.state == "running")).all())
+            for leftover in self.work_root.iterdir():
+                if leftover.name not in running:  # another server may share this folder on a shared DB
+                    shutil.rmtree(leftover, ignore_errors=True)
+        return changed
+
+    def _db_now(self, s: Session) -> datetime:
+        """The database's clock (naive UTC) on a shared DB, so servers with skewed clocks agree on staleness."""
+        if self.db.is_postgresql:
+            found = s.scalar(select(func.timezone("UTC", func.now())))
+            if isinstance(found, datetime):
+                return found
+        return utcnow()
+
+    def _take_over_orphans(self, everything: bool) -> int:
+        """Re-queue (while retries remain) or fail running jobs whose server is gone: all of them (one server, at its
+        start), or those whose heartbeat is older than three lease periods (a shared DB)."""
         changed = 0
         with self.db.write() as s:
-            for row in s.scalars(select(Job).where(Job.state == "running")).all():
+            query = select(Job).where(Job.state == "running")
+            if not everything:
+                stale = self._db_now(s) - timedelta(seconds=3 * self.lease_seconds)
+                query = query.where(
+                    (Job.heartbeat_at < stale) | (Job.heartbeat_at.is_(None) & (Job.started_at < stale))
+                )
+            for row in s.scalars(query.with_for_update(skip_locked=True)).all():
                 requeue = row.attempts <= row.retries
                 row.state = "queued" if requeue else "failed"
                 row.error = "" if requeue else "the server stopped while this job was running"
                 row.finished_at = None if requeue else utcnow()
+                row.runner = None
                 self._add_event(s, row.id, "state", {"state": row.state, "reason": "server restart"})
                 changed += 1
-        if self.work_root.exists():
-            for leftover in self.work_root.iterdir():
-                shutil.rmtree(leftover, ignore_errors=True)
         return changed
+
+    def _heartbeat(self) -> None:
+        """Renew the heartbeat of this server's running jobs, and take over the orphans of dead servers."""
+        now = time.monotonic()
+        if not self.db.shared or now - self._beat_at < self.lease_seconds / 3:
+            return
+        self._beat_at = now
+        with self._lock:
+            mine = list(self._running)
+        if mine:
+            with self.db.write() as s:
+                s.execute(
+                    update(Job)
+                    .where(Job.id.in_(mine), Job.runner == self.instance, Job.state == "running")
+                    .values(heartbeat_at=self._db_now(s))
+                )
+                kept = set(
+                    s.scalars(
+                        select(Job.id).where(Job.id.in_(mine), Job.runner == self.instance, Job.state == "running")
+                    ).all()
+                )
+            for job_id in set(mine) - kept:  # cancelled on another server, or taken over: stop the work here
+                with self._lock:
+                    self._cancelled.add(job_id)
+                    work = self._running.get(job_id)
+                if work is not None:
+                    work.stop()
+        if self._take_over_orphans(everything=False):
+            self._wake.set()
+
+    def _still_mine(self, job_id: str) -> bool:
+        """False when another server took the job over (this one looked dead): its result must not be kept."""
+        with self.db.read() as s:
+            row = s.get(Job, job_id)
+        return row is not None and row.state == "running" and (row.runner in (None, self.instance))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="stratus-jobs", daemon=True)
@@ -198,6 +282,7 @@ class JobService:
             self._wake.wait(0.25)
             self._wake.clear()
             try:
+                self._heartbeat()
                 self._claim_and_start()
             except Exception:  # the runner must outlive any one job's failure
                 log.exception("job runner iteration failed")
@@ -208,12 +293,22 @@ class JobService:
                 if len(self._running) >= self.slots:
                     return
             with self.db.write() as s:
-                row = s.scalar(select(Job).where(Job.state == "queued").order_by(Job.created_at).limit(1))
+                # SKIP LOCKED: a job another server is claiming right now is passed over, not waited for, and
+                # the UPDATE below commits with the row lock: exactly one server runs it (SQLite ignores the clause).
+                row = s.scalar(
+                    select(Job)
+                    .where(Job.state == "queued")
+                    .order_by(Job.created_at)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
                 if row is None:
                     return
                 row.state = "running"
                 row.attempts += 1
                 row.started_at = utcnow()
+                row.runner = self.instance
+                row.heartbeat_at = self._db_now(s)
                 self._add_event(s, row.id, "state", {"state": "running", "attempt": row.attempts})
                 job_id, timeout_s, kind = row.id, row.timeout_s, row.kind
                 spec = {**dict(row.spec), "model_name": row.model_name}
@@ -273,6 +368,8 @@ class JobService:
                     else last_error or f"the job's process exited with {code}: {work.stderr_tail()}"
                 )
                 self._finish(job_id, "failed", error=reason, cpu=work.cpu_seconds())
+            elif not self._still_mine(job_id):
+                log.warning("job %s was taken over by another server; its result here is discarded", job_id)
             else:
                 metrics, version = kind.register(job_id, spec, job_dir)
                 self._finish(job_id, "succeeded", metrics=metrics, version=version, cpu=work.cpu_seconds())
@@ -306,11 +403,14 @@ class JobService:
         metrics: dict[str, Any] | None = None,
         version: int | None = None,
         cpu: float = 0.0,
+        force: bool = False,
     ) -> None:
         with self.db.write() as s:
             row = s.get(Job, job_id)
             if row is None or row.state in TERMINAL:
                 return
+            if not force and row.runner not in (None, self.instance):
+                return  # taken over by another server, whose runner finishes it
             row.state = state
             row.error = error
             row.finished_at = utcnow()

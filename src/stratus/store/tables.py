@@ -158,6 +158,23 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: The server running it (its instance id) and when that server last said so. On a shared DB (several servers)
+    #: a running job is re-queued or failed by another server only once this heartbeat is stale.
+    runner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Lease(Base):
+    """A lease held by one server at a time (``endpoint-control``), on the DB's clock: servers on a shared DB
+    renew it well before ``expires_at``; another takes it over once it has expired. ``epoch`` counts takeovers."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobEvent(Base):
