@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 from stratus.compress.service import CompressionService
 from stratus.dataplane import DataPlane, ServedRequest
 from stratus.deploy import Controller, DeployMetrics, EndpointService, LocalPlacement
+from stratus.deploy.replicas import Placement
 from stratus.errors import Conflict
 from stratus.files import write_private
-from stratus.jobs import JobService
+from stratus.jobs import Executor, JobService, LocalProcessExecutor
 from stratus.metering import Prices, UsageMeter
 from stratus.monitoring.history import MetricsHistory, registry_gauges
 from stratus.monitoring.log import InferenceLog
@@ -61,6 +62,26 @@ def _return_free_memory() -> None:
     except OSError:  # not glibc: nothing to trim
         return
     libc.malloc_trim(0)
+
+
+def _executor(settings: Settings) -> Executor:
+    if settings.executor == "ray":
+        from stratus.jobs.ray_executor import RayExecutor
+
+        assert settings.ray_address is not None  # the settings' validator makes sure
+        return RayExecutor(settings.ray_address, settings.job_cpus or None, settings.job_memory_mb)
+    return LocalProcessExecutor()
+
+
+def _placement(settings: Settings) -> Placement:
+    if settings.placement == "ray":
+        from stratus.deploy.ray_placement import RayPlacement
+
+        assert settings.ray_address is not None
+        return RayPlacement(
+            settings.ray_address, settings.replica_threads, settings.replica_cpus, settings.replica_memory_mb
+        )
+    return LocalPlacement(threads=settings.replica_threads)
 
 
 class Platform:
@@ -112,7 +133,11 @@ class Platform:
         self.bootstrap_key: str | None = None
         self.datasets = DatasetService(self.registry)
         self.jobs = JobService(
-            self.registry, settings.home / "jobs", slots=settings.job_slots, threads_per_job=settings.job_threads
+            self.registry,
+            settings.home / "jobs",
+            slots=settings.job_slots,
+            threads_per_job=settings.job_threads,
+            executor=_executor(settings),
         )
         # The job kinds register themselves with the queue.
         self.training = TrainingJobs(self.registry, self.datasets, self.jobs)
@@ -123,7 +148,7 @@ class Platform:
         self.endpoints = EndpointService(self.db, self.registry)
         self.endpoints.attach(
             Controller(
-                LocalPlacement(threads=settings.replica_threads),
+                _placement(settings),
                 self.endpoints,
                 DeployMetrics(self.dataplane.metrics.registry),
                 self.endpoints.entries_for,

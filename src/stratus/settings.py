@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -231,7 +232,44 @@ class Settings(BaseSettings):
         le=64,
         description="ONNX Runtime threads of each endpoint replica process (replicas are the parallelism).",
     )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where training and compression jobs run: local (a child process of the server) or ray (a "
+        "Ray task on the cluster at ray_address, asking for job_cpus and job_memory_mb).",
+    )
+    placement: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where endpoint replicas run: local (processes of the server) or ray (Ray actors spread over "
+        "the nodes of the cluster at ray_address, asking for replica_cpus and replica_memory_mb).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster of the ray executor and placement: its GCS address (HOST:PORT, for a server "
+        "on a Ray node) or a Ray Client URL (ray://HOST:10001). Ray's token authentication must be on "
+        "(RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH); see docs/scale-out.md.",
+    )
+    job_cpus: float = Field(
+        default=0, ge=0, le=256, description="CPUs a job asks Ray for (ray executor). 0: job_threads."
+    )
+    job_memory_mb: int = Field(
+        default=0, ge=0, description="Memory a job asks Ray for, in MiB (ray executor). 0 asks for none."
+    )
+    replica_cpus: float = Field(
+        default=0, ge=0, le=64, description="CPUs a replica asks Ray for (ray placement). 0: replica_threads."
+    )
+    replica_memory_mb: int = Field(
+        default=0, ge=0, description="Memory a replica asks Ray for, in MiB (ray placement). 0 asks for none."
+    )
     log_level: str = Field(default="info", description="Log level: debug, info, warning or error.")
+
+    @model_validator(mode="after")
+    def _check_ray(self) -> Settings:
+        self.check_ray()
+        return self
+
+    def check_ray(self) -> None:
+        if "ray" in (self.executor, self.placement) and not self.ray_address:
+            raise ValueError("executor=ray and placement=ray need ray_address (the Ray cluster's address)")
 
     @field_validator(
         "home", "sample_cache_dir", "admin_key_file", "master_key_file", "tls_cert", "tls_key", mode="after"

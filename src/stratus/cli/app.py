@@ -89,6 +89,15 @@ def serve(
     ] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate: serve HTTPS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="Where jobs run: local (child processes) or ray (tasks on --ray-address).")
+    ] = None,
+    placement: Annotated[
+        str | None, typer.Option(help="Where replicas run: local (processes) or ray (actors on --ray-address).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster for --executor/--placement ray: HOST:PORT or ray://HOST:10001.")
+    ] = None,
 ) -> None:
     """Start the platform: REST APIs, registry and inference."""
     with reported_errors():
@@ -106,7 +115,17 @@ def serve(
             updates["grpc_port"] = grpc_port
         if no_auth:
             updates["auth"] = False
-        run_server(settings.model_copy(update=updates))
+        for field, text in (("executor", executor), ("placement", placement), ("ray_address", ray_address)):
+            if text is not None:
+                if field != "ray_address" and text not in ("local", "ray"):
+                    raise typer.BadParameter(f"--{field} is local or ray, not {text!r}")
+                updates[field] = text
+        settings = settings.model_copy(update=updates)
+        try:
+            settings.check_ray()
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        run_server(settings)
 
 
 def _render_models(models: list[dict[str, Any]]) -> None:

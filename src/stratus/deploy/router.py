@@ -57,7 +57,7 @@ class Replica:
     drained: threading.Event = field(default_factory=threading.Event)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        shown: dict[str, object] = {
             "id": self.id,
             "pid": self.process.pid,
             "url": self.process.url,
@@ -65,6 +65,10 @@ class Replica:
             "outstanding": self.outstanding,
             "start_seconds": round(self.ready_at - self.started_at, 3) if self.ready_at else None,
         }
+        node = getattr(self.process, "node", None)  # a Ray placement's replicas name their node
+        if node:
+            shown["node"] = node
+        return shown
 
 
 class TargetRuntime:
