@@ -22,7 +22,8 @@ ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
 
 def v2(rows: list[list[float]]) -> dict[str, Any]:
-    return {"inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": sum(rows, [])}]}
+    data = [value for row in rows for value in row]
+    return {"inputs": [{"name": "input", "shape": [len(rows), 4], "datatype": "FP32", "data": data}]}
 
 
 @pytest.fixture(scope="module")

@@ -116,6 +116,10 @@ def _render(endpoint: dict[str, Any]) -> None:
         for t in live["shadows"]
     ]
     print_table("Targets", ["version", "traffic", "ready", "replicas"], rows)
+    if "logging" in endpoint:  # `endpoints show` adds it
+        from stratus.cli.monitoring import logging_line
+
+        console.print(logging_line(endpoint["logging"]), highlight=False)
 
 
 def _apply(name: str, spec: dict[str, Any], url: str | None, as_json: bool, wait: bool, create: bool) -> None:
@@ -191,7 +195,8 @@ def list_endpoints(url: UrlOption = None, as_json: JsonOption = False) -> None:
 def show_endpoint(name: str, url: UrlOption = None, as_json: JsonOption = False) -> None:
     """An endpoint's state, traffic split and replicas."""
     with reported_errors(), client(url) as api:
-        show(api.get_endpoint(name), as_json, _render)
+        endpoint = {**api.get_endpoint(name), "logging": api.get_logging(name, endpoint=True)}
+        show(endpoint, as_json, _render)
 
 
 @endpoints_app.command("delete")
