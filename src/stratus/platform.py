@@ -18,6 +18,9 @@ from stratus.errors import Conflict
 from stratus.files import write_private
 from stratus.jobs import Executor, JobService, LocalProcessExecutor
 from stratus.metering import Prices, UsageMeter
+from stratus.monitoring.drift_monitor import DriftMonitor
+from stratus.monitoring.drift_service import DriftMetrics, DriftService, log_windows
+from stratus.monitoring.drift_store import DriftHistory
 from stratus.monitoring.history import MetricsHistory, registry_gauges
 from stratus.monitoring.log import InferenceLog
 from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
@@ -155,6 +158,17 @@ class Platform:
             )
         )
         self.dataplane.endpoints = self.endpoints.controller
+        self.drift = DriftService(
+            self.registry,
+            DriftHistory(self.db, settings.drift_history_days),
+            DriftMetrics(self.dataplane.metrics.registry),
+            window_source=log_windows(self.inference_log),
+            lineage=self.datasets.lineage_reference,
+            endpoint_versions=lambda name: [v for v, _ in self.endpoints.live_versions(name)],
+            default_window=settings.drift_window_rows,
+            min_rows=settings.drift_min_rows,
+        )
+        self.drift_monitor = DriftMonitor(self.db, self.drift, interval_s=settings.drift_interval_seconds)
         self.started = False
 
     def _meter(self, served: ServedRequest) -> None:
@@ -195,6 +209,7 @@ class Platform:
         redeployed = self.endpoints.recover()
         if redeployed:
             log.info("redeploying %d endpoint(s)", redeployed)
+        self.drift_monitor.start()
         self.started = True
         settle_heap()
 
@@ -232,6 +247,7 @@ class Platform:
     def close(self) -> None:
         if self.endpoints.controller is not None:
             self.endpoints.controller.close()
+        self.drift_monitor.close()
         self.jobs.close()
         self.dataplane.close()
         self.usage.close()

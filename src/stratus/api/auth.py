@@ -122,6 +122,13 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models/{name}/log"): MANAGE,
     ("GET", "/api/v1/endpoints/{name}/log"): MANAGE,
     ("GET", "/api/v1/metrics/series"): READ,
+    # Drift: figures only (scores, shares), never logged values; a reference upload replaces what is compared.
+    ("GET", "/api/v1/models/{name}/drift"): READ,
+    ("GET", "/api/v1/endpoints/{name}/drift"): READ,
+    ("GET", "/api/v1/models/{name}/drift/history"): READ,
+    ("GET", "/api/v1/endpoints/{name}/drift/history"): READ,
+    ("GET", "/api/v1/models/{name}/versions/{version}/reference"): READ,
+    ("PUT", "/api/v1/models/{name}/versions/{version}/reference"): MANAGE,
 }
 
 #: Routes whose requests infer items, and so count against the project's monthly quota.

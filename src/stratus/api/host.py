@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from stratus.deploy.service import EndpointService
     from stratus.jobs import JobService
     from stratus.metering import UsageMeter
+    from stratus.monitoring.drift_service import DriftService
     from stratus.monitoring.history import MetricsHistory
     from stratus.monitoring.log import InferenceLog
     from stratus.monitoring.policy import LogSettings
@@ -54,6 +55,8 @@ class ControlHost(Host, Protocol):
     def endpoints(self) -> EndpointService: ...
     @property
     def usage(self) -> UsageMeter: ...
+    @property
+    def drift(self) -> DriftService: ...
     @property
     def inference_log(self) -> InferenceLog: ...
     @property

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PROJECT = tenancy.DEFAULT_PROJECT
 DEFAULT_ALIAS = "production"
+_INSERT_ATTEMPTS = 5
 ChangeListener = Callable[[str], None]
 
 
@@ -230,59 +231,103 @@ class RegistryService(BlobAccess):
             stored = self.artifacts.put_bytes(data)
             stored_files = {file_name: self.artifacts.put_bytes(content) for file_name, content in files.items()}
             written = {stored.digest, *(f.digest for f in stored_files.values())}
+            wanted = version
+            # Another server on a shared DB may insert the same model or version number between this one's read
+            # and its insert: the unique constraint refuses the second (IntegrityError), and a new attempt sees
+            # the winner's row (a 409 for a version number asked for, the next number otherwise).
+            for attempt in range(_INSERT_ATTEMPTS):
+                version = wanted
+                try:
+                    with self.db.write() as s:
+                        model = s.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
+                        if model is None:
+                            if not create_model:
+                                raise NotFound(f"model {name!r} does not exist")
+                            model = Model(
+                                project_id=project_id,
+                                name=name,
+                                description=meta.get("model_description", ""),
+                                task=task,
+                                tags=meta.get("tags") or {},
+                            )
+                            s.add(model)
+                            s.flush()
+                        newest = s.scalar(
+                            select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+                        )
+                        if version is None:
+                            version = (newest or 0) + 1
+                        elif s.scalar(
+                            select(ModelVersion.id).where(
+                                ModelVersion.model_id == model.id, ModelVersion.version == version
+                            )
+                        ):
+                            raise Conflict(
+                                f"version {version} of model {name!r} already exists; versions are immutable"
+                            )
+                        row = ModelVersion(
+                            model_id=model.id,
+                            version=version,
+                            digest=stored.digest,
+                            size_bytes=stored.size,
+                            format=fmt,
+                            signature=signature.to_dict(),
+                            metrics=meta.get("metrics") or {},
+                            params=meta.get("params") or {},
+                            config=config,
+                            parent_version=meta.get("parent_version"),
+                            dataset=meta.get("dataset"),
+                            source=meta.get("source"),
+                            description=meta.get("description", ""),
+                        )
+                        row.files = [
+                            VersionFile(
+                                name=file_name, digest=f.digest, size_bytes=f.size, media_type=_media_type(file_name)
+                            )
+                            for file_name, f in stored_files.items()
+                        ]
+                        s.add(row)
+                        s.flush()
+                    break
+                except sa_exc.IntegrityError:
+                    if attempt + 1 < _INSERT_ATTEMPTS:
+                        continue
+                    self._drop_unreferenced(written)
+                    raise Conflict(
+                        f"version {version} of model {name!r} already exists; versions are immutable"
+                    ) from None
+                except BaseException:
+                    self._drop_unreferenced(written)
+                    raise
+        assert version is not None
+        self._changed(name)
+        return self.get_version(name, version)
+
+    def attach_file(self, name: str, version: int, file_name: str, content: bytes) -> VersionInfo:
+        """Add (or replace) a derived file of an existing version: its drift reference. The model bytes stay
+        immutable; the file is sealed and stored like the version's own, and dropped with it."""
+        with self.db.exclusive():
+            stored = self.artifacts.put_bytes(content)
+            replaced: set[str] = set()
             try:
                 with self.db.write() as s:
-                    model = s.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
-                    if model is None:
-                        if not create_model:
-                            raise NotFound(f"model {name!r} does not exist")
-                        model = Model(
-                            project_id=project_id,
-                            name=name,
-                            description=meta.get("model_description", ""),
-                            task=task,
-                            tags=meta.get("tags") or {},
-                        )
-                        s.add(model)
-                        s.flush()
-                    newest = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
-                    if version is None:
-                        version = (newest or 0) + 1
-                    elif s.scalar(
-                        select(ModelVersion.id).where(
-                            ModelVersion.model_id == model.id, ModelVersion.version == version
-                        )
-                    ):
-                        raise Conflict(f"version {version} of model {name!r} already exists; versions are immutable")
-                    row = ModelVersion(
-                        model_id=model.id,
-                        version=version,
-                        digest=stored.digest,
-                        size_bytes=stored.size,
-                        format=fmt,
-                        signature=signature.to_dict(),
-                        metrics=meta.get("metrics") or {},
-                        params=meta.get("params") or {},
-                        config=config,
-                        parent_version=meta.get("parent_version"),
-                        dataset=meta.get("dataset"),
-                        source=meta.get("source"),
-                        description=meta.get("description", ""),
-                    )
-                    row.files = [
-                        VersionFile(
-                            name=file_name, digest=f.digest, size_bytes=f.size, media_type=_media_type(file_name)
-                        )
-                        for file_name, f in stored_files.items()
-                    ]
-                    s.add(row)
+                    row = self._version_row(self._model_row(s, name), version)
+                    for existing in [f for f in row.files if f.name == file_name]:
+                        replaced.add(existing.digest)
+                        row.files.remove(existing)
                     s.flush()
-            except sa_exc.IntegrityError:
-                self._drop_unreferenced(written)
-                raise Conflict(f"version {version} of model {name!r} already exists; versions are immutable") from None
+                    row.files.append(
+                        VersionFile(
+                            name=file_name,
+                            digest=stored.digest,
+                            size_bytes=stored.size,
+                            media_type=_media_type(file_name),
+                        )
+                    )
             except BaseException:
-                self._drop_unreferenced(written)
+                self._drop_unreferenced({stored.digest})
                 raise
+            self._drop_unreferenced(replaced - {stored.digest})
         self._changed(name)
         return self.get_version(name, version)
 

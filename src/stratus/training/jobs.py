@@ -9,6 +9,7 @@ from typing import Any
 
 from stratus.jobs import JobService
 from stratus.registry import RegistryService, check_name
+from stratus.training.drift_reference import REFERENCE_FILE
 from stratus.training.params import GRAPH_FILE, WEIGHTS_FILE, check_applicable, parse_train_request
 from stratus.training.service import DatasetService
 from stratus.version import __version__
@@ -43,7 +44,7 @@ class TrainingJobs:
         result = json.loads((job_dir / "result.json").read_text())
         request = spec["request"]
         files = {"evaluation.json": (job_dir / "evaluation.json").read_bytes()}
-        for optional in ("confusion_matrix.png", GRAPH_FILE, WEIGHTS_FILE):
+        for optional in ("confusion_matrix.png", GRAPH_FILE, WEIGHTS_FILE, REFERENCE_FILE):
             if (job_dir / optional).exists():
                 files[optional] = (job_dir / optional).read_bytes()
         name = spec["model_name"]

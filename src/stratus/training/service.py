@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import numpy as np
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from stratus.errors import Conflict, InvalidInput, NotFound
 from stratus.registry import RegistryService, check_name
+from stratus.registry.records import VersionInfo
 from stratus.store.tables import Dataset
-from stratus.training.datasets import BUILTINS, ParsedDataset, builtin_npz_in_child, parse, profile_of, schema_of
+from stratus.training.datasets import (
+    BUILTINS,
+    ParsedDataset,
+    builtin_npz_in_child,
+    model_inputs,
+    parse,
+    profile_of,
+    reference_of,
+    schema_of,
+)
+from stratus.training.drift_reference import Reference, layout_for, sample_rows
+from stratus.types import Array
 
 
 def dataset_dict(row: Dataset) -> dict[str, Any]:
@@ -134,6 +148,57 @@ class DatasetService:
             with self.db.write() as s:
                 s.delete(s.get(Dataset, row.id))
             self.registry._drop_unreferenced({row.digest})
+
+    def lineage_reference(self, version: VersionInfo) -> Reference | None:
+        """The drift reference of a version trained before references were kept: every row of its lineage
+        dataset (the training split is not known without the trainer's splitter, which the server does not
+        load), and its outputs on the test split from evaluation.json. None when it has no such lineage."""
+        if not version.dataset or "@" not in version.dataset:
+            return None
+        name, _, digest = version.dataset.partition("@")
+        with self.db.read() as s:
+            row = s.scalar(
+                select(Dataset).where(
+                    Dataset.project_id == self.registry.projects.current_id(), Dataset.digest == digest
+                )
+            )
+        if row is None:  # deleted since: nothing to build from
+            return None
+        options = row.options or {}
+        parsed = parse(
+            row.format,
+            self.artifacts.read(row.digest),
+            target=row.target,
+            missing=options.get("missing", "error"),
+            task=options.get("task") or ("regression" if options.get("builtin") == "diabetes" else None),
+        )
+        signature = version.signature
+        layout = layout_for(row.schema, [t.name for t in signature.inputs], [t.name for t in signature.outputs])
+        outputs = None
+        if "evaluation.json" in version.files:
+            evaluation = json.loads(self.registry.read_file(version, "evaluation.json"))
+            outputs = np.asarray(evaluation.get("test_predictions", []))
+        return reference_of(parsed, layout, source=f"dataset {name} (all rows)", outputs=outputs)
+
+    def uploaded_reference(
+        self,
+        version: VersionInfo,
+        data: bytes,
+        *,
+        filename: str | None = None,
+        format: str | None = None,
+        target: str | None = None,
+    ) -> tuple[Reference, dict[str, Array]]:
+        """A reference dataset uploaded for a version (one registered from outside): parsed and checked like
+        a training dataset, then sampled. Also returns the sample as the model's input tensors, so the
+        caller can run the model on it for the evaluation-time outputs."""
+        fmt = format or sniff_format(data, filename)
+        parsed = parse(fmt, data, target=target)
+        signature = version.signature
+        layout = layout_for(schema_of(parsed), [t.name for t in signature.inputs], [t.name for t in signature.outputs])
+        reference = reference_of(parsed, layout, source=f"uploaded ({fmt}, {parsed.rows} rows)")
+        # The rows reference_of sampled (the same seeded draw), as the model's input tensors.
+        return reference, model_inputs(parsed, layout, sample_rows(parsed.rows))
 
     def source(self, name: str) -> tuple[dict[str, Any], bytes]:
         """The dataset's record and its bytes, decrypted in memory and verified, for a training child."""

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from stratus import __version__
-from stratus.training.datasets import parse
+from stratus.training.datasets import ParsedDataset, parse, reference_of, schema_of
+from stratus.training.drift_reference import REFERENCE_FILE, layout_for
 from stratus.training.evaluate import classification_metrics, confusion_png, regression_metrics
 from stratus.training.params import SKLEARN_MODELS, TrainRequest
 
@@ -66,6 +67,15 @@ def write_training_graph(
     graph = graph_of(model.body, shape, classify=classify, preprocess=model.preprocess, resize=model.resize)
     for name, content in graph.to_files().items():
         (job_dir / name).write_bytes(content)
+
+
+def write_reference(
+    job_dir: Path, parsed: ParsedDataset, train_rows: Any, inputs: list[str], outputs: list[str], served: Any
+) -> None:
+    """The drift reference: a sample of the rows the model was trained on, and its outputs on the test split."""
+    layout = layout_for(schema_of(parsed), inputs, outputs)
+    reference = reference_of(parsed, layout, train_rows, source="training split", outputs=np.asarray(served).ravel())
+    (job_dir / REFERENCE_FILE).write_bytes(reference.to_bytes())
 
 
 def run(job_dir: Path, data: bytes, threads: int) -> None:
@@ -162,6 +172,7 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     else:
         metrics = regression_metrics(y_test, served)
     (job_dir / "model.onnx").write_bytes(onnx_bytes)
+    write_reference(job_dir, parsed, train_rows, list(feeds), [o.name for o in converted.signature.outputs], served)
     evaluation = {"classes": parsed.classes, "test_predictions": served.ravel().tolist(), "seed": params.seed}
     (job_dir / "evaluation.json").write_text(json.dumps(evaluation))
     result = {
@@ -196,6 +207,7 @@ def run_text_classifier(
     )
     metrics = classification_metrics(y_test, served, parsed.classes)
     (job_dir / "confusion_matrix.png").write_bytes(confusion_png(metrics["confusion_matrix"], parsed.classes))
+    write_reference(job_dir, parsed, train_rows, ["text"], ["label", "logits"], served)
     evaluation = {"classes": parsed.classes, "test_predictions": served.ravel().tolist(), "seed": request.params.seed}
     (job_dir / "evaluation.json").write_text(json.dumps(evaluation))
     result = {
