@@ -9,10 +9,11 @@ import orjson
 import typer
 
 from stratus.cli.compress import compress
-from stratus.cli.drift import drift, drift_reference
 from stratus.cli.connection import client, set_api_key
+from stratus.cli.drift import drift, drift_reference
 from stratus.cli.endpoints import endpoints_app, export_app, serve_endpoint
-from stratus.cli.output import print_table, reported_errors, show
+from stratus.cli.monitoring import logging_app, logging_line, logs, metrics
+from stratus.cli.output import console, print_table, reported_errors, show
 from stratus.cli.security import audit, keys_app, projects_app, usage
 from stratus.cli.serve import run_server, settings_for
 from stratus.cli.training import datasets_app, jobs_app, train
@@ -34,6 +35,9 @@ app.command("usage")(usage)
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(export_app, name="export")
 app.command("serve-endpoint")(serve_endpoint)
+app.command("logs")(logs)
+app.command("metrics")(metrics)
+app.add_typer(logging_app, name="logging")
 app.command("drift")(drift)
 app.command("drift-reference")(drift_reference)
 
@@ -167,6 +171,11 @@ def _render_model(model: dict[str, Any], versions: list[dict[str, Any]]) -> None
     )
 
 
+def _render_shown_model(value: dict[str, Any]) -> None:
+    _render_model(value["model"], value["versions"])
+    console.print(logging_line(value["logging"]), highlight=False)
+
+
 @models_app.command("list")
 def models_list(url: UrlOption = None, as_json: JsonOption = False) -> None:
     """List registered models."""
@@ -178,11 +187,11 @@ def models_list(url: UrlOption = None, as_json: JsonOption = False) -> None:
 def models_show(name: str, url: UrlOption = None, as_json: JsonOption = False) -> None:
     """Show a model with its versions, signatures and metrics."""
     with reported_errors(), _client(url) as client:
-        model, versions = client.get_model(name), client.list_versions(name)
+        model, versions, logging = client.get_model(name), client.list_versions(name), client.get_logging(name)
         show(
-            {"model": model, "versions": versions},
+            {"model": model, "versions": versions, "logging": logging},
             as_json,
-            lambda v: _render_model(v["model"], v["versions"]),
+            _render_shown_model,
         )
 
 

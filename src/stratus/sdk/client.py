@@ -19,6 +19,7 @@ from stratus.sdk.drift import DriftCalls
 from stratus.sdk.endpoints import EndpointCalls
 from stratus.sdk.errors import error_for_response
 from stratus.sdk.jobs import Job
+from stratus.sdk.monitoring import MonitoringCalls
 
 # numpy and stratus.protocol (numpy again) are imported where tensors are handled: the CLI runs every
 # command through this client, and `stratus models list` should not pay for numpy at start.
@@ -44,7 +45,7 @@ def discover_api_key() -> str | None:
         return None
 
 
-class Client(AdminCalls, EndpointCalls, DriftCalls):
+class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls):
     """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL; the API key to STRATUS_API_KEY or
     the local server's admin key file (see ``discover_api_key``)."""
 
