@@ -82,6 +82,8 @@ def _call(client: TestClient, method: str, url: str, headers: dict[str, str]) ->
         kwargs["json"] = {"instances": [[1, 2, 3]]}
     elif "/aliases/" in url and method == "PUT":
         kwargs["json"] = {"version": 1}
+    elif url.endswith("/logging") and method == "PUT":
+        kwargs["json"] = {"mode": "off"}
     elif method in ("POST", "PUT", "PATCH"):
         kwargs["json"] = {}
     return client.request(method, url, **kwargs).status_code
@@ -324,3 +326,29 @@ def test_grpc_calls_follow_the_same_matrix(world: dict[str, Any]) -> None:
         assert code("RepositoryModelUnload", other, pb.RepositoryModelUnloadRequest(model_name="affine")) == (
             grpc.StatusCode.NOT_FOUND
         )
+
+def test_log_settings_need_manage_and_logs_stay_in_their_project(world: dict[str, Any]) -> None:
+    """A read key sees a log setting but cannot change it (403) nor read the log, which holds payloads; a key of
+    another project finds neither the setting, the log nor the metrics series of our model (404)."""
+    client: TestClient = world["client"]
+    read, other = bearer(world["keys"]["read"]["key"]), bearer(world["other"]["key"])
+    setting = {"mode": "all", "payloads": True}
+    assert client.put("/api/v1/models/affine/logging", headers=read, json=setting).status_code == 403
+    assert client.delete("/api/v1/models/affine/logging", headers=read).status_code == 403
+    assert client.get("/api/v1/models/affine/logging", headers=read).json()["mode"] == "off"
+    assert client.get("/api/v1/models/affine/log", headers=read).status_code == 403
+    assert client.put("/api/v1/models/affine/logging", json=setting).status_code == 200
+    assert client.post("/v2/models/affine/infer", json=AFFINE_ROW).status_code == 200
+    [record] = client.get("/api/v1/models/affine/log", params={"limit": 1}).json()["records"]
+    assert record["inputs"]["x"]["data"] == [1.0, 2.0, 3.0]
+    for method, path in (
+        ("GET", "/api/v1/models/affine/log"),
+        ("GET", "/api/v1/models/affine/log?format=jsonl"),
+        ("GET", "/api/v1/models/affine/logging"),
+        ("PUT", "/api/v1/models/affine/logging"),
+        ("DELETE", "/api/v1/models/affine/logging"),
+        ("GET", "/api/v1/metrics/series?name=affine&metric=requests_per_s"),
+    ):
+        assert _call(client, method, path, other) == 404, (method, path)
+    # The other project's PUT and DELETE above changed nothing of ours.
+    assert client.get("/api/v1/models/affine/logging").json()["mode"] == "all"
