@@ -14,13 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import grpc
-from grpc import aio
-
 from stratus import __version__, tenancy
 from stratus.errors import InvalidInput, StratusError
 from stratus.grpc import inference_pb2 as pb
-from stratus.grpc.inference_pb2_grpc import GRPCInferenceServiceServicer
+from stratus.grpc.calls import Call, CallError, Method
 from stratus.hosting import Host
 from stratus.protocol import (
     DEFAULT_LIMITS,
@@ -75,21 +72,24 @@ def _repository_version(params: Any, allowed: tuple[str, ...]) -> str | None:
     return repository_version(parameters_of(params), allowed)
 
 
-class InferenceService(GRPCInferenceServiceServicer):
+class InferenceService:
     def __init__(self, host: Host, limits: TensorLimits = DEFAULT_LIMITS) -> None:
         self.host = host
         self.limits = limits
 
-    async def _call(
-        self, method: str, context: aio.ServicerContext, target: str, work: Callable[[], Awaitable[Reply]]
-    ) -> Reply:
+    def methods(self, service: str) -> dict[str, Method]:
+        """Each call by its path ("/inference.GRPCInferenceService/ModelInfer"): its request message and
+        handler (the method of this class by the call's name)."""
+        return {f"/{service}/{name}": Method(getattr(pb, f"{name}Request"), getattr(self, name)) for name in POLICY}
+
+    async def _call(self, method: str, call: Call, target: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
         required = POLICY[method]
         host = self.host
         caller: Caller | None = None
         failure: BaseException | None = None
         try:
             # Metadata as the request's headers (binary "-bin" values left out), for the services below.
-            headers = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+            headers = call.metadata
             caller, key_rps = host.access.authenticate(bearer_token(headers.get("authorization")), required)
             host.access.authorize(caller, key_rps, required, counts_items=required == PREDICT)
             tenancy.enter(caller, headers)
@@ -98,38 +98,34 @@ class InferenceService(GRPCInferenceServiceServicer):
             failure = exc
         if method in AUDITED:
             status, detail = (200, "") if failure is None else (status_for(failure), _message(failure))
-            await asyncio.to_thread(
-                host.audit.record, caller, f"gRPC {method}", target, context.peer() or "", status, detail
-            )
+            await asyncio.to_thread(host.audit.record, caller, f"gRPC {method}", target, call.peer, status, detail)
         if failure is None:
             return reply
         if not isinstance(failure, StratusError):
             log.error("gRPC %s crashed", method, exc_info=failure)
-        context.set_trailing_metadata(((KIND_METADATA_KEY, kind_for(failure)),))
-        await context.abort(getattr(grpc.StatusCode, grpc_code_for(failure)), _message(failure))
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+        raise CallError(grpc_code_for(failure), _message(failure), ((KIND_METADATA_KEY, kind_for(failure)),))
 
     # Method names are the service's (gRPC calls them by name).
     # -- health and metadata ------------------------------------------------------------------------
 
-    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:
-        return await self._call("ServerLive", context, "", _const(pb.ServerLiveResponse(live=True)))
+    async def ServerLive(self, request: Any, call: Call) -> Any:
+        return await self._call("ServerLive", call, "", _const(pb.ServerLiveResponse(live=True)))
 
-    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:
-        return await self._call("ServerReady", context, "", _const(pb.ServerReadyResponse(ready=self.host.started)))
+    async def ServerReady(self, request: Any, call: Call) -> Any:
+        return await self._call("ServerReady", call, "", _const(pb.ServerReadyResponse(ready=self.host.started)))
 
-    async def ServerMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ServerMetadata(self, request: Any, call: Call) -> Any:
         reply = pb.ServerMetadataResponse(name="stratus", version=__version__, extensions=EXTENSIONS)
-        return await self._call("ServerMetadata", context, "", _const(reply))
+        return await self._call("ServerMetadata", call, "", _const(reply))
 
-    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ModelReady(self, request: Any, call: Call) -> Any:
         async def work() -> Any:
             ready = await self.host.dataplane.is_ready(request.name, _version(request.version))
             return pb.ModelReadyResponse(ready=ready)
 
-        return await self._call("ModelReady", context, request.name, work)
+        return await self._call("ModelReady", call, request.name, work)
 
-    async def ModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ModelMetadata(self, request: Any, call: Call) -> Any:
         async def work() -> Any:
             plane = self.host.dataplane
             version = plane.resolve(request.name, _version(request.version))
@@ -146,11 +142,11 @@ class InferenceService(GRPCInferenceServiceServicer):
                 outputs=[_tensor_metadata(spec) for spec in signature.outputs],
             )
 
-        return await self._call("ModelMetadata", context, request.name, work)
+        return await self._call("ModelMetadata", call, request.name, work)
 
     # -- inference ----------------------------------------------------------------------------------
 
-    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def ModelInfer(self, request: Any, call: Call) -> Any:
         async def work() -> Any:
             decoded = decode_infer_request(request, self.limits)
             name = request.model_name
@@ -173,33 +169,33 @@ class InferenceService(GRPCInferenceServiceServicer):
                 requested=decoded.outputs,
             )
 
-        return await self._call("ModelInfer", context, request.model_name, work)
+        return await self._call("ModelInfer", call, request.model_name, work)
 
     # -- model repository extension -----------------------------------------------------------------
 
-    async def RepositoryIndex(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def RepositoryIndex(self, request: Any, call: Call) -> Any:
         async def work() -> Any:
             rows = await asyncio.to_thread(self.host.dataplane.repository_index, request.ready)
             return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
 
-        return await self._call("RepositoryIndex", context, "", work)
+        return await self._call("RepositoryIndex", call, "", work)
 
-    async def RepositoryModelLoad(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def RepositoryModelLoad(self, request: Any, call: Call) -> Any:
         async def work() -> Any:
             version = _repository_version(request.parameters, ("version",))
             await self.host.dataplane.load(request.model_name, version)
             return pb.RepositoryModelLoadResponse()
 
-        return await self._call("RepositoryModelLoad", context, request.model_name, work)
+        return await self._call("RepositoryModelLoad", call, request.model_name, work)
 
-    async def RepositoryModelUnload(self, request: Any, context: aio.ServicerContext) -> Any:
+    async def RepositoryModelUnload(self, request: Any, call: Call) -> Any:
         async def work() -> Any:
             # Triton's client always sends unload_dependents; Stratus models have no dependents to unload.
             version = _repository_version(request.parameters, ("version", "unload_dependents"))
             self.host.dataplane.unload(request.model_name, version)
             return pb.RepositoryModelUnloadResponse()
 
-        return await self._call("RepositoryModelUnload", context, request.model_name, work)
+        return await self._call("RepositoryModelUnload", call, request.model_name, work)
 
 
 def _message(exc: BaseException) -> str:
