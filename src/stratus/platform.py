@@ -21,9 +21,11 @@ from stratus.metering import Prices, UsageMeter
 from stratus.monitoring.drift_monitor import DriftMonitor
 from stratus.monitoring.drift_service import DriftMetrics, DriftService, log_windows
 from stratus.monitoring.drift_store import DriftHistory
+from stratus.monitoring.alerts_service import AlertService
 from stratus.monitoring.history import MetricsHistory, registry_gauges
 from stratus.monitoring.log import InferenceLog
 from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
+from stratus.monitoring.webhooks_delivery import WebhookSender
 from stratus.registry import RegistryService
 from stratus.registry.records import VersionMeta
 from stratus.security.access import AccessControl, Limits
@@ -31,6 +33,7 @@ from stratus.security.audit import AuditLog
 from stratus.security.encryption import Keyring
 from stratus.security.keys import KeyService, load_or_create_secret_file
 from stratus.security.masking import PayloadSeal
+from stratus.security.outbound import OutboundPolicy
 from stratus.settings import Settings
 from stratus.store import Database, open_artifacts
 from stratus.training import DatasetService
@@ -158,6 +161,22 @@ class Platform:
             )
         )
         self.dataplane.endpoints = self.endpoints.controller
+        outbound = OutboundPolicy(settings.outbound_allowed_networks)
+        self.alerts = AlertService(
+            self.db,
+            keyring,
+            self.audit,
+            outbound,
+            WebhookSender(
+                self.db,
+                outbound,
+                attempts=settings.webhook_attempts,
+                backoff_s=settings.webhook_backoff_seconds,
+                timeout_s=settings.webhook_timeout_seconds,
+            ),
+            interval_s=settings.alert_eval_seconds,
+        )
+        self.dataplane.metrics.registry.register(self.alerts.collector())
         self.drift = DriftService(
             self.registry,
             DriftHistory(self.db, settings.drift_history_days),
@@ -206,6 +225,7 @@ class Platform:
         self.jobs.start()
         assert self.endpoints.controller is not None
         self.endpoints.controller.start()
+        self.alerts.start()
         redeployed = self.endpoints.recover()
         if redeployed:
             log.info("redeploying %d endpoint(s)", redeployed)
@@ -248,6 +268,7 @@ class Platform:
         if self.endpoints.controller is not None:
             self.endpoints.controller.close()
         self.drift_monitor.close()
+        self.alerts.close()
         self.jobs.close()
         self.dataplane.close()
         self.usage.close()

@@ -260,6 +260,30 @@ class Settings(BaseSettings):
     replica_memory_mb: int = Field(
         default=0, ge=0, description="Memory a replica asks Ray for, in MiB (ray placement). 0 asks for none."
     )
+    alert_eval_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="How often alert rules are evaluated; a rule fires at the first evaluation after its condition "
+        "has held for the rule's duration, and each evaluation judges the metric over this last interval.",
+    )
+    outbound_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks (a JSON list of CIDRs such as 10.0.0.0/8) that alert webhooks may call although "
+        "they are loopback, private, link-local or otherwise not public. Empty: public addresses only (SSRF guard).",
+    )
+    webhook_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts to deliver one alert webhook before it is marked failed."
+    )
+    webhook_backoff_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=600,
+        description="Wait before the second webhook attempt; each further wait doubles (at most 10 minutes).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Time allowed for one webhook attempt (connect, send and answer)."
+    )
     log_level: str = Field(default="info", description="Log level: debug, info, warning or error.")
 
     @model_validator(mode="after")
@@ -277,6 +301,15 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
+
+    @field_validator("outbound_allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network.strip(), strict=False)  # a ValueError names the bad entry
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -38,6 +38,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert r.status_code == 201, r.text
         job = admin.post("/api/v1/jobs", json={"dataset": "iris-data", "model": "logistic_regression"}).json()
         assert admin.post("/api/v1/projects", json={"name": "other"}).status_code == 201
+        # An alert rule named like the model, so "other" aims at a real rule of ours under /api/v1/alerts/{name}.
+        rule = {"name": "affine", "target": "affine", "metric": "p99_ms", "threshold": 100.0}
+        assert admin.post("/api/v1/alerts", json=rule).status_code == 201
         keys = {scope: admin.post("/api/v1/keys", json={"scopes": [scope]}).json() for scope in SCOPES}
         other = admin.post("/api/v1/keys", json={"scopes": ["manage"], "project": "other"}).json()
         revoked = admin.post("/api/v1/keys", json={"scopes": ["admin"]}).json()
@@ -145,6 +148,8 @@ def test_another_projects_key_gets_404_on_every_resource(world: dict[str, Any]) 
     assert client.get("/api/v1/models", headers=other).json()["models"] == []
     assert client.get("/api/v1/datasets", headers=other).json()["datasets"] == []
     assert client.get("/api/v1/jobs", headers=other).json()["jobs"] == []
+    assert client.get("/api/v1/alerts", headers=other).json()["alerts"] == []
+    assert client.get("/api/v1/alert-history", headers=other, params={"rule": "affine"}).status_code == 404
     assert client.post("/v2/repository/index", headers=other, json={}).json() == []
     assert client.post("/v2/models/affine/infer", headers=other, json=AFFINE_ROW).status_code == 404
     # The owner still sees and serves everything.

@@ -122,6 +122,13 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models/{name}/log"): MANAGE,
     ("GET", "/api/v1/endpoints/{name}/log"): MANAGE,
     ("GET", "/api/v1/metrics/series"): READ,
+    # Alerts: a rule makes the server call a URL, so changing one needs manage.
+    ("GET", "/api/v1/alerts"): READ,
+    ("POST", "/api/v1/alerts"): MANAGE,
+    ("GET", "/api/v1/alerts/{name}"): READ,
+    ("PATCH", "/api/v1/alerts/{name}"): MANAGE,
+    ("DELETE", "/api/v1/alerts/{name}"): MANAGE,
+    ("GET", "/api/v1/alert-history"): READ,
     # Drift: figures only (scores, shares), never logged values; a reference upload replaces what is compared.
     ("GET", "/api/v1/models/{name}/drift"): READ,
     ("GET", "/api/v1/endpoints/{name}/drift"): READ,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from stratus.deploy.service import EndpointService
     from stratus.jobs import JobService
     from stratus.metering import UsageMeter
+    from stratus.monitoring.alerts_service import AlertService
     from stratus.monitoring.drift_service import DriftService
     from stratus.monitoring.history import MetricsHistory
     from stratus.monitoring.log import InferenceLog
@@ -63,6 +64,8 @@ class ControlHost(Host, Protocol):
     def log_settings(self) -> LogSettings: ...
     @property
     def history(self) -> MetricsHistory: ...
+    @property
+    def alerts(self) -> AlertService: ...
 
     def start(self) -> None: ...
     def close(self) -> None: ...
