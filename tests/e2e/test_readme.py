@@ -65,3 +65,6 @@ def test_readme_example_runs(index: int, live_server: LiveServer, tmp_path: Path
         )
     assert result.returncode == 0, f"{code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
     assert '"error"' not in result.stdout, result.stdout
+    # A block may say what it prints ("# prints: ..."): the README's claim is checked, not only that it runs.
+    for expected in re.findall(r"^# prints: (.+)$", code, flags=re.M):
+        assert expected.strip() in result.stdout, f"{expected!r} not printed:\n{result.stdout}"

@@ -20,6 +20,7 @@ from sklearn.model_selection import train_test_split
 from conftest import as_admin, make_settings, scaled
 from stratus import tenancy
 from stratus.api import create_app
+from stratus.cli.drift import render_report
 from stratus.training.drift_reference import REFERENCE_FILE
 
 MODEL = "cancer-logistic-regression"
@@ -81,7 +82,9 @@ def test_a_trained_version_keeps_its_training_split_as_reference(app: TestClient
     assert len(reference["features"]) == 30 and reference["prediction"] is True
 
 
-def test_two_shifted_features_are_flagged_by_name_without_dataset_drift(app: TestClient, split: Any) -> None:
+def test_two_shifted_features_are_flagged_by_name_without_dataset_drift(
+    app: TestClient, split: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """One window: the whole held-out split (143 rows), with two features moved by 2 standard deviations.
     Unshifted, this window flags no feature at all (test_the_held_out_split_itself_does_not_drift)."""
     train, test, names = split
@@ -101,6 +104,10 @@ def test_two_shifted_features_are_flagged_by_name_without_dataset_drift(app: Tes
         for sample in family.samples
         if sample.labels["model"] == MODEL and sample.labels["project"] == "default"
     }
+    render_report(report)  # what `stratus drift NAME` prints
+    table = capsys.readouterr().out
+    assert "DRIFT" in next(line for line in table.splitlines() if "mean area" in line)
+    assert "2/30 features drifted" in table and "no dataset drift" in table
     # Larger, more concave tumours: the model's labels move away from its evaluation-time labels too.
     assert report["prediction"]["drifted"] is True and gauges.pop("prediction") == 1.0
     assert len(gauges) == 30 and {f for f, v in gauges.items() if v == 1.0} == {names[i] for i in SHIFTED}

@@ -357,3 +357,32 @@ def test_log_settings_need_manage_and_logs_stay_in_their_project(world: dict[str
         assert _call(client, method, path, other) == 404, (method, path)
     # The other project's PUT and DELETE above changed nothing of ours.
     assert client.get("/api/v1/models/affine/logging").json()["mode"] == "all"
+
+
+def test_drift_and_references_stay_in_their_project(world: dict[str, Any]) -> None:
+    """Drift of our model, with a reference and logged inputs: a read key reads it but cannot replace the
+    reference (403); a key of another project finds neither the report, its history nor the reference, and
+    its upload changes nothing (404)."""
+    client: TestClient = world["client"]
+    read, other = bearer(world["keys"]["read"]["key"]), bearer(world["other"]["key"])
+    rows = [[i % 7, (i * 3) % 11, i % 5 + 0.5 * i] for i in range(40)]
+    csv = ("a,b,c\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n").encode()
+    upload = {"file": ("reference.csv", csv)}
+    r = client.put("/api/v1/models/affine/versions/1/reference", files=upload)
+    assert r.status_code == 200 and r.json()["rows"] == 40, r.text
+    assert client.put("/api/v1/models/affine/logging", json={"mode": "all", "payloads": True}).status_code == 200
+    body = {"inputs": [{"name": "x", "shape": [40, 3], "datatype": "FP32", "data": [v for r in rows for v in r]}]}
+    assert client.post("/v2/models/affine/infer", json=body).status_code == 200
+    mine = client.get("/api/v1/models/affine/drift", headers=read, params={"last": 40})
+    assert mine.status_code == 200 and mine.json()["features_tested"] == 3, mine.text
+    assert client.put("/api/v1/models/affine/versions/1/reference", headers=read, files=upload).status_code == 403
+    for path in (
+        "/api/v1/models/affine/drift",
+        "/api/v1/models/affine/drift/history",
+        "/api/v1/models/affine/versions/1/reference",
+    ):
+        assert client.get(path, headers=other).status_code == 404, path
+    other_rows = {"file": ("reference.csv", b"a,b,c\n1,2,3\n4,5,6\n")}
+    assert client.put("/api/v1/models/affine/versions/1/reference", headers=other, files=other_rows).status_code == 404
+    assert client.get("/api/v1/models/affine/versions/1/reference").json()["rows"] == 40
+    assert client.get("/api/v1/models/affine/drift/history").json()["points"][-1]["window_rows"] == 40
