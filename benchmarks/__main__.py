@@ -27,6 +27,7 @@ import onnxruntime
 from benchmarks.ceiling import iris_ceiling, minilm_ceiling, sequence_lengths
 from benchmarks.grpc_load import ensure_h2load, response_frame_size, run_h2load
 from benchmarks.load import LoadResult, ensure_wrk, run_wrk
+from benchmarks.logging_cost import measure_logging
 from benchmarks.workloads import (
     iris_grpc_request,
     iris_v2_body,
@@ -218,6 +219,8 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=30)
     overhead_lines = measure_overhead(wrk, cache, args.threads, min(args.seconds, 5))
+    print("inference log: log off against every request logged with payloads ...", flush=True)
+    logging_lines = measure_logging(wrk, cache, args.threads, min(args.seconds, 5))
 
     iris_best, minilm_best = max(iris_rates.values()), max(minilm_rates.values())
     lines = [
@@ -247,8 +250,9 @@ def main() -> None:
     ]
     print("\n" + "\n".join(ceiling_lines) + "\n\n" + "\n".join(lines) + "\n\n" + "\n".join(summary))
     print("\n" + "\n".join(overhead_lines))
+    print("\n" + "\n".join(logging_lines))
     if args.write:
-        write_report(lines, ceiling_lines, [*summary, "", *overhead_lines], args)
+        write_report(lines, ceiling_lines, [*summary, "", *overhead_lines, "", *logging_lines], args)
 
 
 #: Configurations whose iris throughput is compared: what auth and usage metering cost per request.

@@ -1,0 +1,119 @@
+"""What the inference log costs: iris V2 JSON at concurrency 32 with every request logged with its payloads,
+against the same server code with the log off, side by side in alternating rounds.
+
+    .venv/bin/python -m benchmarks.logging_cost [--seconds 5] [--rounds 5]
+
+Part of `make bench` (benchmarks/__main__.py prints and records these lines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from benchmarks.load import LoadResult, ensure_wrk, run_wrk
+from benchmarks.workloads import iris_v2_body, wrk_script
+
+#: The two servers compared; STRATUS_PAYLOAD_LOG makes "all requests, with payloads" every model's default.
+CONFIGS: dict[str, dict[str, str]] = {
+    "log off (default)": {},
+    "log all, with payloads": {"STRATUS_PAYLOAD_LOG": "true"},
+}
+#: Targets of issue #23: at least this share of the throughput, and p99 up by less than this.
+THROUGHPUT_TARGET, P99_TARGET_MS = 0.95, 1.0
+
+
+def _logged_and_dropped(url: str, key: str) -> tuple[int, float]:
+    headers = {"Authorization": f"Bearer {key}"}
+    text = httpx.get(f"{url}/metrics", headers=headers, timeout=30).text
+    dropped = sum(float(v) for v in re.findall(r"^stratus_inference_log_dropped_total\{.*\} (\S+)$", text, re.M))
+    records = httpx.get(
+        f"{url}/api/v1/models/iris/log", params={"format": "jsonl", "limit": 100000}, headers=headers, timeout=120
+    )
+    return len(records.content.splitlines()), dropped
+
+
+def measure_logging(wrk: str, cache: Path, threads: int, seconds: float, rounds: int = 5) -> list[str]:
+    from benchmarks.__main__ import start_server  # the one way the benchmarks start a server
+
+    results: dict[str, list[LoadResult]] = {name: [] for name in CONFIGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = {}
+        try:
+            for index, (name, env) in enumerate(CONFIGS.items()):
+                home = Path(tmp) / f"home{index}"
+                process, url = start_server(home, cache, threads, env_extra=env)
+                key = (home / "admin.key").read_text().strip()
+                headers = {"Authorization": f"Bearer {key}"}
+                httpx.post(f"{url}/v2/repository/models/iris/load", timeout=60, headers=headers).raise_for_status()
+                servers[name] = (process, url, key)
+            names = list(servers)
+            for round_index in range(rounds):
+                for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
+                    _, url, key = servers[name]
+                    result = run_wrk(wrk, f"{url}/v2/models/iris/infer", wrk_script([iris_v2_body()], key), 32, seconds)
+                    assert result.errors == 0, f"{name}: {result.errors} errors"
+                    results[name].append(result)
+                    print(
+                        f"  round {round_index + 1} {name}: {result.requests_per_s:,.0f} req/s, "
+                        f"p99 {result.p99_ms:.2f} ms",
+                        flush=True,
+                    )
+            _, logged_url, logged_key = servers[names[1]]
+            logged, dropped = _logged_and_dropped(logged_url, logged_key)
+        finally:
+            for process, _, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=60)
+    off, on = (results[name] for name in CONFIGS)
+    ratios = [b.requests_per_s / a.requests_per_s for a, b in zip(off, on, strict=True)]
+    p99_deltas = [b.p99_ms - a.p99_ms for a, b in zip(off, on, strict=True)]
+    ratio, p99_delta = statistics.median(ratios), statistics.median(p99_deltas)
+    served = sum(r.requests for r in on)
+    verdict = "meets" if ratio >= THROUGHPUT_TARGET and p99_delta < P99_TARGET_MS else "misses"
+    lines = [
+        f"Cost of the inference log on iris (V2 JSON, 1 row, concurrency 32): {rounds} rounds, each running the "
+        f"server with the log off and the one logging every request with its payloads one after another (order "
+        f"rotated each round) for {seconds:.0f} s; each figure is the median of its per-round values.",
+        "",
+        "| configuration | req/s (median) | p99 ms (median) | runs (req/s / p99 ms) |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {name} | {statistics.median(r.requests_per_s for r in rs):,.0f} | "
+            f"{statistics.median(r.p99_ms for r in rs):.2f} | "
+            f"{', '.join(f'{r.requests_per_s:,.0f} / {r.p99_ms:.2f}' for r in rs)} |"
+            for name, rs in results.items()
+        ),
+        "",
+        f"- Logging every request with payloads keeps {ratio:.1%} of the throughput (per-round ratios "
+        f"{min(ratios):.1%} to {max(ratios):.1%}) and moves p99 by {p99_delta:+.2f} ms (per round "
+        f"{min(p99_deltas):+.2f} to {max(p99_deltas):+.2f} ms); targets: at least {THROUGHPUT_TARGET:.0%} and "
+        f"under +{P99_TARGET_MS:.0f} ms: {verdict} them.",
+        f"- The logging server answered {served:,} requests under wrk (plus its warm-up); its log held {logged:,} "
+        f"records and counted {dropped:,.0f} dropped (queue full) when the runs ended.",
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    from stratus.samples import ensure_samples
+
+    cache = Path.home() / ".cache" / "stratus" / "bench-samples"
+    ensure_samples(cache)
+    for line in measure_logging(ensure_wrk(), cache, args.threads, args.seconds, args.rounds):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
