@@ -199,3 +199,33 @@ def test_an_outside_version_needs_an_uploaded_reference(app: TestClient, split: 
     send(app, rows, "outside")
     report = app.get("/api/v1/models/outside/drift", params={"last": len(test)}).json()
     assert report["drifted"] == [names[i] for i in SHIFTED]
+
+
+def test_an_endpoint_reports_each_version_it_routes_to(app: TestClient, split: Any) -> None:
+    """Requests through an endpoint (a replica process) are logged under the endpoint; its drift report has
+    one entry per version of its live revision, each against that version's reference."""
+    r = app.post("/api/v1/endpoints", json={"name": "tumours", "targets": [{"model": MODEL, "version": 1}]})
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + scaled(60)
+    while app.get("/api/v1/endpoints/tumours").json()["state"] != "ready":
+        assert time.monotonic() < deadline, "the endpoint did not go live"
+        time.sleep(0.05)
+    try:
+        assert app.put("/api/v1/endpoints/tumours/logging", json={"mode": "all", "payloads": True}).is_success
+        train, test, names = split
+        rows = test.copy()
+        rows[:, SHIFTED] += 2 * train[:, SHIFTED].std(axis=0)
+        send(app, rows, "tumours")
+        result = app.get("/api/v1/endpoints/tumours/drift", params={"last": len(test)}).json()
+        [report] = result["reports"]
+        assert (result["endpoint"], report["endpoint"], report["model"], report["version"]) == (
+            "tumours",
+            "tumours",
+            MODEL,
+            1,
+        )
+        assert report["window"]["rows"] == len(test) and report["drifted"] == [names[i] for i in SHIFTED]
+        history = app.get("/api/v1/endpoints/tumours/drift/history").json()["points"]
+        assert [p["endpoint"] for p in history] == ["tumours"]
+    finally:
+        assert app.delete("/api/v1/endpoints/tumours").status_code == 204
