@@ -27,6 +27,7 @@ from stratus.monitoring.log import InferenceLog
 from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
 from stratus.monitoring.webhooks_delivery import WebhookSender
 from stratus.registry import RegistryService
+from stratus.registry.blobs import Collector
 from stratus.registry.records import VersionMeta
 from stratus.security.access import AccessControl, Limits
 from stratus.security.audit import AuditLog
@@ -100,6 +101,9 @@ class Platform:
             settings.artifact_location, keyring, gc_grace_seconds=settings.artifact_gc_grace_seconds
         )
         self.registry = RegistryService(self.db, self.artifacts)
+        # A shared store (S3) is collected while the server runs too, with the grace period keeping other
+        # servers' writes: every half grace period, at most once a minute.
+        self.artifact_gc = Collector(self.registry.collect_garbage, max(60.0, settings.artifact_gc_grace_seconds / 2))
         self.dataplane = DataPlane(
             self.registry, threads=settings.intra_op_threads, max_loaded_bytes=settings.max_loaded_bytes
         )
@@ -217,6 +221,8 @@ class Platform:
         removed = self.registry.collect_garbage()
         if removed:
             log.info("removed %d unreferenced artifact file(s) left by an interrupted write", removed)
+        if self.artifacts.shared:
+            self.artifact_gc.start()
         recovered = self.jobs.recover()
         if recovered:
             log.warning("%d job(s) were running when the server stopped: failed or re-queued", recovered)
@@ -270,6 +276,7 @@ class Platform:
         self.drift_monitor.close()
         self.alerts.close()
         self.jobs.close()
+        self.artifact_gc.close()
         self.dataplane.close()
         self.usage.close()
         self.inference_log.close()

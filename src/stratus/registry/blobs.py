@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -87,5 +89,37 @@ class BlobAccess:
         These are what a crash or kill -9 in the middle of a registration can leave behind. On S3, shared by
         other servers that may be writing now, only what is older than the grace period goes.
         """
+        if self.artifacts.shared:  # the grace period, not a lock of this process, keeps other servers' writes
+            return self.artifacts.collect_garbage(self._references)
         with self.db.exclusive():
             return self.artifacts.collect_garbage(self._references)
+
+
+class Collector:
+    """Collects a shared store's garbage every ``interval`` seconds, in a daemon thread: a server may run for
+    months, and a deleted version's blobs younger than the grace period outlive the collection at start."""
+
+    def __init__(self, collect: Callable[[], int], interval: float) -> None:
+        self._collect = collect
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="stratus-artifact-gc", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                removed = self._collect()
+            except Exception:  # S3 unreachable for a while: the next round tries again
+                log.exception("artifact garbage collection failed")
+                continue
+            if removed:
+                log.info("garbage collection removed %d unreferenced artifact object(s)", removed)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -21,7 +21,7 @@ from stratus.registry.blobs import BlobAccess
 from stratus.registry.names import check_alias, check_name, check_task, parse_version_ref
 from stratus.registry.records import ModelInfo, VersionInfo, VersionMeta
 from stratus.runtime.config import ServingConfig
-from stratus.store import ArtifactStore, Database
+from stratus.store import Artifacts, Database
 from stratus.store.tables import Alias, Model, ModelVersion, VersionFile
 from stratus.tenancy.projects import Projects
 from stratus.types import Signature
@@ -35,7 +35,7 @@ ChangeListener = Callable[[str], None]
 
 
 class RegistryService(BlobAccess):
-    def __init__(self, db: Database, artifacts: ArtifactStore) -> None:
+    def __init__(self, db: Database, artifacts: Artifacts) -> None:
         super().__init__(db, artifacts)
         self._listeners: list[ChangeListener] = []
         #: The caller's project id (stratus.tenancy); the other services scope their queries through it too.

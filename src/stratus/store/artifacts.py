@@ -99,6 +99,8 @@ class Artifacts(ABC):
     """The artifact store as the registry uses it, whatever holds the bytes."""
 
     keyring: Keyring
+    #: Other servers write here too: garbage collection must be safe without this process's writer lock.
+    shared: bool = False
 
     @abstractmethod
     def put_stream(self, src: BinaryIO, *, max_bytes: int | None = None) -> StoredArtifact:

@@ -105,6 +105,8 @@ class _ExactReader:
 
 
 class S3ArtifactStore(Artifacts):
+    shared = True
+
     def __init__(
         self,
         client: Any,
