@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from stratus.compress.service import CompressionService
 from stratus.dataplane import DataPlane, ServedRequest
 from stratus.deploy import Controller, DeployMetrics, EndpointService, LocalPlacement
+from stratus.deploy.lease import LeaseKeeper
 from stratus.deploy.replicas import Placement
 from stratus.errors import Conflict
 from stratus.files import write_private
@@ -31,7 +33,7 @@ from stratus.registry.blobs import Collector
 from stratus.registry.records import VersionMeta
 from stratus.security.access import AccessControl, Limits
 from stratus.security.audit import AuditLog
-from stratus.security.encryption import Keyring
+from stratus.security.encryption import Keyring, decode_key
 from stratus.security.keys import KeyService, load_or_create_secret_file
 from stratus.security.masking import PayloadSeal
 from stratus.security.outbound import OutboundPolicy
@@ -71,6 +73,13 @@ def _return_free_memory() -> None:
     libc.malloc_trim(0)
 
 
+def _pepper(settings: Settings) -> bytes:
+    """The API keys' hash pepper: from the settings (shared by servers on one DB) or the home's pepper.key."""
+    if settings.key_pepper is not None:
+        return decode_key(settings.key_pepper.get_secret_value(), "STRATUS_KEY_PEPPER")
+    return load_or_create_secret_file(settings.home / "pepper.key")
+
+
 def _executor(settings: Settings) -> Executor:
     if settings.executor == "ray":
         from stratus.jobs.ray_executor import RayExecutor
@@ -94,6 +103,8 @@ def _placement(settings: Settings) -> Placement:
 class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: This server among those sharing one database: on the rows of the jobs it runs, in the lease it holds.
+        self.instance = uuid.uuid4().hex
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(settings.resolved_database_url)
         keyring = Keyring.from_settings(settings)
@@ -107,9 +118,7 @@ class Platform:
         self.dataplane = DataPlane(
             self.registry, threads=settings.intra_op_threads, max_loaded_bytes=settings.max_loaded_bytes
         )
-        self.keys = KeyService(
-            self.db, load_or_create_secret_file(settings.home / "pepper.key"), cache_seconds=settings.key_cache_seconds
-        )
+        self.keys = KeyService(self.db, _pepper(settings), cache_seconds=settings.key_cache_seconds)
         self.audit = AuditLog(self.db)
         self.usage = UsageMeter(
             self.db, flush_seconds=settings.usage_flush_seconds, prices=Prices.from_settings(settings)
@@ -148,6 +157,8 @@ class Platform:
             slots=settings.job_slots,
             threads_per_job=settings.job_threads,
             executor=_executor(settings),
+            instance=self.instance,
+            lease_seconds=settings.lease_seconds,
         )
         # The job kinds register themselves with the queue.
         self.training = TrainingJobs(self.registry, self.datasets, self.jobs)
@@ -181,6 +192,16 @@ class Platform:
             interval_s=settings.alert_eval_seconds,
         )
         self.dataplane.metrics.registry.register(self.alerts.collector())
+        # Endpoint control: this server at once on SQLite; on a shared PostgreSQL, whichever server holds the lease.
+        self.control = LeaseKeeper(
+            self.db,
+            self.instance,
+            ttl_s=settings.lease_seconds,
+            on_acquired=self._take_control,
+            on_lost=self.endpoints.stand_down,
+            on_held=self.endpoints.sync,
+        )
+        self.endpoints.controller.in_control = lambda: self.control.holding  # type: ignore[union-attr]
         self.drift = DriftService(
             self.registry,
             DriftHistory(self.db, settings.drift_history_days),
@@ -210,7 +231,8 @@ class Platform:
         self.db.migrate()
         self.log_settings.load()
         self.registry.projects.current_id()
-        self.bootstrap_key = self.keys.bootstrap_admin()
+        with self.db.cluster_lock("bootstrap"):  # servers starting together on one DB make one admin key
+            self.bootstrap_key = self.keys.bootstrap_admin()
         if self.bootstrap_key is not None:
             write_private(self.settings.resolved_admin_key_file, (self.bootstrap_key + "\n").encode())
             log.warning("created the bootstrap admin key; it is in %s", self.settings.resolved_admin_key_file)
@@ -227,17 +249,22 @@ class Platform:
         if recovered:
             log.warning("%d job(s) were running when the server stopped: failed or re-queued", recovered)
         if self.settings.samples:
-            self._register_samples()
+            with self.db.cluster_lock("samples"):
+                self._register_samples()
         self.jobs.start()
         assert self.endpoints.controller is not None
         self.endpoints.controller.start()
         self.alerts.start()
-        redeployed = self.endpoints.recover()
-        if redeployed:
-            log.info("redeploying %d endpoint(s)", redeployed)
+        self.control.start()
         self.drift_monitor.start()
         self.started = True
         settle_heap()
+
+    def _take_control(self) -> None:
+        """This server now controls the endpoints (at start on SQLite; on taking the lease on PostgreSQL)."""
+        redeployed = self.endpoints.recover()
+        if redeployed:
+            log.info("redeploying %d endpoint(s)", redeployed)
 
     def _register_samples(self) -> None:
         marker: Path = self.settings.home / _SAMPLES_MARKER
@@ -271,6 +298,7 @@ class Platform:
         marker.write_text("samples registered; delete this file to register missing samples again\n")
 
     def close(self) -> None:
+        self.control.close()  # released: another server takes endpoint control at once
         if self.endpoints.controller is not None:
             self.endpoints.controller.close()
         self.drift_monitor.close()

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from onnx_factory import affine_model
+from pg import PostgresServer
 from stratus.errors import Conflict, IntegrityError, InvalidInput, NotFound, UnsafeFormat
 from stratus.registry import RegistryService
 from stratus.security.encryption import Keyring
@@ -133,7 +134,8 @@ def test_bad_uploads_store_nothing(registry: RegistryService) -> None:
 def test_tampered_artifact_marks_version_unhealthy(registry: RegistryService) -> None:
     info = registry.register_onnx("m", affine_model())
     path = next(p for p in (registry.artifacts.root / "sha256").glob("??/*") if not p.name.endswith(".key"))
-    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    sealed = path.read_bytes()
+    path.write_bytes(sealed[:-1] + bytes([sealed[-1] ^ 1]))  # always a change (the last byte may already be 0)
     with pytest.raises(IntegrityError, match="unhealthy"):
         registry.read_artifact(info)
     after = registry.get_version("m", 1)
@@ -148,3 +150,77 @@ def test_garbage_collection_removes_orphans_only(registry: RegistryService) -> N
     assert registry.collect_garbage() == 2
     assert set(registry.artifacts.digests()) == {kept.digest}
     assert not registry.artifacts.exists(orphan.digest)
+
+
+def _servers(postgres: PostgresServer, tmp_path: Path, count: int) -> tuple[list[RegistryService], Callable[[], None]]:
+    """``count`` registries on one PostgreSQL database, each with its own engine (its own writer lock), as that many
+    servers would be; they share one artifact folder and master key."""
+    name = postgres.create_database()
+    keyring = Keyring.generate()
+    dbs = [Database(postgres.url(name)) for _ in range(count)]
+    registries = [RegistryService(db, ArtifactStore(tmp_path / "artifacts", keyring)) for db in dbs]
+
+    def close() -> None:
+        for db in dbs:
+            db.dispose()
+        postgres.drop_database(name)
+
+    return registries, close
+
+
+def test_version_race_across_servers(postgres: PostgresServer, tmp_path: Path) -> None:
+    """8 servers upload version 1 of a new model at once: one wins, seven get Conflict (409), nothing is half made."""
+    registries, close = _servers(postgres, tmp_path, 8)
+    outcomes: list[str] = []
+    won: list[bytes] = []
+    barrier = threading.Barrier(8)
+
+    def register(i: int) -> None:
+        data = affine_model(scale=float(i + 1))  # each server its own bytes: the winner's must be what is served
+        barrier.wait()
+        try:
+            registries[i].register_onnx("race", data, version=1)
+            outcomes.append("ok")
+            won.append(data)
+        except Conflict:
+            outcomes.append("conflict")
+        except BaseException as exc:  # pragma: no cover - reported below
+            outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert sorted(outcomes) == ["conflict"] * 7 + ["ok"]
+        assert registries[3].get_model("race").versions == (1,)
+        assert registries[5].read_artifact(registries[5].get_version("race", 1)) == won[0]
+        assert len(list(registries[0].artifacts.digests())) == 1  # the losers' blobs were dropped
+    finally:
+        close()
+
+
+def test_new_versions_from_several_servers_all_land(postgres: PostgresServer, tmp_path: Path) -> None:
+    """Without a version number, concurrent uploads on different servers each get the next one: 6 versions, 1..6."""
+    registries, close = _servers(postgres, tmp_path, 6)
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def register(i: int) -> None:
+        barrier.wait()
+        try:
+            registries[i].register_onnx("many", affine_model(scale=float(i + 1)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        assert registries[0].get_model("many").versions == (1, 2, 3, 4, 5, 6)
+    finally:
+        close()

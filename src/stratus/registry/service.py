@@ -239,7 +239,11 @@ class RegistryService(BlobAccess):
                 version = wanted
                 try:
                     with self.db.write() as s:
-                        model = s.scalar(select(Model).where(Model.project_id == project_id, Model.name == name))
+                        # The model's row lock orders this model's registrations across servers (SQLite has one
+                        # writer anyway): the newest version number below is then final until this commits.
+                        model = s.scalar(
+                            select(Model).where(Model.project_id == project_id, Model.name == name).with_for_update()
+                        )
                         if model is None:
                             if not create_model:
                                 raise NotFound(f"model {name!r} does not exist")

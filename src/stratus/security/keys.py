@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from stratus.errors import Conflict, InvalidInput, NotFound, StratusError, Unauthenticated
@@ -135,13 +136,20 @@ class KeyService:
 
     def ensure_project(self, name: str) -> ProjectInfo:
         check_project_name(name)
-        with self.db.write() as s:
-            row = s.scalar(select(Project).where(Project.name == name))
-            if row is None:
-                row = Project(name=name)
-                s.add(row)
-                s.flush()
-            return _project_info(row)
+        try:
+            with self.db.write() as s:
+                row = s.scalar(select(Project).where(Project.name == name))
+                if row is None:
+                    row = Project(name=name)
+                    s.add(row)
+                    s.flush()
+                return _project_info(row)
+        except sa_exc.IntegrityError:  # made by another server on a shared DB a moment ago
+            with self.db.read() as s:
+                found = s.scalar(select(Project).where(Project.name == name))
+                if found is None:
+                    raise
+                return _project_info(found)
 
     def create_project(
         self, name: str, *, rate_limit_rps: float | None = None, monthly_item_quota: int | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from stratus.errors import NotFound
@@ -40,11 +41,17 @@ class Projects:
             return found
         if name != DEFAULT_PROJECT:
             raise NotFound(f"no project {name!r}")
-        with self.db.write() as s:
-            found = s.scalar(select(Project.id).where(Project.name == name))
+        try:
+            with self.db.write() as s:
+                found = s.scalar(select(Project.id).where(Project.name == name))
+                if found is None:
+                    row = Project(name=name)
+                    s.add(row)
+                    s.flush()
+                    found = row.id
+        except sa_exc.IntegrityError:  # another server on a shared DB created it a moment ago: that one it is
+            with self.db.read() as s:
+                found = s.scalar(select(Project.id).where(Project.name == name))
             if found is None:
-                row = Project(name=name)
-                s.add(row)
-                s.flush()
-                found = row.id
+                raise
         return found
