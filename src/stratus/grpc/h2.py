@@ -36,6 +36,9 @@ MAX_FRAME_SIZE = 16384  # what we accept: the protocol's default, so there is no
 STREAM_WINDOW = 1 << 20  # per stream, announced in our SETTINGS
 CONNECTION_WINDOW = 1 << 24
 MAX_HEADER_LIST = 16384
+#: Seconds a new connection has to send the HTTP/2 preface before it is closed (an idle socket that never
+#: speaks holds a file descriptor for nothing).
+PREFACE_TIMEOUT_S = 20.0
 #: Frames a peer may send that cost us work but carry no call (PING, SETTINGS, GOAWAY, empty DATA, resets
 #: of streams it opened a moment before): a bucket of this many, refilled at this rate per second; a peer
 #: that empties it is closed (ENHANCE_YOUR_CALM), as grpc-core and nghttp2 do with ping and reset floods.
@@ -128,6 +131,11 @@ class Connection(asyncio.Protocol):
         )  # fmt: skip
         raise_window = struct.pack(">I", CONNECTION_WINDOW - 65535)
         self.transport.write(frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, raise_window))
+        asyncio.get_running_loop().call_later(PREFACE_TIMEOUT_S, self._check_preface)
+
+    def _check_preface(self) -> None:
+        if not self._preface:
+            self.close(PROTOCOL_ERROR, "no HTTP/2 preface in time")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True

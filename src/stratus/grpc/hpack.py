@@ -18,7 +18,7 @@ from stratus.errors import InvalidInput
 
 Header = tuple[str, str]
 
-_STATIC: tuple[Header, ...] = tuple((n.decode("latin-1"), v.decode("latin-1")) for n, v in HeaderTable.STATIC_TABLE)
+_STATIC: tuple[Header, ...] = tuple((n.decode(), v.decode()) for n, v in HeaderTable.STATIC_TABLE)
 #: Huffman-decoded strings by their encoded bytes (a pure function, so any connection may share it).
 _HUFFMAN_MEMO: dict[bytes, str] = {}
 _HUFFMAN_MEMO_MAX = 4096
@@ -48,24 +48,36 @@ def _integer(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
 
 
 def _string(block: bytes, pos: int) -> tuple[str, int]:
+    """A string literal as text, and where the next field starts. gRPC's metadata are ASCII (binary values
+    travel base64-coded), so a header that is not even UTF-8 is refused: it also keeps each table entry's
+    size in octets exactly what the peer's encoder counts."""
     huffman = block[pos] & 0x80
     length, pos = _integer(block, pos, 7)
     end = pos + length
     if end > len(block):
         raise CompressionError("HPACK string runs past its header block")
     raw = block[pos:end]
-    if not huffman:
-        return raw.decode("latin-1"), end
-    text = _HUFFMAN_MEMO.get(raw)
+    text = _HUFFMAN_MEMO.get(raw) if huffman else None
     if text is None:
         try:
-            text = decode_huffman(raw).decode("latin-1")
+            text = (decode_huffman(raw) if huffman else raw).decode()
+        except UnicodeDecodeError:
+            raise CompressionError("a header is not UTF-8 text") from None
         except Exception as exc:  # hpack raises its own HPACKDecodingError
             raise CompressionError("bad Huffman code in a header") from exc
+        if not huffman:
+            return text, end
         if len(_HUFFMAN_MEMO) >= _HUFFMAN_MEMO_MAX:
             _HUFFMAN_MEMO.clear()
         _HUFFMAN_MEMO[raw] = text
     return text, end
+
+
+def _octets(header: Header) -> int:
+    name, value = header
+    if name.isascii() and value.isascii():
+        return len(name) + len(value) + _ENTRY_OVERHEAD
+    return len(name.encode()) + len(value.encode()) + _ENTRY_OVERHEAD
 
 
 class Decoder:
@@ -73,6 +85,7 @@ class Decoder:
 
     def __init__(self, max_table_size: int = 4096, max_list_size: int = 16384) -> None:
         self._entries: deque[Header] = deque()
+        self._sizes: deque[int] = deque()  # each entry's size in octets, as the peer's encoder counts it
         self._size = 0
         self._max_size = max_table_size
         self._allowed = max_table_size  # what our SETTINGS_HEADER_TABLE_SIZE announced
@@ -87,12 +100,13 @@ class Decoder:
         return self._entries[dynamic]
 
     def _add(self, header: Header) -> None:
-        size = len(header[0]) + len(header[1]) + _ENTRY_OVERHEAD
+        size = _octets(header)
         while self._entries and self._size + size > self._max_size:
-            name, value = self._entries.pop()
-            self._size -= len(name) + len(value) + _ENTRY_OVERHEAD
+            self._entries.pop()
+            self._size -= self._sizes.pop()
         if size <= self._max_size:
             self._entries.appendleft(header)
+            self._sizes.appendleft(size)
             self._size += size
 
     def _resize(self, size: int) -> None:
@@ -100,8 +114,8 @@ class Decoder:
             raise CompressionError(f"HPACK table size {size} is over the {self._allowed} allowed")
         self._max_size = size
         while self._entries and self._size > size:
-            name, value = self._entries.pop()
-            self._size -= len(name) + len(value) + _ENTRY_OVERHEAD
+            self._entries.pop()
+            self._size -= self._sizes.pop()
 
     def decode(self, block: bytes) -> list[Header]:
         headers: list[Header] = []
@@ -127,7 +141,7 @@ class Decoder:
                     name, pos = _string(block, pos) if index == 0 else (self._field(index)[0], pos)
                     value, pos = _string(block, pos)
                     header = (name, value)
-                total += len(header[0]) + len(header[1]) + _ENTRY_OVERHEAD
+                total += len(header[0]) + len(header[1]) + _ENTRY_OVERHEAD  # octets for ASCII
                 if total > self.max_list_size:
                     raise CompressionError(f"header list over {self.max_list_size} bytes")
                 headers.append(header)
@@ -151,7 +165,7 @@ def encode_integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
 
 def literal(name: str, value: str) -> bytes:
     """One header as a literal without indexing, its name and value not Huffman-coded."""
-    raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
+    raw_name, raw_value = name.encode(), value.encode()
     return b"\x00" + encode_integer(len(raw_name), 7) + raw_name + encode_integer(len(raw_value), 7) + raw_value
 
 
