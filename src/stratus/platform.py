@@ -20,10 +20,11 @@ from stratus.errors import Conflict
 from stratus.files import write_private
 from stratus.jobs import Executor, JobService, LocalProcessExecutor
 from stratus.metering import Prices, UsageMeter
+from stratus.monitoring.alerts_service import AlertService
+from stratus.monitoring.alerts_sources import HISTORY_RESOLUTION_S, AlertMetrics, drift_window
 from stratus.monitoring.drift_monitor import DriftMonitor
 from stratus.monitoring.drift_service import DriftMetrics, DriftService, log_windows
 from stratus.monitoring.drift_store import DriftHistory
-from stratus.monitoring.alerts_service import AlertService
 from stratus.monitoring.history import MetricsHistory, registry_gauges
 from stratus.monitoring.log import InferenceLog
 from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
@@ -213,6 +214,14 @@ class Platform:
             min_rows=settings.drift_min_rows,
         )
         self.drift_monitor = DriftMonitor(self.db, self.drift, interval_s=settings.drift_interval_seconds)
+        # Alert rules read the history and drift, and are evaluated as each history interval closes.
+        self.alerts.source = AlertMetrics(
+            self.history if settings.metrics_history else None,
+            self.drift.drift_share,
+            drift_window(settings.drift_interval_seconds),
+        )
+        self.alerts.min_window_s = HISTORY_RESOLUTION_S
+        self.history.closed_listeners.append(self.alerts.interval_closed)
         self.started = False
 
     def _meter(self, served: ServedRequest) -> None:

@@ -261,11 +261,12 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Memory a replica asks Ray for, in MiB (ray placement). 0 asks for none."
     )
     alert_eval_seconds: float = Field(
-        default=15.0,
+        default=10.0,
         gt=0,
         le=3600,
-        description="How often alert rules are evaluated; a rule fires at the first evaluation after its condition "
-        "has held for the rule's duration, and each evaluation judges the metric over this last interval.",
+        description="How often alert rules are evaluated: right after the metrics history closes a 10 s interval, "
+        "once at least this long has passed since the last evaluation. Each evaluation judges the metric over the "
+        "time since the previous one; a rule fires at the first evaluation after its condition held for its duration.",
     )
     outbound_allowed_networks: list[str] = Field(
         default_factory=list,

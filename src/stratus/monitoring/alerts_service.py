@@ -12,6 +12,7 @@ delivery. The ``stratus_alerts`` gauge (Prometheus's ALERTS: 1 per pending or fi
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -49,6 +50,8 @@ from stratus.tenancy.projects import Projects
 log = logging.getLogger(__name__)
 
 MAX_HISTORY = 1000
+#: The history closes intervals on a grid; a close a little early still counts as due.
+_SLACK_S = 1.0
 TARGET_KINDS = ("model", "endpoint")
 
 
@@ -100,6 +103,7 @@ class AlertService:
         sender: WebhookSender,
         *,
         interval_s: float,
+        min_window_s: float = 10.0,
         source: MetricSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -109,12 +113,15 @@ class AlertService:
         self.policy = policy
         self.sender = sender
         self.interval_s = interval_s
+        #: The metrics history's resolution: a shorter window could fall between two of its intervals.
+        self.min_window_s = min_window_s
         self.source = source
         self.projects = Projects(db)
         self._clock = clock
         self._watched: dict[str, _Watched] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._closed = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- rules of the caller's project ------------------------------------------------------------------
@@ -301,19 +308,36 @@ class AlertService:
 
     def close(self) -> None:
         self._stop.set()
+        self._closed.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.sender.close()
 
+    def interval_closed(self, end: float) -> None:
+        """The metrics history made the interval ending at ``end`` readable (its thread calls this): evaluate."""
+        self._closed.set()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        last = -math.inf
+        while not self._stop.is_set():
+            # Woken right after each interval the history closes; the timeout only matters when no history
+            # runs (STRATUS_METRICS_HISTORY off), and then rules are evaluated on the timer alone.
+            woken = self._closed.wait(timeout=self.interval_s + self.min_window_s)
+            self._closed.clear()
+            if self._stop.is_set():
+                return
+            now = self._clock()
+            if woken and now - last < self.interval_s - _SLACK_S:
+                continue  # not due yet: a later close will be
             try:
-                self.evaluate()
+                self.evaluate(now, window_s=max(self.min_window_s, min(now - last, self.interval_s)))
             except Exception:  # one bad evaluation must not end alerting for the server's lifetime
                 log.exception("alert evaluation failed")
+            last = now
 
-    def evaluate(self, now: float | None = None) -> list[tuple[str, str, Transition]]:
-        """Step every enabled rule once; returns (project, rule, transition) for each rule that changed."""
+    def evaluate(self, now: float | None = None, window_s: float | None = None) -> list[tuple[str, str, Transition]]:
+        """Step every enabled rule once, each judging its metric over the last ``window_s`` seconds (default:
+        one evaluation interval); returns (project, rule, transition) for each rule that fired or resolved."""
         if self.source is None:
             return []
         now = self._clock() if now is None else now
@@ -325,7 +349,7 @@ class AlertService:
                     .where(AlertRuleRow.enabled)
                 )
             )
-        window = max(self.interval_s, 1.0)
+        window = window_s if window_s is not None else max(self.min_window_s, self.interval_s)
         watched: dict[str, _Watched] = {}
         changed: list[tuple[str, str, Transition]] = []
         for row, project in rules:

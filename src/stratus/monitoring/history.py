@@ -226,6 +226,8 @@ class MetricsHistory:
         self._rollup_at = self._interval - self._interval % COARSE
         self._last_batches: dict[tuple[str, str, int], tuple[int, int]] = {}
         self._pending: dict[SeriesKey, Point] = {}  # the last closed interval, until it is written
+        #: Told the end (Unix seconds) of each interval once it is readable: alert rules are evaluated then.
+        self.closed_listeners: list[Callable[[float], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -315,6 +317,8 @@ class MetricsHistory:
                     delete(MetricsPoint).where(MetricsPoint.resolution == COARSE, MetricsPoint.at < at - COARSE_KEEP)
                 )
         self._pending = {}
+        for listener in self.closed_listeners:
+            listener(at + FINE)
 
     def _sample_gauges(self, point: Callable[[SeriesKey], Point]) -> None:
         if self.gauges is None:
