@@ -1,0 +1,185 @@
+"""Scale-out on one machine, for real (#16): two Stratus servers sharing PostgreSQL and an S3 server, their jobs and
+replicas on a two-node Ray cluster, all inside the test's own network namespace (scaleout_topology.py). One topology
+per run; the checks run in this order, each leaving the cluster as the next expects."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from scaleout_topology import Topology, start_topology
+
+from conftest import scaled
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+IRIS_ROW = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+
+
+@pytest.fixture(scope="session")
+def topology(tmp_path_factory: pytest.TempPathFactory, sample_cache: Path) -> Iterator[Topology]:
+    yield from start_topology(tmp_path_factory, sample_cache)
+
+
+def wait_for(what: str, check: Callable[[], Any], seconds: float, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + scaled(seconds)
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {scaled(seconds):.0f} s")
+
+
+def finished_job(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        return job if job["state"] in TERMINAL else None
+
+    job: dict[str, Any] = wait_for(f"job {job_id} to end", done, 120, every=0.3)
+    return job
+
+
+def events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    body = client.get(f"/api/v1/jobs/{job_id}/logs").json()
+    return list(body["events"] if isinstance(body, dict) else body)
+
+
+def ready_replicas(client: httpx.Client, endpoint: str) -> list[dict[str, Any]]:
+    live = client.get(f"/api/v1/endpoints/{endpoint}").json().get("live") or {}
+    return [r for t in live.get("targets", []) for r in t["replicas"] if r["state"] == "ready"]
+
+
+class Load:
+    """``concurrency`` threads sending iris rows to ``path`` until stopped (bounded by ``limit`` requests each)."""
+
+    def __init__(self, topo: Topology, server: str, path: str, concurrency: int = 8, limit: int = 20_000) -> None:
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=(topo.client(server, timeout=scaled(20)), path, limit), daemon=True)
+            for _ in range(concurrency)
+        ]
+
+    def _run(self, client: httpx.Client, path: str, limit: int) -> None:
+        with client:
+            for _ in range(limit):
+                if self._stop.is_set():
+                    return
+                try:
+                    response = client.post(path, json=IRIS_ROW)
+                    outcome = "" if response.status_code == 200 else f"{response.status_code} {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    outcome = f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    if outcome:
+                        self.failed.append(outcome)
+                    else:
+                        self.ok += 1
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(scaled(30))
+
+    def served(self) -> int:
+        with self._lock:
+            return self.ok
+
+
+def test_the_cluster_is_two_nodes_on_loopback_and_refuses_callers_without_its_token(topology: Topology) -> None:
+    ray = topology.ready["ray"]
+    nodes = [n for n in ray["nodes"] if n["alive"]]
+    assert len(nodes) == 2
+    assert {n["address"] for n in nodes} == {"127.0.0.1"}
+    assert [n["cpus"] for n in nodes] == [1.0, 1.0]
+    # ShadowRay: nothing reaches the cluster's control plane without the token.
+    assert ray["gcs_answers"] == {"none": "UNAUTHENTICATED", "wrong": "UNAUTHENTICATED", "token": "OK"}
+
+
+def test_a_job_on_each_server_runs_once_on_ray_and_both_servers_serve_its_version(topology: Topology) -> None:
+    s1, s2 = topology["s1"], topology["s2"]
+    created = s1.post("/api/v1/datasets/builtin", json={"name": "topo-iris", "builtin": "iris"})
+    assert created.status_code == 201, created.text
+    train = s1.post("/api/v1/jobs", json={"dataset": "topo-iris", "model": "logistic_regression", "name": "topo-lr"})
+    assert train.status_code in (200, 201), train.text
+    compress = s2.post(
+        "/api/v1/models/iris/versions/1/compress",
+        json={"methods": ["optimize"], "accuracy_budget": 0.05, "timing_seconds": 0.2},
+    )
+    assert compress.status_code in (200, 201, 202), compress.text
+    node_ids = {n["id"] for n in topology.ready["ray"]["nodes"]}
+    made = {}
+    for server, job in ((s1, train.json()), (s2, compress.json())):
+        done = finished_job(server, job["id"])
+        assert done["state"] == "succeeded", done
+        trail = events(server, job["id"])
+        assert done["attempts"] == 1, (done, trail)
+        placed = [e for e in trail if e["kind"] == "placed"]
+        assert len(placed) == 1, trail  # one Ray task ran it, once
+        assert placed[0]["data"]["executor"] == "ray" and placed[0]["data"]["node"] in node_ids
+        assert [e["data"]["state"] for e in trail if e["kind"] == "state"].count("running") == 1
+        # A training job's version; a compression job's variants (its own version is only a recommendation).
+        made[done["model"]] = done["version"] if done["kind"] == "train" else done["metrics"]["versions"][0]
+    assert set(made) == {"topo-lr", "iris"} and None not in made.values()
+    for client in (s1, s2):  # the other server serves each version too: one DB, one artifact store
+        for model, version in made.items():
+            answer = client.post(f"/v2/models/{model}/versions/{version}/infer", json=IRIS_ROW)
+            assert answer.status_code == 200, answer.text
+
+
+def test_replicas_spread_over_both_nodes_and_a_killed_worker_is_replaced_without_a_failed_request(
+    topology: Topology,
+) -> None:
+    s1 = topology["s1"]
+    spec = {
+        "name": "topo-flowers",
+        "targets": [{"model": "iris", "version": 1}],
+        "scaling": {"min_replicas": 2, "max_replicas": 2},
+    }
+    created = s1.post("/api/v1/endpoints", json=spec)
+    assert created.status_code == 201, created.text
+    holder = wait_for("2 ready replicas", lambda: _holder_with_replicas(topology, "topo-flowers", 2), 120)
+    client = topology[holder]
+    replicas = ready_replicas(client, "topo-flowers")
+    assert len({r["node"] for r in replicas}) == 2, replicas  # SPREAD: one per node
+    victim = replicas[0]
+    with Load(topology, holder, "/v2/models/topo-flowers/infer") as load:
+        wait_for("load to flow", lambda: load.served() >= 50, 60)
+        import os
+        import signal
+
+        os.kill(int(victim["pid"]), signal.SIGKILL)  # the actor's Ray worker; its replica process dies with it
+        replaced = wait_for(
+            "a replacement replica",
+            lambda: (
+                [r for r in ready_replicas(client, "topo-flowers") if r["id"] != victim["id"]]
+                if len([r for r in ready_replicas(client, "topo-flowers") if r["id"] != victim["id"]]) == 2
+                else None
+            ),
+            120,
+        )
+        served_then = load.served()
+        wait_for("load after the replacement", lambda: load.served() >= served_then + 50, 60)
+    assert load.failed == [], load.failed[:5]
+    assert victim["id"] not in {r["id"] for r in replaced}
+    print(f"\n[scaleout] {load.ok} requests at c=8 around the kill, 0 failed")
+
+
+def _holder_with_replicas(topology: Topology, endpoint: str, count: int) -> str | None:
+    """The server whose controller runs the endpoint's replicas (the endpoint-control holder)."""
+    for name in ("s1", "s2"):
+        if len(ready_replicas(topology[name], endpoint)) >= count:
+            return name
+    return None
