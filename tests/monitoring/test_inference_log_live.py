@@ -114,6 +114,41 @@ def test_the_cli_reads_the_log_and_the_metrics(server: LiveServer) -> None:
     assert bad.returncode == 1 and "since" in (bad.stdout + bad.stderr)
 
 
+def test_an_endpoints_setting_comes_first_for_its_requests(server: LiveServer) -> None:
+    from e2e.deploy_helpers import create, delete
+
+    create(server, "flowers", targets=[{"model": "iris", "version": "1"}])
+    try:
+        run_cli("logging", "set", "flowers", "--endpoint", "--mode", "all", url=server.url)
+        shown = run_cli("endpoints", "show", "flowers", url=server.url).stdout
+        assert "logging: all (endpoint setting)" in shown
+        since = time.time()
+        for _ in range(5):
+            assert server.post(f"{server.url}/v2/models/flowers/infer", json=BODY).status_code == 200
+        records = server.get(f"{server.url}/api/v1/endpoints/flowers/log").json()["records"]
+        assert len(records) == 5
+        assert {(r["endpoint"], r["model"], r["version"], r["inputs"]) for r in records} == {
+            ("flowers", "iris", 1, None)
+        }
+        through = [r for r in logged_since(server, "1m") if r["endpoint"] == "flowers" and r["at"] >= _iso(since)]
+        assert len(through) == 5  # the model's log holds its requests through the endpoint too
+        # Off for the endpoint: its requests are not logged, though the model logs every request of its own.
+        run_cli("logging", "set", "flowers", "--endpoint", "--mode", "off", url=server.url)
+        assert server.post(f"{server.url}/v2/models/flowers/infer", json=BODY).status_code == 200
+        assert server.post(f"{server.url}/v2/models/iris/infer", json=BODY).status_code == 200
+        assert len(server.get(f"{server.url}/api/v1/endpoints/flowers/log").json()["records"]) == 5
+        newest = server.get(f"{server.url}/api/v1/models/iris/log", params={"limit": 1}).json()["records"][0]
+        assert newest["endpoint"] == "" and newest["at"] > _iso(since)
+    finally:
+        delete(server, "flowers")
+
+
+def _iso(moment: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
 def test_kill_9_while_the_writer_stores_leaves_a_log_that_opens(server: LiveServer, sample_cache: Path) -> None:
     stop = threading.Event()
     loader = threading.Thread(target=load, args=(server, 4, 100_000, stop))
@@ -134,6 +169,9 @@ def test_kill_9_while_the_writer_stores_leaves_a_log_that_opens(server: LiveServ
     assert len(records) > 100
     for record in records:  # every record opened (sealed pages authenticate) and is whole
         assert record["status"] == 200 and record["model"] == "iris" and record["version"] == 1
+        if record["endpoint"]:  # logged without payloads (the endpoint test)
+            assert record["inputs"] is None and record["outputs"] is None
+            continue
         assert record["inputs"]["input"] == {"dtype": "<f4", "shape": [1, 4], "data": pytest.approx(ROW)}
         assert len(record["outputs"]["probabilities"]["data"]) == 3
     # The restarted server logs on.
