@@ -15,6 +15,7 @@ import statistics
 import struct
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,45 @@ def parse_h2load(output: str, concurrency: int, durations_ms: list[float], expec
     short = max(0, succeeded - data // expected_bytes)
     quantiles = statistics.quantiles(durations_ms, n=100) if len(durations_ms) > 1 else [float("nan")] * 99
     return LoadResult(concurrency, rate, quantiles[49], quantiles[98], succeeded + failed, failed + short)
+
+
+def alternating(rounds: int, first: Callable[[], float], second: Callable[[], float]) -> list[tuple[float, float]]:
+    """``rounds`` pairs of measurements taken seconds apart, the order swapped every round so neither
+    always runs first: on this shared machine only figures this close together compare."""
+    pairs = []
+    for index in range(rounds):
+        if index % 2:
+            b = second()
+            a = first()
+        else:
+            a = first()
+            b = second()
+        pairs.append((a, b))
+    return pairs
+
+
+def against_neighbours(served: list[float], ceilings: list[float]) -> list[float]:
+    """Each served rate over the mean of the ceilings measured just before and just after it
+    (``ceilings`` has one more entry than ``served``)."""
+    return [rate / ((ceilings[i] + ceilings[i + 1]) / 2) for i, rate in enumerate(served)]
+
+
+def target_lines(iris: list[tuple[float, float]], minilm: list[float], minilm_ceilings: list[float]) -> list[str]:
+    """The two gRPC targets of issue #15 at concurrency 32, as medians of per-round ratios."""
+    iris_ratios = [g / r for r, g in iris]
+    minilm_ratios = against_neighbours(minilm, minilm_ceilings)
+    return [
+        f"gRPC targets at concurrency 32, measured in rounds on one server (a ratio per round, its median "
+        f"reported): iris over gRPC (h2load) against V2 REST (wrk), {len(iris)} rounds alternating the two; "
+        f"minilm over gRPC against the in-process ceiling measured just before and just after each round "
+        f"(the mean of the two).",
+        "",
+        "| target | median ratio | per round |",
+        "| --- | --- | --- |",
+        f"| iris gRPC / V2 REST req/s (at least 1.00) | {statistics.median(iris_ratios):.2f} | "
+        + ", ".join(f"{g:,.0f}/{r:,.0f}" for r, g in iris)
+        + " |",
+        f"| minilm gRPC / ceiling (at least 0.90) | {statistics.median(minilm_ratios):.2f} | "
+        + ", ".join(f"{s:.1f}/{c:.1f}" for s, c in zip(minilm, minilm_ceilings, strict=False))
+        + f" (last ceiling {minilm_ceilings[-1]:.1f}) |",
+    ]
