@@ -4,6 +4,8 @@ per run; the checks run in this order, each leaving the cluster as the next expe
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -157,9 +159,6 @@ def test_replicas_spread_over_both_nodes_and_a_killed_worker_is_replaced_without
     victim = replicas[0]
     with Load(topology, holder, "/v2/models/topo-flowers/infer") as load:
         wait_for("load to flow", lambda: load.served() >= 50, 60)
-        import os
-        import signal
-
         os.kill(int(victim["pid"]), signal.SIGKILL)  # the actor's Ray worker; its replica process dies with it
         replaced = wait_for(
             "a replacement replica",
@@ -183,3 +182,44 @@ def _holder_with_replicas(topology: Topology, endpoint: str, count: int) -> str 
         if len(ready_replicas(topology[name], endpoint)) >= count:
             return name
     return None
+
+
+def _job_children(topology: Topology) -> list[int]:
+    """Job child processes alive inside the topology's namespace (found by their module in the command line)."""
+    netns = os.readlink(f"/proc/{topology.ready['driver_pid']}/ns/net")
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/net") != netns:
+                continue
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"stratus.training.worker" in command or b"stratus.compress.worker" in command:
+            found.append(int(entry))
+    return found
+
+
+def test_a_ray_job_is_cancelled_and_timed_out_like_a_local_one(topology: Topology) -> None:
+    s2 = topology["s2"]
+    assert s2.post("/api/v1/datasets/builtin", json={"name": "topo-digits", "builtin": "digits"}).status_code == 201
+    job = s2.post(
+        "/api/v1/jobs",
+        json={"dataset": "topo-digits", "model": "mlp", "name": "topo-cancel", "params": {"epochs": 500}},
+    ).json()
+    wait_for("the job's first epoch", lambda: any(e["kind"] == "epoch" for e in events(s2, job["id"])), 120)
+    assert _job_children(topology), "the job's child runs on a Ray node inside the namespace"
+    cancelled = s2.post(f"/api/v1/jobs/{job['id']}/cancel").json()
+    assert finished_job(s2, job["id"])["state"] == "cancelled", cancelled
+    # The force cancel killed the task's worker; the child went with it (its lifeline).
+    wait_for("no job child left", lambda: not _job_children(topology), 30)
+    assert s2.get("/api/v1/models/topo-cancel").status_code == 404  # nothing registered
+
+    timed = s2.post(
+        "/api/v1/models/iris/versions/1/compress",
+        json={"methods": ["quantize-dynamic"], "timeout_s": 1, "timing_seconds": 0.2},
+    ).json()
+    done = finished_job(s2, timed["id"])
+    assert done["state"] == "failed" and "timed out" in done["error"], done

@@ -2,11 +2,18 @@
 
 Each replica is an actor (deploy/ray_replica.py) that asks for ``cpus`` and ``memory_mb``, placed with Ray's
 SPREAD strategy so an endpoint's replicas land on different nodes. Its process serves the replica app on the
-node's address; the router reaches it there with its bearer token, which never leaves this server (the replica
-gets only its SHA-256, inside the sealed bundle). A replica is alive while its actor's ``wait_exit`` call is
-pending: the call returns when the process exits and fails when the actor, its worker or its node dies, and the
-supervisor then replaces it like a dead local process. The actors are owned by this server: when it dies, Ray
-ends them, as local replicas die with their server.
+node's address; the router reaches it there with its bearer token (the replica itself gets only its SHA-256,
+inside the sealed bundle). A replica is alive while its actor's ``wait_exit`` call is pending: the call returns
+when the process exits and fails when the actor, its worker or its node dies, and the supervisor then replaces it
+like a dead local process.
+
+Replicas belong to the cluster, not to the server that started them: they are detached actors named
+``stratus-replica:<target key>:<id>``, the target key being a hash of the serving bundle (the same version's bundle
+gives the same key on every server). So when the server holding endpoint control dies, its replicas go on
+serving: the other servers keep routing to them (``discover``), and the next holder adopts them when it redeploys
+(``start`` takes a live replica of the same target that no one holds here before it creates one) instead of
+starting new ones. A replica is stopped only by the placement that holds it (``kill`` and ``stop`` of a
+discovered or released replica do nothing).
 """
 
 from __future__ import annotations
@@ -29,14 +36,26 @@ log = logging.getLogger(__name__)
 
 #: How long an actor may take to be placed and take its bundle; a cluster without room for it fails the start.
 PLACE_TIMEOUT_S = 120.0
+PREFIX = "stratus-replica:"
+
+
+def target_key(entries: dict[str, bytes]) -> str:
+    """A name for what a replica serves: the hash of its bundle's entries (names and bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(entries):
+        digest.update(name.encode() + b"\0" + len(entries[name]).to_bytes(8, "big"))
+        digest.update(entries[name])
+    return digest.hexdigest()[:24]
 
 
 class RayReplica:
-    def __init__(self, actor: Any, token: str, info: dict[str, Any] | None, exited: Future[Any] | None) -> None:
+    def __init__(self, actor: Any, name: str, info: dict[str, Any] | None, exited: Future[Any] | None) -> None:
         self._actor = actor
-        self._token = token
+        self.name = name
         self._info = info or {}
         self._exited = exited
+        #: Whether this server may stop it: a replica it started or adopted, not one it only routes to.
+        self.owned = True
 
     @property
     def url(self) -> str:
@@ -44,7 +63,7 @@ class RayReplica:
 
     @property
     def token(self) -> str:
-        return self._token
+        return str(self._info.get("token", ""))
 
     @property
     def pid(self) -> int:
@@ -62,6 +81,8 @@ class RayReplica:
     def stop(self, grace_s: float = 2.0) -> None:
         import ray
 
+        if not self.owned:
+            return
         if self.alive():
             try:
                 ray.get(self._actor.stop.remote(grace_s), timeout=grace_s + 5)
@@ -72,6 +93,8 @@ class RayReplica:
     def kill(self) -> None:
         import ray
 
+        if not self.owned:
+            return
         try:
             ray.kill(self._actor, no_restart=True)
         except Exception as exc:  # already dead
@@ -86,42 +109,114 @@ class RayPlacement:
         self.threads = threads
         self._actor_class = ray.remote(ReplicaActor)
         self._options: dict[str, Any] = {
+            "lifetime": "detached",  # it outlives this server; see the module's docstring
             "max_restarts": 0,  # the supervisor replaces a dead replica, with a new token
-            "max_concurrency": 4,  # wait_exit blocks while serve and stop come
+            "max_concurrency": 16,  # each server that routes to it blocks one thread in wait_exit
             "scheduling_strategy": "SPREAD",
             **raycluster.resources(cpus or float(threads), memory_mb),
         }
         self._lock = threading.Lock()
-        self._actors: list[RayReplica] = []
+        self._held: dict[str, RayReplica] = {}  # by actor name: what this placement started or adopted
+        self._seen: dict[str, RayReplica] = {}  # by actor name: replicas found by discover()
         self._closed = False
 
     def start(self, entries: dict[str, bytes]) -> RayReplica:
-        import ray
-
         if self._closed:
             raise RuntimeError("the replica placement is closed")
+        key = target_key(entries)
+        adopted = self._adopt(key)
+        if adopted is not None:
+            return adopted
+        return self._create(key, entries)
+
+    def _create(self, key: str, entries: dict[str, bytes]) -> RayReplica:
+        import ray
+
         token = secrets.token_urlsafe(24)
         config = {"token_sha256": hashlib.sha256(token.encode()).hexdigest(), "threads": self.threads}
-        key, sealed = raycluster.seal(framing.pack({**entries, REPLICA_CONFIG: orjson.dumps(config)}))
-        actor: Any = self._actor_class.options(**self._options, name=f"stratus-replica-{uuid.uuid4().hex[:12]}").remote(self.threads)
+        sealed_key, sealed = raycluster.seal(framing.pack({**entries, REPLICA_CONFIG: orjson.dumps(config)}))
+        name = f"{PREFIX}{key}:{uuid.uuid4().hex[:12]}"
+        actor: Any = self._actor_class.options(**self._options, name=name).remote(self.threads)
         try:
-            info: dict[str, Any] = ray.get(actor.serve.remote(key, sealed), timeout=PLACE_TIMEOUT_S)
+            info: dict[str, Any] = ray.get(actor.serve.remote(sealed_key, sealed, token), timeout=PLACE_TIMEOUT_S)
         except Exception as exc:  # not placed in time, or died starting: a replica that never becomes ready
             log.warning("a replica actor did not start: %s", exc)
-            replica = RayReplica(actor, token, None, None)
+            replica = RayReplica(actor, name, None, None)
             replica.kill()
             return replica
-        replica = RayReplica(actor, token, info, actor.wait_exit.remote().future())
+        replica = RayReplica(actor, name, info, actor.wait_exit.remote().future())
         with self._lock:
-            self._actors = [a for a in self._actors if a.alive()] + [replica]
+            self._held[name] = replica
         return replica
+
+    def _adopt(self, key: str) -> RayReplica | None:
+        """A live replica of this target that this placement does not hold (left by a server that died)."""
+        for replica in self._find(key):
+            with self._lock:
+                if replica.name in self._held:
+                    continue
+                replica.owned = True
+                self._held[replica.name] = replica
+                self._seen.pop(replica.name, None)
+            log.info("adopted replica %s at %s", replica.name, replica.url)
+            return replica
+        return None
+
+    def discover(self, entries: dict[str, bytes]) -> list[RayReplica]:
+        """Every live replica of this target in the cluster, whoever started it (for a server that routes to an
+        endpoint another server controls). This placement never stops a replica it only discovered."""
+        return self._find(target_key(entries), include_held=True)
+
+    def _find(self, key: str, include_held: bool = False) -> list[RayReplica]:
+        import ray
+
+        found = []
+        for name in sorted(n for n in _named_actors() if n.startswith(f"{PREFIX}{key}:")):
+            with self._lock:
+                known = self._held.get(name) or self._seen.get(name)
+            if known is None:
+                try:
+                    actor = ray.get_actor(name)
+                    info: dict[str, Any] = ray.get(actor.describe.remote(), timeout=10)
+                except Exception as exc:  # it died meanwhile
+                    log.debug("replica %s: %s", name, exc)
+                    continue
+                if info.get("exited") or not info.get("token"):
+                    continue
+                known = RayReplica(actor, name, info, actor.wait_exit.remote().future())
+                known.owned = False
+                with self._lock:
+                    self._seen[name] = known
+            if known.alive() and (include_held or name not in self._held):
+                found.append(known)
+        with self._lock:  # forget what died
+            self._seen = {n: r for n, r in self._seen.items() if r.alive()}
+            self._held = {n: r for n, r in self._held.items() if r.alive()}
+        return found
+
+    def release_all(self) -> None:
+        """Stop holding every replica without stopping it (this server lost endpoint control: the next holder
+        adopts them)."""
+        with self._lock:
+            held = list(self._held.values())
+            self._held = {}
+        for replica in held:
+            replica.owned = False
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            actors, self._actors = self._actors, []
-        for replica in actors:
+            held = list(self._held.values())
+            self._held = {}
+        for replica in held:
             replica.kill()
 
 
-__all__ = ["RayPlacement", "RayReplica"]
+def _named_actors() -> list[str]:
+    import ray
+
+    names = ray.util.list_named_actors()
+    return [str(n) for n in names]
+
+
+__all__ = ["RayPlacement", "RayReplica", "target_key"]

@@ -30,6 +30,7 @@ class ReplicaActor:
 
         self._host = host or str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
         self._node = ray.get_runtime_context().get_node_id()
+        self._token = ""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self._host, 0))
@@ -50,18 +51,26 @@ class ReplicaActor:
             listener.close()
             os.close(self._lifeline_read)
 
-    def serve(self, key: bytes, sealed_bundle: bytes) -> dict[str, Any]:
-        """Hand the replica its bundle; returns where it serves."""
+    def serve(self, key: bytes, sealed_bundle: bytes, token: str) -> dict[str, Any]:
+        """Hand the replica its bundle; returns where it serves. The actor keeps the token for other servers of the
+        same cluster (``describe``): a replica outlives the server that started it, and whoever routes to it next
+        needs the token. Only callers holding the cluster's Ray token can ask."""
         assert self._process.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             self._process.stdin.write(unseal(key, sealed_bundle))
             self._process.stdin.close()
+        self._token = token
+        return self.describe()
+
+    def describe(self) -> dict[str, Any]:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return {
             "url": f"http://{host}:{self._port}",
             "pid": self._process.pid,
             "worker_pid": os.getpid(),
             "node": self._node,
+            "token": self._token,
+            "exited": self._process.poll() is not None,
         }
 
     def wait_exit(self) -> int:
