@@ -397,18 +397,18 @@ on HTTP, routing, auth and JSON: on a 2-core machine shared with wrk, that is CP
 get. Served minilm stayed at 243-246 requests/s then, whatever the batching config, at 83-91% of a
 ceiling that itself read 268-296 sentences/s minutes apart.
 
-gRPC. The gRPC server is grpc.aio in the HTTP server's event loop (the data plane's batcher lives on that
-loop). Measured by hand on 2026-12-02 (iris, one row, concurrency 32, h2load, a machine at load average
-about 20 from other work, so only same-minute comparisons count): in-loop grpc.aio served 1,994 and 2,020
-requests/s in two rounds where a threaded grpc server handing each call to the loop served 1,405 and 1,260;
-grpc.aio on a thread and loop of its own, handing calls over, 1,903 against 1,719 in-loop (one round each,
-within the noise). Where the time goes, in CPU time of the event loop's thread per request (from
-/proc/PID/task): an iris call over gRPC took 340-370 us against 137 us for one over V2 REST on the same
-server; a grpc.aio server answering the same message with no work at all takes 86 us per call, 120 us
-with one hop to a thread pool; the adapter's own decoding, access check and encoding 34 us (in process,
-no transport). The difference that remains goes with batching: over REST uvicorn reads many requests
-per loop turn and iris batches averaged 16 rows, while gRPC calls reach the loop one by one and batches
-averaged 1.4 rows, so nearly every call pays a whole batch's hand-off to ONNX Runtime.
+gRPC. The gRPC server speaks HTTP/2 itself (`stratus/grpc/h2.py`) in the HTTP server's event loop, where
+the data plane's batcher lives. Until 2026-12-02 it was grpc.aio, and iris over gRPC served 0.36-0.64 of
+the REST figure at concurrency 32. Measured then (h2load or wrk at concurrency 32, the server process's
+CPU time per call from /proc/PID/stat, on a busy machine): a server answering a fixed message with no
+work at all cost 140-199 us per call under grpc.aio (six runs), 26-28 us with the server's own HTTP/2
+(two) and 27-29 us for a bare uvicorn ASGI app over HTTP/1.1 (three), while a whole V2 REST iris request
+took 137 us of the event loop's CPU: no grpc.aio server could serve as many calls as REST. grpc.aio also
+handed calls to the loop one by one (iris batches averaged 1.4 rows over gRPC against 16 over REST); the
+server's own HTTP/2 hands over all the calls one read brings in the same loop turn, as uvicorn does, and
+gRPC batches average 15-16 rows too. Five alternating rounds on one server (iris, 5 s each, load average
+9-11 from other work): gRPC 3,309-5,352 requests/s at 143-162 us of server CPU per call, V2 REST
+1,895-4,091 at 173-213 us.
 
 ## In-process ceiling (plain ONNX Runtime, same model files and threads)
 
