@@ -138,7 +138,8 @@ class RayPlacement:
         name = f"{PREFIX}{key}:{uuid.uuid4().hex[:12]}"
         actor: Any = self._actor_class.options(**self._options, name=name).remote(self.threads)
         try:
-            info: dict[str, Any] = ray.get(actor.serve.remote(sealed_key, sealed, token), timeout=PLACE_TIMEOUT_S)
+            served: Any = ray.get(actor.serve.remote(sealed_key, sealed, token), timeout=PLACE_TIMEOUT_S)
+            info = dict(served)
         except Exception as exc:  # not placed in time, or died starting: a replica that never becomes ready
             log.warning("a replica actor did not start: %s", exc)
             replica = RayReplica(actor, name, None, None)
@@ -170,14 +171,15 @@ class RayPlacement:
     def _find(self, key: str, include_held: bool = False) -> list[RayReplica]:
         import ray
 
-        found = []
+        found: list[RayReplica] = []
         for name in sorted(n for n in _named_actors() if n.startswith(f"{PREFIX}{key}:")):
             with self._lock:
                 known = self._held.get(name) or self._seen.get(name)
             if known is None:
                 try:
                     actor = ray.get_actor(name)
-                    info: dict[str, Any] = ray.get(actor.describe.remote(), timeout=10)
+                    described: Any = ray.get(actor.describe.remote(), timeout=10)
+                    info = dict(described)
                 except Exception as exc:  # it died meanwhile
                     log.debug("replica %s: %s", name, exc)
                     continue
