@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from conftest import free_port
-from stratus.errors import IntegrityError, NotFound, NotReady, PayloadTooLarge
+from stratus.errors import IntegrityError, NotFound, NotReady, PayloadTooLarge, StratusError
 from stratus.security.encryption import Keyring
-from stratus.store import Artifacts, ArtifactStore
+from stratus.settings import Settings
+from stratus.store import Artifacts, ArtifactStore, open_artifacts
 from stratus.store.s3 import S3ArtifactStore
 
 MIB = 1024 * 1024
@@ -256,3 +257,35 @@ def test_an_unreachable_s3_is_not_ready() -> None:
     store = S3ArtifactStore(client, "bucket", "", Keyring.generate())
     with pytest.raises(NotReady, match="cannot be reached"):
         store.put_bytes(b"x")
+
+
+def test_a_missing_bucket_is_named(s3_server: Any) -> None:
+    store = S3ArtifactStore(s3_server.client, "no-such-bucket-here", "", Keyring.generate())
+    with pytest.raises(NotReady, match="bucket does not exist"):
+        store.put_bytes(b"x")
+    with pytest.raises(NotReady, match="bucket does not exist"):
+        store.collect_garbage(set)
+
+
+def test_the_setting_picks_the_backend(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_server.create_bucket()
+    local = Settings(home=tmp_path)
+    assert isinstance(open_artifacts(local.artifact_location, Keyring.generate()), ArtifactStore)
+    assert Settings(home=tmp_path, artifacts=str(tmp_path / "elsewhere")).artifact_location == tmp_path / "elsewhere"
+    settings = Settings(home=tmp_path, artifacts=f"s3://{bucket}/some/prefix", artifact_gc_grace_seconds=7)
+    store = open_artifacts(settings.artifact_location, Keyring.generate(), gc_grace_seconds=7)
+    assert isinstance(store, S3ArtifactStore) and (store.bucket, store.root, store.gc_grace_seconds) == (
+        bucket,
+        "some/prefix/",
+        7,
+    )
+    stored = store.put_bytes(b"through boto3's own settings")  # AWS_ENDPOINT_URL and the keys from the env
+    assert store.read(stored.digest) == b"through boto3's own settings"
+
+
+@pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "s3://bucket/p?x=1"])
+def test_a_malformed_s3_url_is_refused(url: str) -> None:
+    with pytest.raises(StratusError, match="s3://bucket/prefix"):
+        open_artifacts(url, Keyring.generate())

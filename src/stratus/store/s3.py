@@ -48,6 +48,8 @@ from stratus.store.artifacts import _HEX64, DIGEST_PREFIX, Artifacts, SealedWrit
 PART = 8 * 1024 * 1024  # multipart part size: S3's minimum is 5 MiB (but for the last part)
 _COPY_LIMIT = 5 * 1024**3  # CopyObject's largest source; above it the managed (multipart) copy
 _META_KEY = "stratus-key"
+_REFUSED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+_FAILING = {"InternalError", "ServiceUnavailable", "SlowDown", "503", "500"}
 
 
 def _code(exc: Exception) -> str:
@@ -140,13 +142,29 @@ class S3ArtifactStore(Artifacts):
     def _blob_key(self, digest: str) -> str:
         return f"{self.root}sha256/{_hex_of(digest)}"
 
+    def _unavailable(self, exc: Exception) -> NotReady | None:
+        """What the caller should see for an S3 error that no retry here fixes, or None to handle it further:
+        unreachable, the bucket missing, credentials refused, S3's own failures are a 503 with the reason."""
+        where = f"the artifact store s3://{self.bucket}/{self.root}"
+        code = _code(exc)
+        if not code:
+            return NotReady(f"{where} cannot be reached: {exc}")
+        if code == "NoSuchBucket":
+            return NotReady(f"{where}: the bucket does not exist (create it; Stratus does not)")
+        if code in _REFUSED:
+            return NotReady(f"{where} refused the credentials ({code}): check AWS_ACCESS_KEY_ID and its permissions")
+        if code in _FAILING:
+            return NotReady(f"{where} is failing ({code}); try again")
+        return None
+
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
         try:
             return cast(dict[str, Any], getattr(self.client, method)(Bucket=self.bucket, **kwargs))
         except self._errors as exc:
-            if _code(exc):
+            unavailable = self._unavailable(exc)
+            if unavailable is None:
                 raise
-            raise NotReady(f"the artifact store s3://{self.bucket}/{self.root} cannot be reached: {exc}") from None
+            raise unavailable from None
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
@@ -299,18 +317,21 @@ class S3ArtifactStore(Artifacts):
     def delete(self, digest: str) -> None:
         self._call("delete_object", Key=self._blob_key(digest))
 
+    def _pages(self, operation: str, prefix: str) -> Iterator[dict[str, Any]]:
+        try:
+            yield from self.client.get_paginator(operation).paginate(Bucket=self.bucket, Prefix=prefix)
+        except self._errors as exc:
+            unavailable = self._unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from None
+
     def _list(self, prefix: str) -> Iterator[tuple[dict[str, Any], datetime]]:
         """Every object under ``prefix``, with S3's clock at the time its page was listed."""
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        try:
-            for page in pages:
-                now = _server_now(page)
-                for item in page.get("Contents", []):
-                    yield item, now
-        except self._errors as exc:
-            if _code(exc):
-                raise
-            raise NotReady(f"the artifact store s3://{self.bucket}/{self.root} cannot be reached: {exc}") from None
+        for page in self._pages("list_objects_v2", prefix):
+            now = _server_now(page)
+            for item in page.get("Contents", []):
+                yield item, now
 
     def digests(self) -> Iterator[str]:
         for item, _now in self._list(f"{self.root}sha256/"):
@@ -364,8 +385,7 @@ class S3ArtifactStore(Artifacts):
         for item, now in list(self._list(tmp)):
             if _seconds_between(_started(item["Key"], item["LastModified"]), now) >= self.gc_grace_seconds:
                 removed += self._delete_if_unchanged(item["Key"], item["ETag"])
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=tmp)
-        for page in pages:
+        for page in self._pages("list_multipart_uploads", tmp):
             now = _server_now(page)
             for upload in page.get("Uploads", []):
                 if _seconds_between(_started(upload["Key"], upload["Initiated"]), now) >= self.gc_grace_seconds:
