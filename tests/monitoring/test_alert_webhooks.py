@@ -16,13 +16,14 @@ from sqlalchemy import select
 from conftest import scaled
 from stratus.errors import Conflict, InvalidInput, NotFound
 from stratus.monitoring.alerts_service import AlertService
-from stratus.monitoring.alerts_store import AlertEventRow, AlertRuleRow, open_secret, rewrap_secrets
 from stratus.monitoring.webhooks import SIGNATURE_HEADER, signature, verify, verify_headers
 from stratus.monitoring.webhooks_delivery import Delivery, WebhookSender
 from stratus.security.audit import AuditLog
 from stratus.security.encryption import Keyring
 from stratus.security.outbound import OutboundPolicy
+from stratus.security.webhook_secrets import open_secret, rewrap_secrets
 from stratus.store import Database
+from stratus.store.tables import AlertEvent, AlertRule
 from stratus.tenancy import Caller, acting_as
 from webhook_receiver import Receiver, receiver
 
@@ -133,7 +134,7 @@ def test_a_url_refused_at_delivery_is_not_retried(db: Database) -> None:
             from stratus.tenancy.projects import Projects
 
             project_id = Projects(db).current_id()
-            event = AlertEventRow(
+            event = AlertEvent(
                 project_id=project_id,
                 rule_id="r",
                 rule_name="r",
@@ -152,13 +153,13 @@ def test_a_url_refused_at_delivery_is_not_retried(db: Database) -> None:
         end = time.monotonic() + scaled(30)
         while time.monotonic() < end:
             with db.read() as s:
-                state = s.get(AlertEventRow, event_id)
+                state = s.get(AlertEvent, event_id)
                 if state is not None and state.delivery == "failed":
                     break
             time.sleep(0.05)
         sender.close()
         with db.read() as s:
-            assert s.get(AlertEventRow, event_id).delivery == "failed"  # type: ignore[union-attr]
+            assert s.get(AlertEvent, event_id).delivery == "failed"  # type: ignore[union-attr]
         assert hook.received() == []
 
 
@@ -241,13 +242,13 @@ def test_the_secret_is_shown_once_and_stored_sealed(db: Database, tmp_path: Path
     assert all("secret" not in rule for rule in alerts.list_all())
     assert secret.encode() not in (tmp_path / "alerts.db").read_bytes()
     with db.read() as s:
-        row = s.scalar(select(AlertRuleRow))
+        row = s.scalar(select(AlertRule))
         assert row is not None
         assert open_secret(alerts.keyring, row.id, row.secret) == secret.encode()
     # A master key rotation re-seals it; the old key is needed no more.
     rotated = Keyring(Keyring.generate().current, [alerts.keyring.current])
     assert rewrap_secrets(db, rotated) == 1
     with db.read() as s:
-        row = s.scalar(select(AlertRuleRow))
+        row = s.scalar(select(AlertRule))
         assert row is not None
         assert open_secret(Keyring(rotated.current), row.id, row.secret) == secret.encode()

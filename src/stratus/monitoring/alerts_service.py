@@ -29,21 +29,14 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 from stratus.errors import Conflict, InvalidInput, NotFound
 from stratus.monitoring.alerts import AlertState, Condition, Transition, check_condition, step
-from stratus.monitoring.alerts_store import (
-    AlertDeliveryRow,
-    AlertEventRow,
-    AlertRuleRow,
-    new_secret,
-    open_secret,
-    seal_secret,
-)
 from stratus.monitoring.webhooks_delivery import Delivery, WebhookSender
 from stratus.registry.names import check_name
 from stratus.security.audit import AuditLog
 from stratus.security.encryption import Keyring
 from stratus.security.outbound import OutboundPolicy
+from stratus.security.webhook_secrets import new_secret, open_secret, seal_secret
 from stratus.store import Database
-from stratus.store.tables import Project
+from stratus.store.tables import AlertDelivery, AlertEvent, AlertRule, Project
 from stratus.tenancy import Caller, current
 from stratus.tenancy.projects import Projects
 
@@ -89,7 +82,7 @@ def _seconds(moment: datetime | None) -> float | None:
     return None if moment is None else moment.replace(tzinfo=UTC).timestamp()
 
 
-def _condition(row: AlertRuleRow) -> Condition:
+def _condition(row: AlertRule) -> Condition:
     return Condition(row.metric, row.op, row.threshold, row.for_seconds)  # type: ignore[arg-type]
 
 
@@ -126,13 +119,13 @@ class AlertService:
 
     # -- rules of the caller's project ------------------------------------------------------------------
 
-    def _row(self, s: Any, name: str) -> AlertRuleRow:
+    def _row(self, s: Any, name: str) -> AlertRule:
         row = s.scalar(
-            select(AlertRuleRow).where(AlertRuleRow.project_id == self.projects.current_id(), AlertRuleRow.name == name)
+            select(AlertRule).where(AlertRule.project_id == self.projects.current_id(), AlertRule.name == name)
         )
         if row is None:
             raise NotFound(f"no alert rule {name!r}")
-        assert isinstance(row, AlertRuleRow)
+        assert isinstance(row, AlertRule)
         return row
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +145,7 @@ class AlertService:
         project_id = self.projects.current_id()
         rule_id = uuid.uuid4().hex
         secret = new_secret()
-        row = AlertRuleRow(
+        row = AlertRule(
             id=rule_id,
             project_id=project_id,
             name=name,
@@ -169,9 +162,7 @@ class AlertService:
         )
         try:
             with self.db.write() as s:
-                if s.scalar(
-                    select(AlertRuleRow.id).where(AlertRuleRow.project_id == project_id, AlertRuleRow.name == name)
-                ):
+                if s.scalar(select(AlertRule.id).where(AlertRule.project_id == project_id, AlertRule.name == name)):
                     raise Conflict(f"alert rule {name!r} already exists")
                 s.add(row)
         except SQLIntegrityError:
@@ -181,9 +172,7 @@ class AlertService:
     def list_all(self) -> list[dict[str, Any]]:
         with self.db.read() as s:
             rows = s.scalars(
-                select(AlertRuleRow)
-                .where(AlertRuleRow.project_id == self.projects.current_id())
-                .order_by(AlertRuleRow.name)
+                select(AlertRule).where(AlertRule.project_id == self.projects.current_id()).order_by(AlertRule.name)
             )
             return [self._describe(row) for row in rows]
 
@@ -233,29 +222,25 @@ class AlertService:
         if not 1 <= limit <= MAX_HISTORY:
             raise InvalidInput(f"limit must be between 1 and {MAX_HISTORY}")
         project_id = self.projects.current_id()
-        query = select(AlertEventRow).where(AlertEventRow.project_id == project_id)
+        query = select(AlertEvent).where(AlertEvent.project_id == project_id)
         with self.db.read() as s:
             if rule is not None:
                 check_name(rule, "alert rule name")
                 known = s.scalar(
-                    select(func.count()).where(AlertEventRow.project_id == project_id, AlertEventRow.rule_name == rule)
+                    select(func.count()).where(AlertEvent.project_id == project_id, AlertEvent.rule_name == rule)
                 )
                 if (
                     not known
-                    and s.scalar(
-                        select(AlertRuleRow.id).where(AlertRuleRow.project_id == project_id, AlertRuleRow.name == rule)
-                    )
+                    and s.scalar(select(AlertRule.id).where(AlertRule.project_id == project_id, AlertRule.name == rule))
                     is None
                 ):
                     raise NotFound(f"no alert rule {rule!r}")
-                query = query.where(AlertEventRow.rule_name == rule)
-            events = list(s.scalars(query.order_by(AlertEventRow.id.desc()).limit(limit)))
+                query = query.where(AlertEvent.rule_name == rule)
+            events = list(s.scalars(query.order_by(AlertEvent.id.desc()).limit(limit)))
             attempts: dict[int, list[dict[str, Any]]] = {e.id: [] for e in events}
             if events:
                 for d in s.scalars(
-                    select(AlertDeliveryRow)
-                    .where(AlertDeliveryRow.event_id.in_(attempts))
-                    .order_by(AlertDeliveryRow.id)
+                    select(AlertDelivery).where(AlertDelivery.event_id.in_(attempts)).order_by(AlertDelivery.id)
                 ):
                     attempts[d.event_id].append(
                         {"attempt": d.attempt, "at": _iso(d.at), "status_code": d.status_code, "error": d.error}
@@ -275,7 +260,7 @@ class AlertService:
                 for e in events
             ]
 
-    def _describe(self, row: AlertRuleRow) -> dict[str, Any]:
+    def _describe(self, row: AlertRule) -> dict[str, Any]:
         with self._lock:
             watched = self._watched.get(row.id)
         return {
@@ -344,9 +329,9 @@ class AlertService:
         with self.db.read() as s:
             rules = list(
                 s.execute(
-                    select(AlertRuleRow, Project.name)
-                    .join(Project, Project.id == AlertRuleRow.project_id)
-                    .where(AlertRuleRow.enabled)
+                    select(AlertRule, Project.name)
+                    .join(Project, Project.id == AlertRule.project_id)
+                    .where(AlertRule.enabled)
                 )
             )
         window = window_s if window_s is not None else max(self.min_window_s, self.interval_s)
@@ -374,19 +359,17 @@ class AlertService:
 
     def _store_state(self, rule_id: str, state: AlertState) -> None:
         with self.db.write() as s:
-            row = s.get(AlertRuleRow, rule_id)
+            row = s.get(AlertRule, rule_id)
             if row is None:  # deleted while it was evaluated
                 return
             row.state = state.state
             row.active_since = None if state.active_since is None else _moment(state.active_since)
             row.fired_at = None if state.fired_at is None else _moment(state.fired_at)
 
-    def _announce(
-        self, row: AlertRuleRow, project: str, transition: Transition, value: float | None, now: float
-    ) -> None:
+    def _announce(self, row: AlertRule, project: str, transition: Transition, value: float | None, now: float) -> None:
         condition = _condition(row).describe()
         with self.db.write() as s:
-            event = AlertEventRow(
+            event = AlertEvent(
                 project_id=row.project_id,
                 rule_id=row.id,
                 rule_name=row.name,
@@ -412,12 +395,12 @@ class AlertService:
     def _requeue_pending(self) -> None:
         """Deliveries the last run did not finish (a stop between attempts): queued again, attempts counted on."""
         with self.db.read() as s:
-            pending = list(s.scalars(select(AlertEventRow).where(AlertEventRow.delivery == "pending")))
+            pending = list(s.scalars(select(AlertEvent).where(AlertEvent.delivery == "pending")))
             for event in pending:
-                rule = s.get(AlertRuleRow, event.rule_id)
+                rule = s.get(AlertRule, event.rule_id)
                 if rule is None or not rule.webhook_url:
                     continue
-                done = s.scalar(select(func.count()).where(AlertDeliveryRow.event_id == event.id)) or 0
+                done = s.scalar(select(func.count()).where(AlertDelivery.event_id == event.id)) or 0
                 project = s.scalar(select(Project.name).where(Project.id == event.project_id))
                 body = _body(event, rule, project or "", None)
                 secret = open_secret(self.keyring, rule.id, rule.secret)
@@ -433,7 +416,7 @@ class AlertService:
             return list(self._watched.values())
 
 
-def _body(event: AlertEventRow, rule: AlertRuleRow, project: str, fired_at: str | None) -> bytes:
+def _body(event: AlertEvent, rule: AlertRule, project: str, fired_at: str | None) -> bytes:
     """The webhook's JSON: what happened, to what, and the value that decided it."""
     body: dict[str, Any] = {
         "event_id": event.id,

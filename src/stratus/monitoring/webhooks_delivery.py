@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from stratus.errors import InvalidInput
-from stratus.monitoring.alerts_store import AlertDeliveryRow, AlertEventRow
 from stratus.monitoring.webhooks import signed_headers
 from stratus.security.outbound import OutboundPolicy, pinned_request
 from stratus.store import Database
+from stratus.store.tables import AlertDelivery, AlertEvent
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +136,11 @@ class WebhookSender:
         outcome = "delivered" if delivered else ("failed" if last else "pending")
         with self.db.write() as s:
             s.add(
-                AlertDeliveryRow(
+                AlertDelivery(
                     event_id=delivery.event_id, attempt=delivery.attempt, status_code=status, error=error[:_MAX_ERROR]
                 )
             )
-            event = s.get(AlertEventRow, delivery.event_id)
+            event = s.get(AlertEvent, delivery.event_id)
             if event is not None:
                 event.delivery = outcome
         if not last:

@@ -10,6 +10,7 @@ from stratus.errors import InvalidInput
 from stratus.files import write_private
 from stratus.security.encryption import KEY_BYTES, Keyring, decode_key, read_key_file
 from stratus.security.masking import PayloadSeal
+from stratus.security.webhook_secrets import rewrap_secrets
 from stratus.settings import Settings
 from stratus.store import Database
 from stratus.store.artifacts import open_artifacts
@@ -51,6 +52,8 @@ def rotate_master_key(settings: Settings, new_key: bytes | None = None) -> int:
         db.migrate()
         # The inference log's batch keys are wrapped by the master key too (security/masking.py).
         count += PayloadSeal(db, keyring).rewrap()
+        # So are the alert rules' webhook secrets (security/webhook_secrets.py).
+        count += rewrap_secrets(db, keyring)
     finally:
         db.dispose()
     previous_path.unlink(missing_ok=True)
