@@ -265,6 +265,8 @@ def test_a_missing_bucket_is_named(s3_server: Any) -> None:
         store.put_bytes(b"x")
     with pytest.raises(NotReady, match="bucket does not exist"):
         store.collect_garbage(set)
+    with pytest.raises(NotReady, match="bucket does not exist"):
+        store.check()  # what a server does at start: it stops with this reason
 
 
 def test_the_setting_picks_the_backend(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import logging
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
@@ -134,10 +135,26 @@ class S3ArtifactStore(Artifacts):
             raise StratusError(f"STRATUS_ARTIFACTS must look like s3://bucket/prefix, not {url!r}")
         import boto3
 
+        for chatty in ("botocore.credentials", "botocore.configprovider"):  # where it found them, at every start
+            logging.getLogger(chatty).setLevel(logging.WARNING)
         # Endpoint, region and credentials: boto3's own settings. Retries in standard mode ride out a
         # throttled or briefly unreachable S3; what still fails is a 503 for the caller (NotReady).
         client = boto3.session.Session().client("s3", config=client_config())
-        return cls(client, parts.netloc, parts.path, keyring, gc_grace_seconds=gc_grace_seconds)
+        store = cls(client, parts.netloc, parts.path, keyring, gc_grace_seconds=gc_grace_seconds)
+        store.check()
+        return store
+
+    def check(self) -> None:
+        """Fail at start, with the reason, when the bucket cannot be used (rather than at the first upload)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except self._errors as exc:
+            code = _code(exc)
+            if code in {"404", "NoSuchBucket"}:
+                raise NotReady(f"s3://{self.bucket}: the bucket does not exist (create it; Stratus does not)") from None
+            if code in {"403", *_REFUSED}:
+                raise NotReady(f"s3://{self.bucket} refused the credentials: check AWS_ACCESS_KEY_ID") from None
+            raise self._unavailable(exc) or exc from None
 
     def _blob_key(self, digest: str) -> str:
         return f"{self.root}sha256/{_hex_of(digest)}"
