@@ -135,3 +135,21 @@ def test_layout_follows_the_trainers_input_names() -> None:
     assert reference.columns()["colour"][1].tolist() == ["red", "blue", "red", "blue"]
     digits = parse("npz", builtin_npz("digits"))
     assert layout_for(schema_of(digits), ["input"], ["logits", "label"]).kind == "image"
+
+
+def test_image_and_text_references_round_trip() -> None:
+    digits = parse("npz", builtin_npz("digits"))
+    layout = layout_for(schema_of(digits), ["input"], ["logits", "label"])
+    image = Reference.from_bytes(reference_of(digits, layout, np.arange(1000), source="training split").to_bytes())
+    assert (image.rows, sorted(image.columns())) == (1000, ["channel0_mean", "channel0_std"])
+    assert image.columns()["channel0_mean"][1].shape == (1000,)
+    lines = [f'"{w} review number {i}",{i % 2}' for i, w in enumerate(["good", "bad", "fine", "great"] * 15)]
+    texts = parse("csv", ("text,label\n" + "\n".join(lines) + "\n").encode(), target="label")
+    layout = layout_for(schema_of(texts), ["text"], ["label", "logits"])
+    text = Reference.from_bytes(reference_of(texts, layout, source="training split").to_bytes())
+    assert (text.layout.kind, sorted(text.columns())) == ("text", ["oov_rate", "token_count"])
+    assert text.vocabulary is not None and {"good", "review", "number"} <= text.vocabulary
+    served = features_of(
+        text.layout, {"text": np.array([b"good review", b"unseen words here"], dtype=object)}, text.vocabulary
+    )
+    assert served["oov_rate"].tolist() == [0.0, 1.0]

@@ -102,9 +102,16 @@ def log_windows(log: InferenceLog) -> WindowSource:
             inputs = record.arrays("inputs")
             if not inputs:  # logged without payloads, or masked
                 continue
+            outputs = record.arrays("outputs")
+            count = max(record.batch_size, 1)
+            if last is not None and rows + count > last:  # the oldest request counted in part: exactly N rows
+                keep = last - rows
+                inputs = {k: v[:keep] if v.ndim else v for k, v in inputs.items()}
+                outputs = {k: v[:keep] if v.ndim else v for k, v in outputs.items()}
+                count = keep
             at = datetime.fromtimestamp(record.at, UTC).replace(tzinfo=None)
-            found.setdefault((record.model, record.version), Window()).add(at, inputs, record.arrays("outputs"))
-            rows += max(record.batch_size, 1)
+            found.setdefault((record.model, record.version), Window()).add(at, inputs, outputs)
+            rows += count
             if last is not None and rows >= last:
                 break
         return found
