@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from stratus.compress.service import CompressionService
 from stratus.dataplane import DataPlane, ServedRequest
 from stratus.deploy import Controller, DeployMetrics, EndpointService, LocalPlacement
+from stratus.deploy.follow import Followed, RoutePublisher
 from stratus.deploy.lease import LeaseKeeper
 from stratus.deploy.replicas import Placement
 from stratus.errors import Conflict
@@ -194,15 +195,28 @@ class Platform:
         )
         self.dataplane.metrics.registry.register(self.alerts.collector())
         # Endpoint control: this server at once on SQLite; on a shared PostgreSQL, whichever server holds the lease.
+        # The holder publishes its endpoints' routes; the others route through them (deploy/follow.py).
+        controller = self.endpoints.controller
+        assert controller is not None
+        self.routes = RoutePublisher(self.db, keyring, controller.live_endpoints)
+        self.followed = Followed(
+            self.db,
+            keyring,
+            lambda _project, model, version: self.registry.get_version(model, version),
+            controller.open_remote,
+        )
         self.control = LeaseKeeper(
             self.db,
             self.instance,
             ttl_s=settings.lease_seconds,
             on_acquired=self._take_control,
-            on_lost=self.endpoints.stand_down,
-            on_held=self.endpoints.sync,
+            on_lost=self._lose_control,
+            on_held=self._while_in_control,
+            on_following=self.followed.refresh,
         )
-        self.endpoints.controller.in_control = lambda: self.control.holding  # type: ignore[union-attr]
+        controller.in_control = lambda: self.control.holding
+        if self.db.shared:
+            controller.followed = self.followed
         self.drift = DriftService(
             self.registry,
             DriftHistory(self.db, settings.drift_history_days),
@@ -269,8 +283,18 @@ class Platform:
         self.started = True
         settle_heap()
 
+    def _lose_control(self) -> None:
+        self.endpoints.stand_down()
+        self.routes.forget()
+
+    def _while_in_control(self) -> None:
+        """Every lease round of the holder: apply endpoint changes made on other servers, publish the routes."""
+        self.endpoints.sync()
+        self.routes.publish()
+
     def _take_control(self) -> None:
         """This server now controls the endpoints (at start on SQLite; on taking the lease on PostgreSQL)."""
+        self.followed.clear()
         redeployed = self.endpoints.recover()
         if redeployed:
             log.info("redeploying %d endpoint(s)", redeployed)

@@ -156,6 +156,13 @@ def test_kill_9_of_the_control_holder_hands_endpoints_to_the_other(pair: tuple[L
     served = httpx.post(f"{one.url}/v2/models/flowers/infer", json=IRIS_BODY, headers=_headers(admin))
     assert served.status_code == 200, served.text
 
+    # The follower routes the endpoint's requests to the holder's replicas, through the routes it published.
+    def follower_serves() -> bool:
+        r = httpx.post(f"{two.url}/v2/models/flowers/infer", json=IRIS_BODY, headers=_headers(admin))
+        return r.status_code == 200 and r.json()["model_name"] == "flowers"
+
+    wait_for(follower_serves, 30, "the follower to serve the endpoint through the published routes")
+
     killed_at = time.monotonic()
     os.kill(one.pid, 9)
     one.process.wait(timeout=scaled(10))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from stratus import tenancy
 from stratus.deploy.autoscale import Autoscaler, ScaleListener
@@ -28,6 +29,14 @@ from stratus.registry.records import VersionInfo
 __all__ = ["Controller", "Plan", "Recorder"]
 
 log = logging.getLogger(__name__)
+
+
+class Followed(Protocol):
+    """Endpoints as the controlling server published them (deploy/follow.py), for a server without control."""
+
+    def get(self, project: str, name: str) -> LiveEndpoint | None: ...
+
+    def names(self, project: str) -> list[str]: ...
 
 
 class Controller:
@@ -63,6 +72,8 @@ class Controller:
         #: Whether this server controls the endpoints (deploy/lease.py): always on one server; on a shared DB, only
         #: the lease holder rolls out, supervises and scales. Set by the platform.
         self.in_control: Callable[[], bool] = lambda: True
+        #: Without control, the data plane routes through what the holder published (set by the platform).
+        self.followed: Followed | None = None
 
     # -- what the data plane and the service call ---------------------------------------------------------
 
@@ -71,11 +82,23 @@ class Controller:
 
     def names(self) -> list[str]:
         project = tenancy.current_project()
+        if self.followed is not None and not self.in_control():
+            return self.followed.names(project)
         return sorted(s.key[1] for s in list(self._slots.values()) if s.key[0] == project and s.live is not None)
 
     def get(self, project: str, name: str) -> LiveEndpoint | None:
         slot = self._slots.get((project, name))
+        if slot is None and self.followed is not None and not self.in_control():
+            return self.followed.get(project, name)
         return slot.live if slot is not None else None
+
+    def live_endpoints(self) -> list[LiveEndpoint]:
+        """Every endpoint this controller serves now (what the holder publishes for the other servers)."""
+        return [s.live for s in list(self._slots.values()) if s.live is not None]
+
+    def open_remote(self, project: str, name: str, routes: Routes, sticky_header: str | None) -> LiveEndpoint:
+        """An endpoint over replicas another server runs, with this server's router client and metrics."""
+        return LiveEndpoint(project, name, routes, sticky_header, self._client, self.metrics)
 
     def start(self) -> None:
         self._thread.start()

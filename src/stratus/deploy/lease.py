@@ -89,6 +89,7 @@ class LeaseKeeper:
         on_acquired: Callback | None = None,
         on_lost: Callback | None = None,
         on_held: Callback | None = None,
+        on_following: Callback | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
@@ -99,6 +100,8 @@ class LeaseKeeper:
         self.on_lost = on_lost or (lambda: None)
         #: Called after each renewal while holding (the controller picks up changes made on other servers).
         self.on_held = on_held or (lambda: None)
+        #: Called after each round while another server holds it (this one follows what the holder publishes).
+        self.on_following = on_following or (lambda: None)
         self._clock = clock
         self._renewed_at: float | None = None
         self._holding = False
@@ -131,11 +134,10 @@ class LeaseKeeper:
                 log.exception("could not renew the %s lease", self.name)
                 self._check_expiry()
                 continue
-            if self.holding:
-                try:
-                    self.on_held()
-                except Exception:
-                    log.exception("the %s holder's periodic work failed", self.name)
+            try:
+                (self.on_held if self.holding else self.on_following)()
+            except Exception:
+                log.exception("the periodic work of a %s round failed", self.name)
 
     def _check_expiry(self) -> None:
         if self._holding and not still_holds(self._renewed_at, self._clock(), self.ttl_s):

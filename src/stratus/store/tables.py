@@ -177,6 +177,20 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class EndpointRoutes(Base):
+    """An endpoint's live routing table as the server holding endpoint control publishes it (deploy/follow.py),
+    so the other servers of a shared DB route its requests to the same replicas. Replica tokens are sealed."""
+
+    __tablename__ = "endpoint_routes"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_endpoint_routes_project_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    table: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class JobEvent(Base):
     """Per-epoch metrics and log lines of a job, in order (the SSE stream replays them)."""
 
