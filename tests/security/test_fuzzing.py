@@ -30,6 +30,7 @@ NOT_STATABLE = {
     ("PUT", "/api/v1/endpoints/{name}"): "rules across fields: weights add up to more than 0, canary steps rise to 100",
     ("POST", "/api/v1/alerts"): "a webhook URL must resolve to public addresses (DNS decides)",
     ("PATCH", "/api/v1/alerts/{name}"): "a webhook URL must resolve to public addresses (DNS decides)",
+    ("GET", "/api/v1/metrics/series"): "rules across fields: start before end, at most 10,000 steps in between",
     ("POST", "/v2/models/{name}/infer"): "each tensor's data must hold as many values as its shape says",
     ("POST", "/v2/models/{name}/versions/{version}/infer"): "each tensor's data must hold as many values as its shape",
     ("POST", "/v1/models/{name}:predict"): "instances must have the shape of the model's input",

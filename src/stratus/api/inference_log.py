@@ -5,6 +5,7 @@ project: another project's model or endpoint is not found (404)."""
 from __future__ import annotations
 
 import io
+import math
 import re
 import time
 from datetime import UTC
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from stratus.api.auth import ScopedRoute, caller_of
@@ -21,7 +22,7 @@ from stratus.api.deps import platform
 from stratus.api.host import ControlHost
 from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput
-from stratus.monitoring.history import METRICS
+from stratus.monitoring.history import COARSE, COARSE_KEEP, METRICS
 from stratus.monitoring.log import LogRecord
 from stratus.monitoring.policy import LogPolicy, Scope
 
@@ -34,6 +35,7 @@ DURATION_PATTERN = _DURATION.pattern
 STATUS_PATTERN = r"^(ok|error|[1-5][0-9][0-9])$"
 CURSOR_PATTERN = r"^[0-9]{1,18}\.[0-9]{1,9}$"
 EXPORT_LIMIT = 100_000
+KEPT_SECONDS = COARSE_KEEP + COARSE
 
 
 def parse_duration(text: str) -> float:
@@ -45,10 +47,10 @@ def parse_duration(text: str) -> float:
 
 
 class LoggingUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     mode: Literal["off", "sampled", "all"] = Field(description="off, sampled (a share: rate) or all requests")
-    rate: float = Field(
-        default=1.0, gt=0, le=1, strict=False, allow_inf_nan=False, description="Share kept when sampled"
-    )
+    rate: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False, description="Share kept when sampled")
     payloads: bool = Field(default=False, description="Keep the input and output tensors (masked)")
 
 
@@ -118,11 +120,9 @@ def reset_endpoint_logging(request: Request, name: Name) -> dict[str, Any]:
 
 
 def _window(since: str | None, start: Any, end: Any, now: float | None = None) -> tuple[float | None, float | None]:
-    if since is not None and start is not None:
-        raise InvalidInput("give 'since' or 'start', not both")
     begin = (now or time.time()) - parse_duration(since) if since is not None else None
-    if start is not None:
-        begin = start.replace(tzinfo=UTC).timestamp()
+    if start is not None:  # with both, the later bound holds
+        begin = max(begin or -math.inf, start.replace(tzinfo=UTC).timestamp())
     finish = end.replace(tzinfo=UTC).timestamp() if end is not None else None
     return begin, finish
 
@@ -131,7 +131,7 @@ Since = Annotated[str | None, Query(pattern=DURATION_PATTERN, max_length=12, des
 Status = Annotated[str | None, Query(pattern=STATUS_PATTERN, description="ok, error or an HTTP status")]
 Before = Annotated[str | None, Query(pattern=CURSOR_PATTERN, description="a record id: continue after it")]
 Version = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
-Limit = Annotated[int | None, Query(ge=1, le=EXPORT_LIMIT, description="records (default 100; JSON at most 1000)")]
+Limit = Annotated[int | None, Query(ge=1, le=EXPORT_LIMIT, description="records (default 100 a page, 10,000 exported)")]
 Format = Annotated[Literal["json", "jsonl", "parquet"], Query(description="json (paged), jsonl or parquet")]
 
 
@@ -155,8 +155,6 @@ async def _log(
     filters: dict[str, Any] = {scope: name, "version": version, "status": status, "start": begin, "end": finish}
     filters["before"] = before
     if fmt == "json":
-        if limit is not None and limit > 1000:
-            raise InvalidInput("a JSON page holds at most 1000 records: export jsonl or parquet for more")
         records, cursor = await run_in_threadpool(plat.inference_log.query, project, limit=limit or 100, **filters)
         return JSONBody({"records": [r.to_dict() for r in records], "next": cursor})
     records = await run_in_threadpool(_collect, plat, project, filters, limit or 10_000)
@@ -261,6 +259,7 @@ async def metrics_series(
     begin, finish = _window(since if since is not None or start is not None else "1h", start, end, now)
     finish = now if finish is None else finish
     assert begin is not None
+    begin = max(begin, now - KEPT_SECONDS)  # nothing older is kept
     metrics = metric.split(",")
     series = await run_in_threadpool(
         plat.history.many, caller_of(request).project, scope, name, metrics, begin, finish, float(step), version

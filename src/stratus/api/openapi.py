@@ -65,6 +65,12 @@ _DESCRIPTIONS = {
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 _JSON_ANY: dict[str, Any] = {"application/json": {"schema": {}}}
+#: The inference log: a JSON page, or an export (format=jsonl or parquet).
+_LOG_MEDIA: dict[str, Any] = {
+    **_JSON_ANY,
+    "application/x-ndjson": {"schema": {"type": "string"}},
+    "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+}
 #: The success media types of routes that do not answer JSON (or not only JSON).
 _SUCCESS_MEDIA: dict[tuple[str, str], dict[str, Any]] = {
     ("get", "/metrics"): _TEXT,
@@ -81,6 +87,8 @@ _SUCCESS_MEDIA: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("get", "/api/v1/endpoints/{name}/export/k8s"): {"application/yaml": {"schema": {"type": "string"}}},
     ("get", "/api/v1/jobs/{job_id}/events"): {"text/event-stream": {"schema": {"type": "string"}}},
+    ("get", "/api/v1/models/{name}/log"): _LOG_MEDIA,
+    ("get", "/api/v1/endpoints/{name}/log"): _LOG_MEDIA,
 }
 #: Prefixes of the routes that run models: they can also be not ready (503) or past their deadline (504).
 _SERVING_PREFIXES = ("/v2/models/", "/v1/models/", "/openai/", "/v2/repository/")
@@ -217,7 +225,9 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[int]:
         statuses |= {401, 403, 429}
     if "422" in operation.get("responses", {}):  # FastAPI's own validation: declared parameters or body
         statuses.add(422)
-    if not public and ("{" in path or method != "get" or path.startswith(_SERVING_PREFIXES)):
+    # A resource named in the path, or by a "name" query parameter (the metrics series of a model).
+    named = any(p.get("in") == "query" and p.get("name") == "name" for p in operation.get("parameters", []))
+    if not public and ("{" in path or method != "get" or path.startswith(_SERVING_PREFIXES) or named):
         statuses.add(404)
     if method in ("post", "put", "patch", "delete"):
         statuses |= {409, 415}
