@@ -13,7 +13,7 @@ from stratus.security.masking import PayloadSeal
 from stratus.security.webhook_secrets import rewrap_secrets
 from stratus.settings import Settings
 from stratus.store import Database
-from stratus.store.artifacts import open_artifacts
+from stratus.store.location import open_artifacts
 
 
 def rotate_master_key(settings: Settings, new_key: bytes | None = None) -> int:

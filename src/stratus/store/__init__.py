@@ -1,7 +1,8 @@
 """Metadata DB and artifact store."""
 
-from stratus.store.artifacts import DIGEST_PREFIX, Artifacts, ArtifactStore, StoredArtifact, open_artifacts
+from stratus.store.artifacts import DIGEST_PREFIX, Artifacts, ArtifactStore, StoredArtifact
 from stratus.store.db import Database, alembic_config
+from stratus.store.location import open_artifacts
 
 __all__ = [
     "DIGEST_PREFIX",
