@@ -201,12 +201,13 @@ def test_revocation_takes_effect_at_once_in_process(world: dict[str, Any]) -> No
     assert r.status_code == 401 and "revoked" in r.json()["error"]
 
 
-def test_expired_key_is_refused(tmp_path: Path) -> None:
+def test_expired_key_is_refused(tmp_path: Path, database_url: str) -> None:
     from datetime import timedelta
 
     from stratus.store.tables import ApiKey, utcnow
 
-    with TestClient(create_app(make_settings(tmp_path / "home", key_cache_seconds=0))) as client:
+    settings = make_settings(tmp_path / "home", key_cache_seconds=0, database_url=database_url)
+    with TestClient(create_app(settings)) as client:
         as_admin(client)
         key = client.post("/api/v1/keys", json={"scopes": ["read"], "expires_in_days": 1}).json()
         assert client.get("/api/v1/models", headers=bearer(key["key"])).status_code == 200

@@ -13,8 +13,8 @@ from stratus.api import create_app
 ROWS = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}]}
 
 
-def test_monthly_item_quota_of_a_project(tmp_path: Path) -> None:
-    with TestClient(create_app(make_settings(tmp_path / "home"))) as client:
+def test_monthly_item_quota_of_a_project(tmp_path: Path, database_url: str) -> None:
+    with TestClient(create_app(make_settings(tmp_path / "home", database_url=database_url))) as client:
         as_admin(client)
         assert client.post("/api/v1/projects", json={"name": "small", "monthly_item_quota": 5}).status_code == 201
         manage = bearer(client.post("/api/v1/keys", json={"scopes": ["manage"], "project": "small"}).json()["key"])
@@ -33,8 +33,8 @@ def test_monthly_item_quota_of_a_project(tmp_path: Path) -> None:
         assert client.post("/v2/models/affine/infer", headers=manage, json=ROWS).status_code == 200
 
 
-def test_project_rate_limit_is_shared_by_its_keys(tmp_path: Path) -> None:
-    with TestClient(create_app(make_settings(tmp_path / "home"))) as client:
+def test_project_rate_limit_is_shared_by_its_keys(tmp_path: Path, database_url: str) -> None:
+    with TestClient(create_app(make_settings(tmp_path / "home", database_url=database_url))) as client:
         as_admin(client)
         client.post("/api/v1/projects", json={"name": "slow", "rate_limit_rps": 1})
         keys = [
