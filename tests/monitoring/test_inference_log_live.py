@@ -114,6 +114,34 @@ def test_the_cli_reads_the_log_and_the_metrics(server: LiveServer) -> None:
     assert bad.returncode == 1 and "since" in (bad.stdout + bad.stderr)
 
 
+def test_the_sdk_sets_logging_and_reads_the_log(server: LiveServer) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    from stratus import Client
+    from stratus.errors import InvalidInput, NotFound
+
+    with Client(server.url, api_key=server.admin_key) as client:
+        assert client.set_logging("digits", "sampled", rate=0.5)["mode"] == "sampled"
+        assert client.get_logging("digits") == {
+            "scope": "model", "name": "digits", "mode": "sampled", "rate": 0.5, "payloads": False, "source": "model",
+        }  # fmt: skip
+        assert client.reset_logging("digits")["source"] == "default"
+        page = client.log("iris", since="1h", limit=2)
+        assert len(page["records"]) == 2 and page["next"]
+        following = client.log("iris", since="1h", limit=2, before=page["next"])
+        assert {r["id"] for r in following["records"]}.isdisjoint(r["id"] for r in page["records"])
+        table = pq.read_table(io.BytesIO(client.export_log("iris", "parquet", since="1h", limit=3)))
+        assert table.num_rows == 3
+        series = client.metrics_series("iris", ["requests_per_s", "p99_ms"], since="1h", step=600)
+        assert set(series) == {"requests_per_s", "p99_ms"} and len(series["p99_ms"]) == 6
+        with pytest.raises(NotFound):
+            client.log("nope")
+        with pytest.raises(InvalidInput):
+            client.set_logging("iris", "sampled", rate=2.0)
+
+
 def test_an_endpoints_setting_comes_first_for_its_requests(server: LiveServer) -> None:
     from e2e.deploy_helpers import create, delete
 

@@ -390,7 +390,7 @@ class MetricsHistory:
         now = self.clock()
         # 10 s rows wherever they are kept, so a window of any step ends at the last closed 10 s interval.
         resolution = FINE if start >= now - FINE_KEEP else COARSE
-        steps = math.ceil((end - start) / step)
+        steps = math.ceil((end - start) / step - 1e-9)  # a window of whole steps, whatever float rounding did
         merged = [Point() for _ in range(steps)]
 
         def add(at: float, key: SeriesKey, p: Point) -> None:
