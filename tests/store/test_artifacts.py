@@ -291,3 +291,20 @@ def test_the_setting_picks_the_backend(s3_server: Any, tmp_path: Path, monkeypat
 def test_a_malformed_s3_url_is_refused(url: str) -> None:
     with pytest.raises(StratusError, match="s3://bucket/prefix"):
         open_artifacts(url, Keyring.generate())
+
+
+@pytest.mark.parametrize(
+    ("reported", "matches"),
+    [
+        ("abc=-3", True),  # S3: a multipart object's composite checksum and its part count
+        ("abc=", True),  # servers that leave the part count out
+        ("abd=-3", False),
+        ("abc=-4", False),
+        ("abc", False),
+        (None, False),  # a server that kept no checksum: not verified, so not published
+    ],
+)
+def test_only_the_checksum_computed_here_publishes_an_upload(reported: str | None, matches: bool) -> None:
+    from stratus.store.s3 import _same_checksum
+
+    assert _same_checksum(reported, "abc=-3") is matches

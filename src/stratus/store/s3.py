@@ -215,6 +215,11 @@ class S3ArtifactStore(Artifacts):
         try:
             checksum, length = self._upload(tmp, write.chunks(src, max_bytes))
             head = self._head(tmp)
+            if head is not None and head.get("ChecksumSHA256") is None:
+                raise IntegrityError(
+                    f"s3://{self.bucket} keeps no SHA-256 checksum of an upload (x-amz-checksum-sha256), which "
+                    "Stratus needs to verify it before use: use an S3-compatible server that supports checksums"
+                )
             if (
                 head is None
                 or not _same_checksum(head.get("ChecksumSHA256"), checksum)
