@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from stratus.cli.alerts import alerts_app
 from stratus.cli.compress import compress
 from stratus.cli.connection import client, set_api_key
 from stratus.cli.drift import drift, drift_reference
@@ -40,6 +41,7 @@ app.command("metrics")(metrics)
 app.add_typer(logging_app, name="logging")
 app.command("drift")(drift)
 app.command("drift-reference")(drift_reference)
+app.add_typer(alerts_app, name="alerts")
 
 UrlOption = Annotated[str | None, typer.Option("--url", envvar="STRATUS_URL", help="Server URL.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
