@@ -241,3 +241,16 @@ def test_the_periodic_computation_stores_a_report_per_logged_target(app: TestCli
     assert platform.drift_monitor.run_once() >= 2
     points = app.get(f"/api/v1/models/{MODEL}/drift/history").json()["points"]
     assert len(points) == before + 1 and points[-1]["window_rows"] == 500  # the default window
+
+
+def test_a_compressed_variant_is_compared_with_its_parents_reference(app: TestClient) -> None:
+    """As compression registers a variant: same model, parent_version set, no reference of its own."""
+    platform = app.app.state.platform  # type: ignore[attr-defined]
+    parent = platform.registry.get_version(MODEL, 1)
+    with tenancy.acting_as(tenancy.Caller()):
+        variant = platform.registry.register_onnx(
+            MODEL, platform.registry.read_artifact(parent), parent_version=1, dataset=parent.dataset
+        )
+    assert REFERENCE_FILE not in variant.files
+    reference = app.get(f"/api/v1/models/{MODEL}/versions/{variant.version}/reference").json()
+    assert (reference["source"], reference["rows"]) == ("training split", 426)
