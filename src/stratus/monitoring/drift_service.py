@@ -231,8 +231,8 @@ class DriftService:
             raise InvalidInput("minutes must be above 0 and at most 30 days")
         if self.window_source is None:
             raise NotFound("the inference log is not available on this server, so there is no window to compare")
-        if last is None and minutes is None:
-            last = self.default_window
+        if last is None:  # a time window is bounded too: at most MAX_WINDOW_ROWS rows are read
+            last = self.default_window if minutes is None else MAX_WINDOW_ROWS
         return self.window_source(model, endpoint, version, last, minutes)
 
     def _report(self, version: VersionInfo, window: Window, endpoint: str | None) -> dict[str, Any]:
