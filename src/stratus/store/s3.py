@@ -5,7 +5,7 @@ AWS_SECRET_ACCESS_KEY, AWS_REGION, a profile or an instance role). Under the pre
 
 - ``sha256/<hex>``: a sealed blob; its wrapped data key is the object's metadata, so blob and key are one
   object and can never be out of step (the local backend needs a sidecar file for that).
-- ``tmp/<uuid>``: an upload in progress.
+- ``tmp/<unix time>-<uuid>``: an upload in progress, named with the time it started.
 
 A write seals the stream chunk by chunk while it uploads it under a temporary key (one PUT, or a multipart
 upload of ``part_size`` parts), every request carrying the SHA-256 of its bytes, which S3 checks on arrival.
