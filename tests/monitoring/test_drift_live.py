@@ -194,6 +194,8 @@ def test_an_outside_version_needs_an_uploaded_reference(app: TestClient, split: 
     assert r.status_code == 200, r.text
     assert (r.json()["rows"], r.json()["prediction"]) == (426, True)
     assert app.put("/api/v1/models/outside/versions/1/reference").status_code in (400, 422)  # no file
+    empty = app.get("/api/v1/models/outside/drift").json()  # a reference, no traffic yet
+    assert (empty["status"], empty["window"]["rows"], empty["window"]["requests"]) == ("insufficient_data", 0, 0)
     rows = test.copy()
     rows[:, SHIFTED] += 2 * train[:, SHIFTED].std(axis=0)
     send(app, rows, "outside")

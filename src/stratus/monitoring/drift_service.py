@@ -23,7 +23,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
 from stratus import tenancy
-from stratus.errors import InvalidInput, NotFound
+from stratus.errors import Conflict, InvalidInput, NotFound
 from stratus.monitoring.drift import detect
 from stratus.monitoring.drift_store import DriftHistory
 from stratus.monitoring.log import InferenceLog
@@ -250,11 +250,9 @@ class DriftService:
             },
         }
         try:
-            current = features_of(reference.layout, window.tensors(), reference.vocabulary)
-        except KeyError as exc:
-            raise InvalidInput(
-                f"the logged requests have no input {exc.args[0]!r}, which the reference needs"
-            ) from None
+            current = features_of(reference.layout, window.tensors(), reference.vocabulary) if window.requests else {}
+        except KeyError as exc:  # the reference was made for other inputs than the version is sent
+            raise Conflict(f"the logged requests have no input {exc.args[0]!r}, which the reference needs") from None
         rows = int(next(iter(current.values())).shape[0]) if current else 0
         base["window"]["rows"] = rows
         if rows < self.min_rows:
