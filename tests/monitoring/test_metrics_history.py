@@ -159,3 +159,30 @@ def test_log_retention_by_age_then_by_size(db: Database) -> None:
     # Records keep opening after their older keys' pages were deleted.
     log.observe(_served(now + 1))
     assert len(list(log.records("default", model="iris"))) == 2
+
+
+def test_log_pages_keep_each_tensors_dtype_and_shape(db: Database) -> None:
+    """One page holds tensors in the writer's fast form (the dtype once in the page) and in its other forms
+    (another dtype for the same name, an empty or 0-d tensor, a long one); each reads back as it was."""
+    log = _logged(db)
+    sent = [
+        {"x": np.arange(6, dtype=np.float32).reshape(2, 3)},
+        {"x": np.arange(3, dtype=np.float64).reshape(1, 3)},  # the page knows x as float32
+        {"x": np.zeros((0, 3), dtype=np.float32)},
+        {"x": np.array(7, dtype=np.int64)},
+        {"x": np.ones((2, 3), dtype=np.float32), "ids": np.array([[1, 2]], dtype=np.int32)},
+    ]
+    for inputs in sent:
+        log.observe(InferenceEvent(T0, Caller("default", "k"), "m", 1, "", "v2", 0.001, 200, "", 1, inputs, None))
+    long = {"input": np.arange(2000, dtype=np.float32).reshape(1, 2000)}
+    log.observe(InferenceEvent(T0, Caller("default", "k"), "m", 1, "", "v2", 0.001, 200, "", 1, long, None))
+    log.flush()
+    records = list(reversed(list(log.records("default", model="m"))))
+    for record, inputs in zip(records, sent, strict=False):
+        for name, array in inputs.items():
+            tensor = record.inputs[name]
+            assert (tensor["dtype"], tensor["shape"]) == (array.dtype.str, list(array.shape)), name
+            assert tensor["data"] == array.reshape(-1).tolist()
+    assert [r.inputs["x"]["dtype"] for r in records if "x" in r.inputs] == ["<f4", "<f8", "<f4", "<i8", "<f4"]
+    truncated = records[-1].inputs["input"]
+    assert truncated["truncated"] and len(truncated["data"]) == 1000 and truncated["shape"] == [1, 2000]

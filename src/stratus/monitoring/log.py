@@ -121,18 +121,40 @@ def _slow_tensor(array: np.ndarray[Any, Any]) -> dict[str, Any]:
     return entry
 
 
-def _opened(tensors: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Tensors as the API gives them: {"dtype", "shape", "data" (flat)}; the writer's compact form
-    [dtype, shape, nested data] is spelled out here, off the hot path."""
+class _Page:
+    """Records of one (project, model, endpoint) being assembled, with the dtype of each tensor name kept in
+    the page once (``ins``, ``outs``) instead of in every record."""
+
+    __slots__ = ("ins", "outs", "records")
+
+    def __init__(self) -> None:
+        self.records: list[list[Any]] = []
+        self.ins: dict[str, np.dtype[Any]] = {}
+        self.outs: dict[str, np.dtype[Any]] = {}
+
+    def encoded(self) -> bytes:
+        header = {"in": {n: d.str for n, d in self.ins.items()}, "out": {n: d.str for n, d in self.outs.items()}}
+        return orjson.dumps(
+            {**header, "records": self.records}, default=_numpy_default, option=orjson.OPT_SERIALIZE_NUMPY
+        )
+
+
+def _opened(tensors: dict[str, Any] | None, dtypes: dict[str, str]) -> dict[str, Any] | None:
+    """Tensors as the API gives them: {"dtype", "shape", "data" (flat)}. The writer's forms are spelled out
+    here, off the hot path: a bare nested list (its dtype in the page's header), [dtype, shape, nested data],
+    or already a dict (masked, truncated or text)."""
     if tensors is None:
         return None
     out: dict[str, Any] = {}
     for name, tensor in tensors.items():
-        if isinstance(tensor, list):
+        if isinstance(tensor, dict):
+            out[name] = tensor
+        elif isinstance(tensor, list) and tensor and isinstance(tensor[0], str):
             dtype, shape, data = tensor
             out[name] = {"dtype": dtype, "shape": list(shape), "data": np.asarray(data).reshape(-1).tolist()}
         else:
-            out[name] = tensor
+            array = np.asarray(tensor)
+            out[name] = {"dtype": dtypes[name], "shape": list(array.shape), "data": array.reshape(-1).tolist()}
     return out
 
 
@@ -246,22 +268,22 @@ class InferenceLog:
             events = [queue.popleft() for _ in range(len(queue))]
             if not events:
                 return 0
-            pages: list[tuple[tuple[str, str, str], list[list[Any]]]] = []
-            open_pages: dict[tuple[str, str, str], list[list[Any]]] = {}
+            pages: list[tuple[tuple[str, str, str], _Page]] = []
+            open_pages: dict[tuple[str, str, str], _Page] = {}
             for index, (event, payloads) in enumerate(events):
                 key = (event.caller.project, event.model, event.endpoint)
-                records = open_pages.get(key)
-                if records is None or len(records) >= PAGE_RECORDS:
-                    records = open_pages[key] = []
-                    pages.append((key, records))
-                records.append(self._record(event, payloads))
+                page = open_pages.get(key)
+                if page is None or len(page.records) >= PAGE_RECORDS:
+                    page = open_pages[key] = _Page()
+                    pages.append((key, page))
+                page.records.append(self._record(event, payloads, page))
                 if index % _CHUNK == _CHUNK - 1:
                     _yield()
             self._write(pages)
             self.written += len(events)
             return len(events)
 
-    def _record(self, event: InferenceEvent, payloads: bool) -> list[Any]:
+    def _record(self, event: InferenceEvent, payloads: bool, page: _Page) -> list[Any]:
         return [
             event.at,
             event.caller.key_id,
@@ -271,13 +293,29 @@ class InferenceLog:
             event.status,
             event.error,
             event.items,
-            self._tensors(event.inputs) if payloads else None,
-            self._tensors(event.outputs) if payloads and event.outputs is not None else None,
+            self._tensors(event.inputs, page.ins) if payloads else None,
+            self._tensors(event.outputs, page.outs) if payloads and event.outputs is not None else None,
         ]
 
-    def _tensors(self, tensors: dict[str, Any]) -> dict[str, Any]:
-        """The common case in a few operations: a numeric tensor is kept as [dtype, shape, array] and orjson
-        writes the array itself (in C); text, long and masked tensors take the slow path."""
+    def _tensors(self, tensors: dict[str, Any], dtypes: dict[str, np.dtype[Any]]) -> dict[str, Any]:
+        """The common case costs a few checks: numeric tensors of the dtype the page knows for their names are
+        kept as they are, and orjson writes the arrays (in C). Anything else goes tensor by tensor."""
+        if not self.mask_fields:
+            for name, array in tensors.items():
+                dtype = array.dtype
+                if dtype.kind not in "biuf" or not 0 < array.size <= VALUES_LIMIT or array.ndim == 0:
+                    break
+                known = dtypes.get(name)
+                if known is None:
+                    dtypes[name] = dtype
+                elif known != dtype:
+                    break
+            else:
+                return tensors
+        return self._each(tensors)
+
+    def _each(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """Tensor by tensor: masked, [dtype, shape, array] for numbers, or the slow form (text, long)."""
         out: dict[str, Any] = {}
         masked = self.mask_fields
         for name, array in tensors.items():
@@ -296,11 +334,11 @@ class InferenceLog:
             self._key = (key_ref, aead, now)
         return self._key[0], self._key[1]
 
-    def _write(self, pages: list[tuple[tuple[str, str, str], list[list[Any]]]]) -> None:
+    def _write(self, pages: list[tuple[tuple[str, str, str], _Page]]) -> None:
         rows = []
-        for (project, model, endpoint), records in pages:
-            plain = orjson.dumps(records, default=_numpy_default, option=orjson.OPT_SERIALIZE_NUMPY)
-            rows.append((project, model, endpoint, records[0][0], records[-1][0], len(records), plain))
+        for (project, model, endpoint), page in pages:
+            records = page.records
+            rows.append((project, model, endpoint, records[0][0], records[-1][0], len(records), page.encoded()))
             _yield()
         try:
             with self.db.write() as s:
@@ -359,7 +397,7 @@ class InferenceLog:
             entries = list(s.scalars(select(PayloadLogEntry).order_by(PayloadLogEntry.id)))
         if not entries:
             return 0
-        grouped: dict[tuple[str, str, str], list[list[Any]]] = {}
+        grouped: dict[tuple[str, str, str], _Page] = {}
         for entry in entries:
             payload = self.seal.open_legacy(entry)
             inputs = {
@@ -371,7 +409,7 @@ class InferenceLog:
             at = entry.at.replace(tzinfo=UTC).timestamp()
             items = int(first["shape"][0]) if first["shape"] else 1
             record = [at, entry.key_id, 0, entry.protocol, 0.0, 200, "", items, inputs, None]
-            grouped.setdefault((entry.project, entry.model, ""), []).append(record)
+            grouped.setdefault((entry.project, entry.model, ""), _Page()).records.append(record)
         with self._flush_lock:
             self._write(list(grouped.items()))
         with self.db.write() as s:
@@ -415,11 +453,11 @@ class InferenceLog:
             if not pages:
                 return
             for page in pages:
-                rows = self._open(page)
+                rows, dtypes = self._open(page)
                 for index in range(len(rows) - 1, -1, -1):
                     if page.id == page_before and index_before is not None and index >= index_before:
                         continue
-                    record = _to_record(page, index, rows[index])
+                    record = _to_record(page, index, rows[index], dtypes)
                     if _matches(record, version, status, start, end):
                         yield record
             last_id = pages[-1].id
@@ -460,7 +498,7 @@ class InferenceLog:
                     break
         return found
 
-    def _open(self, page: InferenceLogPage) -> list[list[Any]]:
+    def _open(self, page: InferenceLogPage) -> tuple[list[list[Any]], tuple[dict[str, str], dict[str, str]]]:
         plain = self.seal.open(
             page.key_ref,
             page.nonce,
@@ -468,8 +506,10 @@ class InferenceLog:
             _context(page.project, page.model, page.endpoint),
             f"inference log page {page.id}",
         )
-        rows: list[list[Any]] = orjson.loads(plain)
-        return rows
+        body = orjson.loads(plain)
+        if isinstance(body, list):  # a page written before pages had a header
+            return body, ({}, {})
+        return body["records"], (body["in"], body["out"])
 
 
 def _rowcount(result: Any) -> int:
@@ -485,7 +525,9 @@ def _cursor(before: str | None) -> tuple[int | None, int | None]:
     return int(page), int(index)
 
 
-def _to_record(page: InferenceLogPage, index: int, row: list[Any]) -> LogRecord:
+def _to_record(
+    page: InferenceLogPage, index: int, row: list[Any], dtypes: tuple[dict[str, str], dict[str, str]]
+) -> LogRecord:
     at, key_id, version, protocol, latency_ms, status, error, items, inputs, outputs = row
     return LogRecord(
         id=f"{page.id}.{index}",
@@ -500,8 +542,8 @@ def _to_record(page: InferenceLogPage, index: int, row: list[Any]) -> LogRecord:
         status=status,
         error=error,
         batch_size=items,
-        inputs=_opened(inputs),
-        outputs=_opened(outputs),
+        inputs=_opened(inputs, dtypes[0]),
+        outputs=_opened(outputs, dtypes[1]),
     )
 
 
