@@ -5,7 +5,8 @@ histogram, runtime batch sizes, queue depth and replicas, kept at 10 s resolutio
 resolution for 30 days. The data plane calls ``observe`` for each inference (on the event loop: a lock, a
 dict lookup and a few additions); a thread closes each 10 s interval, samples the gauges, writes the rows
 and rolls them up into 5 min rows. Latency is a sparse histogram on a log grid (buckets 2^(1/8) apart,
-under 5% wide), so intervals merge and any step's quantiles are exact to the grid.
+a bucket read back as its geometric middle is within 4.5% of any value in it), so intervals merge and any
+step's quantiles are exact to the grid.
 
 Reading: ``series(project, scope, name, metric, start, end, step)`` merges the stored rows (and the interval
 still open in memory) into steps and computes the metric per step.
