@@ -308,3 +308,20 @@ def test_only_the_checksum_computed_here_publishes_an_upload(reported: str | Non
     from stratus.store.s3 import _same_checksum
 
     assert _same_checksum(reported, "abc=-3") is matches
+
+
+def test_servers_writing_the_same_bytes_at_once_all_get_a_whole_blob(bucket: tuple[Any, str]) -> None:
+    """Eight writers (as many servers, one master key) store the same content at once, each publishing its own
+    sealed copy (grace 0: none may reuse another's): the last copy wins whole, blob and key in one object."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keyring = Keyring.generate()
+    data = os.urandom(300_000)
+    stores = [_s3_store(bucket, grace=0, keyring=keyring) for _ in range(8)]
+    with ThreadPoolExecutor(len(stores)) as pool:
+        results = list(pool.map(lambda store: store.put_stream(io.BytesIO(data)), stores))
+    assert len(set(results)) == 1
+    assert all(store.read(results[0].digest) == data for store in stores)
+    client, name = bucket
+    assert [o["Key"] for o in client.list_objects_v2(Bucket=name)["Contents"]] == [f"p/sha256/{results[0].digest[7:]}"]
+    assert client.list_multipart_uploads(Bucket=name).get("Uploads", []) == []
