@@ -111,6 +111,7 @@ class JobService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._job_threads: set[threading.Thread] = set()
 
     # -- API --------------------------------------------------------------------------------------
 
@@ -276,6 +277,12 @@ class JobService:
             running = list(self._running.values())
         for work in running:
             work.stop()
+        # Their threads record the end (through the DB) within moments of the kill: let them, so nothing writes
+        # to the database after the caller disposed of it.
+        if self._thread is not None:
+            self._thread.join(5)
+        for thread in list(self._job_threads):
+            thread.join(5)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -318,12 +325,17 @@ class JobService:
                 self._finish(job_id, "failed", error=f"this server cannot run jobs of kind {kind!r}")
                 continue
             args = (caller, self.kinds[kind], job_id, spec, timeout_s)
-            threading.Thread(target=self._run_as, args=args, daemon=True).start()
+            thread = threading.Thread(target=self._run_as, args=args, daemon=True)
+            self._job_threads.add(thread)
+            thread.start()
 
     def _run_as(self, caller: tenancy.Caller, kind: JobKind, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
         """Run a job as the project that submitted it, so its dataset and model resolve in that project."""
-        with tenancy.acting_as(caller):
-            self._run(kind, job_id, spec, timeout_s)
+        try:
+            with tenancy.acting_as(caller):
+                self._run(kind, job_id, spec, timeout_s)
+        finally:
+            self._job_threads.discard(threading.current_thread())
 
     def _run(self, kind: JobKind, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
         job_dir = self.work_root / job_id  # the id is a server-made hex uuid, never user input
