@@ -38,7 +38,7 @@ from stratus.grpc.h2 import (
 from stratus.grpc.hpack import Decoder
 from stratus.grpc.server import GrpcServer
 
-LIMIT = 64 * 1024
+LIMIT = 4 * 1024 * 1024  # over the 1 MiB stream window the server announces
 
 
 async def _big(request: Any, call: Call) -> Any:
@@ -46,6 +46,10 @@ async def _big(request: Any, call: Call) -> Any:
     return pb.ModelInferResponse(
         id=call.metadata.get("x-echo", ""), raw_output_contents=[b"\1" * int(request.model_version)]
     )
+
+
+async def _size(request: Any, call: Call) -> Any:
+    return pb.ModelInferResponse(id=str(len(request.id)))
 
 
 async def _slow(request: Any, call: Call) -> Any:
@@ -59,6 +63,7 @@ async def _fail(request: Any, call: Call) -> Any:
 
 METHODS = {
     "/test.S/Big": Method(pb.ModelInferRequest, _big),
+    "/test.S/Size": Method(pb.ModelInferRequest, _size),
     "/test.S/Slow": Method(pb.ServerLiveRequest, _slow),
     "/test.S/Fail": Method(pb.ServerLiveRequest, _fail),
 }
@@ -107,6 +112,16 @@ def test_grpcio_gets_a_response_far_larger_than_the_windows(channel: grpc.Channe
     size = 3 * 1024 * 1024
     reply = _big_call(channel)(pb.ModelInferRequest(model_version=str(size)), metadata=(("x-echo", "hi"),))
     assert reply.id == "hi" and reply.raw_output_contents[0] == b"\1" * size
+
+
+def test_grpcio_sends_a_request_far_larger_than_the_windows(channel: grpc.Channel) -> None:
+    size = 3 * 1024 * 1024
+    call = channel.unary_unary(
+        "/test.S/Size",
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelInferResponse.FromString,
+    )
+    assert call(pb.ModelInferRequest(id="x" * size), timeout=scaled(30)).id == str(size)
 
 
 @pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
