@@ -1,9 +1,11 @@
 """What the endpoint-control holder publishes and the other servers follow (deploy/follow.py), on the run's
 PostgreSQL: the routes round-trip with their tokens sealed, replicas keep their identity across refreshes (a replica a
-follower saw fail stays dead until the holder replaces it), and a removed endpoint goes."""
+follower saw fail stays dead until the holder replaces it), and a removed endpoint goes. And endpoint records changed
+on several servers at once."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +14,13 @@ from sqlalchemy import select
 
 from onnx_factory import affine_model
 from pg import PostgresServer
+from stratus.deploy.controller import Controller
 from stratus.deploy.follow import Followed, RemoteReplica, RoutePublisher
 from stratus.deploy.metrics import DeployMetrics
+from stratus.deploy.replicas import LocalPlacement
 from stratus.deploy.router import LiveEndpoint, Replica, ReplicaClient, Routes, TargetRuntime
+from stratus.deploy.service import EndpointService
+from stratus.errors import Conflict
 from stratus.registry import RegistryService
 from stratus.security.encryption import Keyring
 from stratus.store import ArtifactStore, Database
@@ -93,3 +99,52 @@ def test_a_table_sealed_by_another_master_key_is_not_followed(world: tuple[Regis
     follower = Followed(registry.db, keyring, lambda _p, model, v: registry.get_version(model, v), _open)
     follower.refresh()  # logged and skipped: a server with the wrong key routes nothing rather than fail
     assert follower.get("default", "ep") is None
+
+
+def _records(registry: RegistryService, url: str) -> tuple[EndpointService, Database]:
+    """Endpoint records on another server of the same database, one that does not hold endpoint control (its
+    changes are recorded; the holder would roll them out): no replica starts here."""
+    from prometheus_client import CollectorRegistry
+
+    db = Database(url)
+    other = RegistryService(db, registry.artifacts)
+    service = EndpointService(db, other)
+    controller = Controller(LocalPlacement(), service, DeployMetrics(CollectorRegistry()), service.entries_for)
+    controller.in_control = lambda: False
+    service.attach(controller)
+    return service, db
+
+
+def test_endpoint_changes_race_safely_across_servers(world: tuple[RegistryService, Keyring]) -> None:
+    registry, _ = world
+    registry.register_onnx("m", affine_model())
+    servers = [_records(registry, registry.db.url) for _ in range(4)]
+    spec = {"targets": [{"model": "m", "version": "1"}]}
+    outcomes: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def create(service: EndpointService) -> None:
+        barrier.wait()
+        try:
+            service.create("ep", spec)
+            outcomes.append("created")
+        except Conflict:
+            outcomes.append("conflict")
+
+    def update(service: EndpointService) -> None:
+        barrier.wait()
+        service.update("ep", spec)
+
+    try:
+        for work in (create, update):
+            threads = [threading.Thread(target=work, args=(service,)) for service, _ in servers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert sorted(outcomes) == ["conflict"] * 3 + ["created"]
+        # Four updates at once on four servers: each its own revision number, none lost, no 500.
+        assert [r["revision"] for r in servers[0][0].revisions("ep")] == [1, 2, 3, 4, 5]
+    finally:
+        for _, db in servers:
+            db.dispose()

@@ -13,6 +13,7 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -97,6 +98,8 @@ class EndpointService:
         )
 
     def _new_revision(self, s: Session, row: Endpoint, pinned: dict[str, Any], reason: str) -> Plan:
+        # The endpoint's row lock orders revisions made on several servers at once (SQLite has one writer anyway).
+        s.execute(select(Endpoint.id).where(Endpoint.id == row.id).with_for_update())
         number = (
             s.scalar(select(func.max(EndpointRevision.number)).where(EndpointRevision.endpoint_id == row.id)) or 0
         ) + 1
@@ -121,13 +124,16 @@ class EndpointService:
             raise Conflict(f"{name!r} is a model's name; an endpoint needs a name of its own")
         pinned = self._pin(spec)
         project_id = self.registry.projects.current_id()
-        with self.db.write() as s:
-            if s.scalar(select(Endpoint.id).where(Endpoint.project_id == project_id, Endpoint.name == name)):
-                raise Conflict(f"endpoint {name!r} already exists")
-            row = Endpoint(project_id=project_id, name=name)
-            s.add(row)
-            s.flush()
-            plan = self._new_revision(s, row, pinned, "created")
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(Endpoint.id).where(Endpoint.project_id == project_id, Endpoint.name == name)):
+                    raise Conflict(f"endpoint {name!r} already exists")
+                row = Endpoint(project_id=project_id, name=name)
+                s.add(row)
+                s.flush()
+                plan = self._new_revision(s, row, pinned, "created")
+        except sa_exc.IntegrityError:  # created on another server of a shared DB at the same moment
+            raise Conflict(f"endpoint {name!r} already exists") from None
         self._deploy(plan)
         return self.get(name)
 

@@ -394,6 +394,9 @@ class JobService:
 
     @staticmethod
     def _add_event(s: Any, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        # The job's row lock orders events written by two servers at once (a cancel on one while the other
+        # records progress), so the next sequence number is never taken twice.
+        s.execute(select(Job.id).where(Job.id == job_id).with_for_update())
         seq = (s.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)) or 0) + 1
         s.add(JobEvent(job_id=job_id, seq=seq, kind=kind, data=data))
 

@@ -156,13 +156,16 @@ class KeyService:
     ) -> ProjectInfo:
         check_project_name(name)
         _check_limits(rate_limit_rps, monthly_item_quota)
-        with self.db.write() as s:
-            if s.scalar(select(Project.id).where(Project.name == name)) is not None:
-                raise Conflict(f"project {name!r} already exists")
-            row = Project(name=name, rate_limit_rps=rate_limit_rps, monthly_item_quota=monthly_item_quota)
-            s.add(row)
-            s.flush()
-            return _project_info(row)
+        try:
+            with self.db.write() as s:
+                if s.scalar(select(Project.id).where(Project.name == name)) is not None:
+                    raise Conflict(f"project {name!r} already exists")
+                row = Project(name=name, rate_limit_rps=rate_limit_rps, monthly_item_quota=monthly_item_quota)
+                s.add(row)
+                s.flush()
+                return _project_info(row)
+        except sa_exc.IntegrityError:  # created on another server of a shared DB at the same moment
+            raise Conflict(f"project {name!r} already exists") from None
 
     def update_project(self, name: str, changes: dict[str, Any]) -> ProjectInfo:
         _check_limits(changes.get("rate_limit_rps"), changes.get("monthly_item_quota"))
