@@ -236,6 +236,7 @@ class Platform:
         )
         self.alerts.min_window_s = HISTORY_RESOLUTION_S
         self.history.closed_listeners.append(self.alerts.interval_closed)
+        self.alerts.in_control = lambda: self.control.holding
         self.started = False
 
     def _meter(self, served: ServedRequest) -> None:

@@ -252,3 +252,62 @@ def test_the_secret_is_shown_once_and_stored_sealed(db: Database, tmp_path: Path
         row = s.scalar(select(AlertRule))
         assert row is not None
         assert open_secret(Keyring(rotated.current), row.id, row.secret) == secret.encode()
+
+
+def test_a_delivery_pending_when_the_server_stopped_is_sent_at_the_next_start(db: Database) -> None:
+    source = Metric()
+    keyring = Keyring.generate()
+    policy = OutboundPolicy(LOOPBACK)
+
+    def service() -> AlertService:
+        sender = WebhookSender(db, policy, attempts=3, backoff_s=0.05, timeout_s=scaled(10))
+        return AlertService(db, keyring, AuditLog(db), policy, sender, interval_s=1.0, source=source)
+
+    with receiver() as hook:
+        first = service()  # never started: the event is stored, its delivery still queued in memory
+        secret = first.create(
+            {"name": "slow", "target": "iris", "metric": "p99_ms", "threshold": 1.0, "webhook_url": hook.url}
+        )["secret"]
+        source.values[("default", "model", "iris", "p99_ms")] = 5.0
+        assert first.evaluate(now=100.0) == [("default", "slow", "firing")]
+        first.close()
+        assert hook.received() == [] and first.history()[0]["delivery"] == "pending"
+        second = service()
+        second.start()
+        try:
+            (got,) = delivered(hook, 1)
+            assert verify_headers(secret, got.headers, got.body, time.time())
+            assert orjson.loads(got.body)["status"] == "firing"
+            wait_history(second, lambda e: e["delivery"] == "delivered")
+        finally:
+            second.close()
+
+
+def test_a_master_key_rotation_keeps_rule_secrets_usable(tmp_path: Path) -> None:
+    """`stratus keys rotate-master` re-wraps the rules' secrets with the artifacts' keys: after it, only the new
+    key is on disk, and the secret still opens (so deliveries keep their signature)."""
+    from stratus.security.rotation import rotate_master_key
+    from stratus.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", samples=False)
+    settings.home.mkdir(parents=True)
+    keyring = Keyring.from_settings(settings)
+    database = Database(settings.resolved_database_url)
+    database.migrate()
+    policy = OutboundPolicy(LOOPBACK)
+    sender = WebhookSender(database, policy, attempts=1, backoff_s=0, timeout_s=1)
+    alerts = AlertService(database, keyring, AuditLog(database), policy, sender, interval_s=1.0, source=Metric())
+    secret = alerts.create({"name": "slow", "target": "iris", "metric": "p99_ms", "threshold": 1.0})["secret"]
+    database.dispose()
+    assert rotate_master_key(settings) >= 1
+    rotated = Keyring.from_settings(settings)
+    assert rotated.current != keyring.current
+    assert not settings.resolved_master_key_file.with_name("master.key.previous").exists()
+    database = Database(settings.resolved_database_url)
+    try:
+        with database.read() as s:
+            row = s.scalar(select(AlertRule))
+            assert row is not None
+            assert open_secret(rotated, row.id, row.secret) == secret.encode()
+    finally:
+        database.dispose()

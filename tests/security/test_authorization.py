@@ -149,7 +149,7 @@ def test_another_projects_key_gets_404_on_every_resource(world: dict[str, Any]) 
     assert client.get("/api/v1/datasets", headers=other).json()["datasets"] == []
     assert client.get("/api/v1/jobs", headers=other).json()["jobs"] == []
     assert client.get("/api/v1/alerts", headers=other).json()["alerts"] == []
-    assert client.get("/api/v1/alert-history", headers=other, params={"rule": "affine"}).status_code == 404
+    assert client.get("/api/v1/alert-history", headers=other, params={"name": "affine"}).status_code == 404
     assert client.post("/v2/repository/index", headers=other, json={}).json() == []
     assert client.post("/v2/models/affine/infer", headers=other, json=AFFINE_ROW).status_code == 404
     # The owner still sees and serves everything.

@@ -96,7 +96,7 @@ def delete_alert(request: Request, name: Name) -> Response:
 @router.get("/alert-history")
 def alert_history(
     request: Request,
-    rule: Name | None = None,
+    name: Annotated[Name | None, Query(description="Only this rule's events (404 if it never existed).")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY)] = 100,
 ) -> dict[str, Any]:
-    return {"events": _service(request).history(rule, limit)}
+    return {"events": _service(request).history(name, limit)}

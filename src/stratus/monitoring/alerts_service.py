@@ -113,6 +113,9 @@ class AlertService:
         self._clock = clock
         self._watched: dict[str, _Watched] = {}
         self._lock = threading.Lock()
+        #: Whether this server evaluates the rules: with several servers on one database, only the one holding
+        #: the control lease does (the platform sets it), so an alert fires once, not once per server.
+        self.in_control: Callable[[], bool] = lambda: True
         self._stop = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -314,6 +317,8 @@ class AlertService:
             now = self._clock()
             if woken and now - last < self.interval_s - _SLACK_S:
                 continue  # not due yet: a later close will be
+            if not self.in_control():
+                continue
             try:
                 self.evaluate(now, window_s=max(self.min_window_s, min(now - last, self.interval_s)))
             except Exception:  # one bad evaluation must not end alerting for the server's lifetime

@@ -86,6 +86,6 @@ class AlertCalls:
         """Fire and resolve events, newest first, each with its webhook delivery attempts."""
         params: dict[str, Any] = {"limit": limit}
         if rule is not None:
-            params["rule"] = rule
+            params["name"] = rule
         result: list[dict[str, Any]] = self._json("GET", "/api/v1/alert-history", params=params)["events"]
         return result
