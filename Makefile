@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-compress bench-deploy bench-startup install clean
+.PHONY: serve test lint typecheck pytest bench bench-compress bench-deploy bench-startup bench-scale install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ bench-deploy: $(STAMP)
 # A new home's first start and the CLI's start-up (needs Debian's hyperfine: apt-get install -y hyperfine).
 bench-startup: $(STAMP)
 	$(BIN)/python -m benchmarks.startup
+
+# Ray placement against local replicas (iris, MiniLM at c=32) and the Ray executor's job start, on a two-node Ray
+# cluster in a network namespace of its own (needs root: unshare -n). --write records them in docs/benchmarks.md.
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -50,6 +50,11 @@ class ReplicaActor:
         finally:
             listener.close()
             os.close(self._lifeline_read)
+        # Ray starts its workers at niceness 15 (RAY_worker_niceness) and the replica would inherit it: serving
+        # then yields the CPU to everything else on the node. Back to normal where allowed (root, CAP_SYS_NICE);
+        # elsewhere set RAY_worker_niceness=0 on the serving nodes (docs/scale-out.md).
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self._process.pid, 0)
 
     def serve(self, key: bytes, sealed_bundle: bytes, token: str) -> dict[str, Any]:
         """Hand the replica its bundle; returns where it serves. The actor keeps the token for other servers of the
