@@ -28,19 +28,17 @@ KILLED = -9
 
 
 class RayTask:
-    def __init__(self, item: WorkItem, cpus: float, memory_mb: int) -> None:
-        import ray
-
+    def __init__(self, item: WorkItem, remote: Any, cpus: float, memory_mb: int) -> None:
         self._item = item
         self._key, sealed = raycluster.seal(item.dataset)
         request = (item.job_dir / "request.json").read_bytes()
-        remote = ray.remote(run_job).options(
+        options = remote.options(
             num_returns="streaming",
-            max_retries=0,
+            max_retries=0,  # a retry is the job queue's decision (its retries), never Ray's
             name=f"stratus-job-{item.job_id}",
             **raycluster.resources(cpus, memory_mb),
         )
-        self._refs: Any = remote.remote(item.module, request, self._key, sealed, item.threads)
+        self._refs: Any = options.remote(item.module, request, self._key, sealed, item.threads)
         self._stopped = threading.Event()
         self._exit: tuple[Any, ...] | None = None
         self._error = ""
@@ -109,12 +107,15 @@ class RayExecutor:
     threads) and ``memory_mb`` of memory (0: no memory request)."""
 
     def __init__(self, address: str, cpus: float | None = None, memory_mb: int = 0) -> None:
+        import ray
+
         raycluster.connect(address)
         self._cpus = cpus
         self._memory_mb = memory_mb
+        self._remote = ray.remote(run_job)  # made once: Ray exports a remote function to the cluster when first used
 
     def start(self, item: WorkItem) -> RunningWork:
-        return RayTask(item, self._cpus or float(item.threads), self._memory_mb)
+        return RayTask(item, self._remote, self._cpus or float(item.threads), self._memory_mb)
 
 
 __all__ = ["KILLED", "RayExecutor", "RayTask"]
