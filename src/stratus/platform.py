@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import gc
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +108,7 @@ class Platform:
         self.settings = settings
         #: This server among those sharing one database: on the rows of the jobs it runs, in the lease it holds.
         self.instance = uuid.uuid4().hex
+        self._followed_until = 0.0
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = Database(settings.resolved_database_url)
         keyring = Keyring.from_settings(settings)
@@ -292,10 +294,19 @@ class Platform:
         """Every lease round of the holder: apply endpoint changes made on other servers, publish the routes."""
         self.endpoints.sync()
         self.routes.publish()
+        if self.followed:  # just took control: stop following each endpoint once it is live here, all after a bound
+            assert self.endpoints.controller is not None
+            own = {(e.project, e.name) for e in self.endpoints.controller.live_endpoints()}
+            if time.monotonic() > self._followed_until:
+                self.followed.clear()
+            else:
+                self.followed.drop(own)
 
     def _take_control(self) -> None:
         """This server now controls the endpoints (at start on SQLite; on taking the lease on PostgreSQL)."""
-        self.followed.clear()
+        # Until its own replicas are live, requests go on to the old holder's (still published) replicas: those
+        # that outlive their server (Ray) keep serving, the others fail as they would have anyway.
+        self._followed_until = time.monotonic() + 4 * self.settings.lease_seconds
         redeployed = self.endpoints.recover()
         if redeployed:
             log.info("redeploying %d endpoint(s)", redeployed)

@@ -88,9 +88,12 @@ class Controller:
 
     def get(self, project: str, name: str) -> LiveEndpoint | None:
         slot = self._slots.get((project, name))
-        if slot is None and self.followed is not None and not self.in_control():
+        live = slot.live if slot is not None else None
+        # Without control, or having just taken it and not yet live here: the routes the holder published (the
+        # platform clears them a while after a takeover), so requests keep going to replicas that still answer.
+        if live is None and self.followed is not None:
             return self.followed.get(project, name)
-        return slot.live if slot is not None else None
+        return live
 
     def live_endpoints(self) -> list[LiveEndpoint]:
         """Every endpoint this controller serves now (what the holder publishes for the other servers)."""
@@ -159,12 +162,14 @@ class Controller:
     def status(self, project: str, name: str) -> dict[str, object] | None:
         slot = self._slots.get((project, name))
         live = slot.live if slot is not None else None
-        if slot is None or live is None:
+        if live is None:  # on a server without control: what it routes through (the holder's published routes)
+            live = self.get(project, name)
+        if live is None:
             return None
         routes = live.routes
         return {
             "revision": live.revision,
-            "rolling_out": slot.rolling,
+            "rolling_out": slot.rolling if slot is not None else False,
             "targets": [
                 {
                     "model": t.version.model,

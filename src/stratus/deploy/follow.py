@@ -159,6 +159,14 @@ class Followed:
         with self._lock:
             self._endpoints, self._seen, self._targets = {}, {}, {}
 
+    def drop(self, keys: set[Key]) -> None:
+        """Stop following these endpoints (this server, now in control, serves them itself)."""
+        with self._lock:
+            self._endpoints = {k: e for k, e in self._endpoints.items() if k not in keys}
+
+    def __bool__(self) -> bool:
+        return bool(self._endpoints)
+
     def refresh(self) -> None:
         with self.db.read() as s:
             tables = {(r.project, r.name): dict(r.table) for r in s.scalars(select(EndpointRoutes)).all()}
