@@ -110,6 +110,28 @@ def test_two_servers_one_holder_and_a_takeover_after_expiry(shared_db: Database)
     assert events == ["a acquired", "b acquired", "a lost"]
 
 
+def test_a_renewal_after_a_lapse_on_the_holders_clock_starts_control_over(shared_db: Database) -> None:
+    """The holder's renewal came late (a pause): its controller stood down meanwhile, so even with the row still
+    its own, it takes control again from scratch (the endpoints are redeployed) instead of carrying on."""
+    events: list[str] = []
+    clock = FakeMonotonic()
+    keeper = LeaseKeeper(
+        shared_db,
+        "a",
+        ttl_s=30.0,
+        on_acquired=lambda: events.append("acquired"),
+        on_lost=lambda: events.append("lost"),
+        clock=clock,
+    )
+    keeper.step()
+    clock.now += 10.0
+    assert keeper.step().action is Action.RENEW and events == ["acquired"]  # in time: nothing happens
+    clock.now += 25.0  # more than 80 % of the lease since the last renewal began
+    assert not keeper.holding
+    assert keeper.step().action is Action.RENEW  # the row (30 s on the database's clock) is still ours
+    assert events == ["acquired", "lost", "acquired"] and keeper.holding
+
+
 def test_a_closing_holder_releases_at_once_and_only_one_of_many_acquires(shared_db: Database) -> None:
     keepers = [LeaseKeeper(shared_db, f"s{i}", ttl_s=30.0) for i in range(6)]
     barrier = threading.Barrier(len(keepers))

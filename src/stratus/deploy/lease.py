@@ -167,9 +167,11 @@ class LeaseKeeper:
                 if decision.action is Action.ACQUIRE:
                     found.acquired_at = now
         if decision.holds:
-            lost_meanwhile = self._holding and decision.row.epoch != self.epoch
-            if lost_meanwhile:  # our lease expired and we took it again: whatever we ran may have been replaced
-                self._lose("its lease expired before this renewal")
+            # Our lease expired and we took it again (a new epoch), or it lapsed on our own clock, when this server
+            # stopped acting (the controller stands down): either way, start over as a new holder.
+            lapsed = decision.row.epoch != self.epoch or not still_holds(self._renewed_at, started, self.ttl_s)
+            if self._holding and lapsed:
+                self._lose("its lease lapsed before this renewal")
             self._renewed_at = started
             self.epoch = decision.row.epoch
             if not self._holding:
