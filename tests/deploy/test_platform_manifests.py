@@ -130,6 +130,9 @@ def test_the_names_the_manifests_use_resolve() -> None:
         _one("PodDisruptionBudget", "stratus-api")["spec"]["selector"]["matchLabels"],
     ):
         assert selector.items() <= labels.items()
+    autoscaler = _one("HorizontalPodAutoscaler", "stratus-api")["spec"]
+    assert autoscaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "stratus-api"}
+    assert autoscaler["minReplicas"] >= 2 and deployment["spec"]["replicas"] >= 2  # one server can always be lost
     ports = {p["name"] for p in container["ports"]}
     assert {p["targetPort"] for p in _one("Service", "stratus-api")["spec"]["ports"]} <= ports
     config = _one("ConfigMap", "stratus-config")["data"]
