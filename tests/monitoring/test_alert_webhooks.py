@@ -48,6 +48,16 @@ def db(tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
+@pytest.fixture
+def any_db(database_url: str) -> Iterator[Database]:
+    """A fresh metadata DB: SQLite, then the run's PostgreSQL (conftest.database_url), for the tests whose
+    queries (rules by project, events with their attempts, audit) must hold on both engines."""
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
 def make_service(db: Database, source: Metric, *, attempts: int = 5, allowed: list[str] = LOOPBACK) -> AlertService:
     policy = OutboundPolicy(allowed)
     sender = WebhookSender(db, policy, attempts=attempts, backoff_s=0.05, timeout_s=scaled(10))
@@ -71,7 +81,8 @@ def test_signatures_verify_and_refuse_tampering() -> None:
     assert verify_headers(secret, {SIGNATURE_HEADER.lower(): header}, body, now)
 
 
-def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(db: Database) -> None:
+def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(any_db: Database) -> None:
+    db = any_db
     source = Metric()
     alerts = make_service(db, source)
     alerts.sender.start()
@@ -163,7 +174,8 @@ def test_a_url_refused_at_delivery_is_not_retried(db: Database) -> None:
         assert hook.received() == []
 
 
-def test_fire_and_resolve_write_the_audit_log_and_the_alerts_gauge(db: Database) -> None:
+def test_fire_and_resolve_write_the_audit_log_and_the_alerts_gauge(any_db: Database) -> None:
+    db = any_db
     source = Metric()
     alerts = make_service(db, source)
     registry = CollectorRegistry()
@@ -196,7 +208,8 @@ def test_fire_and_resolve_write_the_audit_log_and_the_alerts_gauge(db: Database)
     assert [e["status"] for e in history] == ["resolved", "firing"] and history[0]["delivery"] == "none"
 
 
-def test_rules_belong_to_their_project(db: Database) -> None:
+def test_rules_belong_to_their_project(any_db: Database) -> None:
+    db = any_db
     from stratus.security.keys import KeyService
 
     KeyService(db, b"p" * 32).create_project("other")
@@ -234,13 +247,14 @@ def test_bad_rules_are_refused_with_the_reason(db: Database) -> None:
     assert alerts.list_all() == []
 
 
-def test_the_secret_is_shown_once_and_stored_sealed(db: Database, tmp_path: Path) -> None:
+def test_the_secret_is_shown_once_and_stored_sealed(db: Database) -> None:
     alerts = make_service(db, Metric())
     created = alerts.create({"name": "slow", "target": "iris", "metric": "p99_ms", "threshold": 1.0})
     secret = created["secret"]
     assert secret.startswith("whsec_") and "secret" not in alerts.get("slow")
     assert all("secret" not in rule for rule in alerts.list_all())
-    assert secret.encode() not in (tmp_path / "alerts.db").read_bytes()
+    if db.is_sqlite:
+        assert secret.encode() not in Path(db.url.removeprefix("sqlite:///")).read_bytes()
     with db.read() as s:
         row = s.scalar(select(AlertRule))
         assert row is not None
