@@ -11,6 +11,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from stratus.monitoring.drift import categorical_drift, detect, numeric_drift, psi
+from stratus.training import drift_reference
 from stratus.training.datasets import builtin_npz, parse, reference_of, schema_of
 from stratus.training.drift_reference import Layout, Reference, features_of, layout_for
 
@@ -153,3 +154,25 @@ def test_image_and_text_references_round_trip() -> None:
         text.layout, {"text": np.array([b"good review", b"unseen words here"], dtype=object)}, text.vocabulary
     )
     assert served["oov_rate"].tolist() == [0.0, 1.0]
+
+
+def test_a_categorical_input_drifts_by_its_proportions() -> None:
+    """Logged string tensors come back as bytes; the reference holds the training strings."""
+    rng = np.random.default_rng(5)
+    colours = rng.choice(["red", "green", "blue"], size=400, p=[0.5, 0.3, 0.2]).astype(object)
+    sizes = rng.normal(10, 2, 400)
+    layout = Layout("tabular", "numeric", ["size"], "categorical", ["colour"])
+    reference = drift_reference.build(
+        layout, {"numeric": sizes[:, None].astype(np.float32), "categorical": colours[:, None]}, rows=400, source="t"
+    )
+
+    def logged(p: list[float]) -> dict[str, np.ndarray]:
+        values = rng.choice([b"red", b"green", b"blue"], size=120, p=p).astype(object)
+        tensors = {"numeric": rng.normal(10, 2, (120, 1)).astype(np.float32), "categorical": values[:, None]}
+        return features_of(layout, tensors)
+
+    same = detect(reference.columns(), logged([0.5, 0.3, 0.2]), reference_rows=400)
+    moved = detect(reference.columns(), logged([0.1, 0.2, 0.7]), reference_rows=400)
+    assert same.drifted == [] and moved.drifted == ["colour"]
+    colour = next(f for f in moved.features if f.name == "colour")
+    assert (colour.kind, colour.test, colour.psi) == ("categorical", "chisquare", None)
