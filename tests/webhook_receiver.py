@@ -3,6 +3,7 @@ first N of them (a receiver that is down for a while)."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +47,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver(fail_first: int = 0) -> Iterator[Receiver]:
+def receiver(fail_first: int = 0, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """The receiver on a free port of 127.0.0.1; with ``tls``, it speaks HTTPS with that server context."""
     state = Receiver(port=0, fail_first=fail_first)
 
     class Handler(BaseHTTPRequestHandler):
@@ -63,6 +65,8 @@ def receiver(fail_first: int = 0) -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

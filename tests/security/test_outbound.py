@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
+from pathlib import Path
 
 import httpx
 import pytest
@@ -138,3 +140,56 @@ def test_the_connection_goes_to_the_checked_address_not_a_new_lookup() -> None:
         with pytest.raises(InvalidInput, match=re.escape("10.9.9.9")):
             policy.resolve(f"http://hooks.example.test:{hook.port}/hook")
         assert len(hook.received()) == 1
+
+
+def _certificate(tmp_path: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for the DNS name ``host`` (no IP address in it)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_https_to_a_pinned_address_still_checks_the_certificate_of_the_name(tmp_path: Path) -> None:
+    """The connection goes to the checked address, yet TLS speaks to the URL's host: SNI carries the name, and
+    the certificate must be the name's (a certificate for another name fails, pinned or not)."""
+    cert, key = _certificate(tmp_path, "hooks.example.test")
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    server_tls.sni_callback = lambda sock, name, ctx: names.append(name)  # type: ignore[assignment,func-returns-value]
+    policy = OutboundPolicy(["127.0.0.1/32"], resolver=lambda host, port: ["127.0.0.1"])
+    trusted = ssl.create_default_context(cafile=str(cert))
+    with receiver(tls=server_tls) as hook, httpx.Client(verify=trusted, trust_env=False) as client:
+        target = policy.resolve(f"https://hooks.example.test:{hook.port}/hook")
+        assert target.pinned_url.startswith("https://127.0.0.1:")
+        response = pinned_request(client, target, b"{}", {"Content-Type": "application/json"}, timeout_s=30)
+        assert response.status_code == 200 and names == ["hooks.example.test"]
+        assert hook.received()[0].headers["Host"] == f"hooks.example.test:{hook.port}"
+        wrong = policy.resolve(f"https://other.example.test:{hook.port}/hook")
+        with pytest.raises(httpx.ConnectError, match="certificate"):
+            pinned_request(client, wrong, b"{}", {}, timeout_s=30)
+    assert len(hook.received()) == 1
