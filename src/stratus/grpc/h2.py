@@ -109,7 +109,8 @@ class Connection(asyncio.Protocol):
         self._unacked = 0  # bytes received on the connection not yet given back with WINDOW_UPDATE
         self._blocked: dict[int, Stream] = {}
         self._paused = False
-        self._closing = False
+        self._closing = False  # closed or closing: nothing more is read
+        self._draining = False  # GOAWAY sent: no new streams, the open ones go on
         self._idle_budget = IDLE_FRAME_BURST
         self._idle_at = time.monotonic()
 
@@ -273,7 +274,7 @@ class Connection(asyncio.Protocol):
                 return
             raise H2Error(PROTOCOL_ERROR, f"stream {stream_id} cannot be opened by a client")
         self._last_id = stream_id
-        if self._closing or len(self.streams) >= self.max_streams:
+        if self._draining or len(self.streams) >= self.max_streams:
             self._write(frame(RST_STREAM, 0, stream_id, struct.pack(">I", REFUSED_STREAM)))
             return
         stream = Stream(stream_id, headers, send_window=self._peer_initial_window)
@@ -438,11 +439,12 @@ class Connection(asyncio.Protocol):
 
     def goaway(self, code: int = NO_ERROR, message: str = "") -> None:
         """No new streams: the ones open are still answered."""
-        self._closing = True
+        self._draining = True
         self._write(frame(GOAWAY, 0, 0, struct.pack(">II", self._last_id, code) + message.encode()[:256]))
 
     def close(self, code: int = NO_ERROR, message: str = "") -> None:
         if self.transport is None or self.transport.is_closing():
             return
         self.goaway(code, message)
+        self._closing = True
         self.transport.close()
