@@ -135,7 +135,8 @@ def parse_condition(text: str) -> Condition:
     match = _EXPRESSION.fullmatch(text)
     if match is None:
         raise InvalidInput(
-            f"cannot read the condition {text!r}: write METRIC OP VALUE [for DURATION], e.g. 'p99 > 200ms for 5m'"
+            f"cannot read the condition {text!r}: write METRIC OP VALUE, then optionally 'for' DURATION, "
+            "e.g. 'p99 > 200ms for 5m'"
         )
     metric = _ALIASES.get(match["metric"].lower(), match["metric"].lower())
     value = float(match["value"])
