@@ -224,8 +224,9 @@ def main() -> None:
             iris_size = response_frame_size(grpc_address, iris_request, key)
             iris_pairs = alternating(
                 args.rounds,
-                lambda: run_wrk(wrk, f"{url}/v2/models/iris/infer", iris_body, 32, seconds).requests_per_s,
-                lambda: run_h2load(h2load, grpc_address, iris_request, key, 32, seconds, iris_size).requests_per_s,
+                (process.pid, url, key),
+                lambda: run_wrk(wrk, f"{url}/v2/models/iris/infer", iris_body, 32, seconds),
+                lambda: run_h2load(h2load, grpc_address, iris_request, key, 32, seconds, iris_size),
             )
             minilm_ceilings, minilm_served = [ceiling_now(same_text)], []
             for _ in range(args.rounds):

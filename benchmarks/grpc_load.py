@@ -9,6 +9,7 @@ its received data falls short of.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import statistics
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 
 from benchmarks.load import LoadResult, _is_root
 from stratus.grpc.inference_pb2_grpc import GRPCInferenceServiceStub
@@ -99,17 +101,45 @@ def parse_h2load(output: str, concurrency: int, durations_ms: list[float], expec
     return LoadResult(concurrency, rate, quantiles[49], quantiles[98], succeeded + failed, failed + short)
 
 
-def alternating(rounds: int, first: Callable[[], float], second: Callable[[], float]) -> list[tuple[float, float]]:
-    """``rounds`` pairs of measurements taken seconds apart, the order swapped every round so neither
-    always runs first: on this shared machine only figures this close together compare."""
+#: One measurement: requests/s under the load generator, and the server process's CPU time (all its
+#: threads) per request it served meanwhile, in microseconds, which the machine's load moves far less.
+Measured = tuple[float, float]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served_requests(url: str, key: str) -> float:
+    """Inference requests the server has answered, all protocols (its /metrics counter)."""
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=60).text
+    prefix = "stratus_inference_requests_total{"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def alternating(
+    rounds: int, server: tuple[int, str, str], first: Callable[[], LoadResult], second: Callable[[], LoadResult]
+) -> list[tuple[Measured, Measured]]:
+    """``rounds`` pairs of measurements taken seconds apart on the server ``(pid, url, key)``, the order
+    swapped every round so neither always runs first: on this shared machine only figures this close
+    together compare."""
+    pid, url, key = server
+
+    def measure(run: Callable[[], LoadResult]) -> Measured:
+        cpu, count = cpu_seconds(pid), served_requests(url, key)
+        result = run()
+        cpu, count = cpu_seconds(pid) - cpu, served_requests(url, key) - count
+        return result.requests_per_s, cpu / max(count, 1) * 1e6
+
     pairs = []
     for index in range(rounds):
         if index % 2:
-            b = second()
-            a = first()
+            b = measure(second)
+            a = measure(first)
         else:
-            a = first()
-            b = second()
+            a = measure(first)
+            b = measure(second)
         pairs.append((a, b))
     return pairs
 
@@ -120,9 +150,10 @@ def against_neighbours(served: list[float], ceilings: list[float]) -> list[float
     return [rate / ((ceilings[i] + ceilings[i + 1]) / 2) for i, rate in enumerate(served)]
 
 
-def target_lines(iris: list[tuple[float, float]], minilm: list[float], minilm_ceilings: list[float]) -> list[str]:
+def target_lines(iris: list[tuple[Measured, Measured]], minilm: list[float], minilm_ceilings: list[float]) -> list[str]:
     """The two gRPC targets of issue #15 at concurrency 32, as medians of per-round ratios."""
-    iris_ratios = [g / r for r, g in iris]
+    iris_ratios = [g[0] / r[0] for r, g in iris]
+    rest_cpu, grpc_cpu = statistics.median(r[1] for r, _ in iris), statistics.median(g[1] for _, g in iris)
     minilm_ratios = against_neighbours(minilm, minilm_ceilings)
     return [
         f"gRPC targets at concurrency 32, measured in rounds on one server (a ratio per round, its median "
@@ -133,7 +164,10 @@ def target_lines(iris: list[tuple[float, float]], minilm: list[float], minilm_ce
         "| target | median ratio | per round |",
         "| --- | --- | --- |",
         f"| iris gRPC / V2 REST req/s (at least 1.00) | {statistics.median(iris_ratios):.2f} | "
-        + ", ".join(f"{g:,.0f}/{r:,.0f}" for r, g in iris)
+        + ", ".join(f"{g[0]:,.0f}/{r[0]:,.0f}" for r, g in iris)
+        + " |",
+        f"| server CPU per iris request, gRPC / V2 REST | {grpc_cpu / rest_cpu:.2f} | "
+        + ", ".join(f"{g[1]:.0f}/{r[1]:.0f} us" for r, g in iris)
         + " |",
         f"| minilm gRPC / ceiling (at least 0.90) | {statistics.median(minilm_ratios):.2f} | "
         + ", ".join(f"{s:.1f}/{c:.1f}" for s, c in zip(minilm, minilm_ceilings, strict=False))
