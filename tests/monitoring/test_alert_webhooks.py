@@ -295,6 +295,15 @@ def test_a_delivery_pending_when_the_server_stopped_is_sent_at_the_next_start(db
             wait_history(second, lambda e: e["delivery"] == "delivered")
         finally:
             second.close()
+        # A rule deleted while its delivery was pending: the event is marked failed at the next start, and says why.
+        source.values[("default", "model", "iris", "p99_ms")] = None
+        assert second.evaluate(now=200.0) == [("default", "slow", "resolved")]  # queued, never sent: closed
+        second.delete("slow")
+        third = service()
+        third.start()
+        third.close()
+        resolved = [e for e in third.history() if e["status"] == "resolved"]
+        assert resolved[0]["delivery"] == "failed" and "removed" in resolved[0]["attempts"][-1]["error"]
 
 
 def test_a_master_key_rotation_keeps_rule_secrets_usable(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
-from stratus.errors import Conflict, InvalidInput, NotFound
+from stratus.errors import Conflict, InvalidInput, NotFound, StratusError
 from stratus.monitoring.alerts import AlertState, Condition, Transition, check_condition, step
 from stratus.monitoring.webhooks_delivery import Delivery, WebhookSender
 from stratus.registry.names import check_name
@@ -387,29 +387,54 @@ class AlertService:
                 delivery="pending" if row.webhook_url else "none",
             )
             s.add(event)
-            s.flush()
-            event_id = event.id
+            s.flush()  # gives the event its id
         detail = f"{row.target_kind} {row.target}: {condition}; value {value if value is None else round(value, 6)}"
         self.audit.record(Caller(project=project), f"alert {transition}", f"alert/{row.name}", "", 200, detail)
         log.warning("alert %s/%s %s: %s", project, row.name, transition, detail)
         if row.webhook_url:
             fired_at = _iso(row.fired_at) if transition == "resolved" else _iso(_moment(now))
-            secret = open_secret(self.keyring, row.id, row.secret)
-            self.sender.submit(Delivery(event_id, row.webhook_url, secret, _body(event, row, project, fired_at)))
+            self._deliver(event, row, project, fired_at, attempts_made=0)
+
+    def _deliver(
+        self, event: AlertEvent, rule: AlertRule, project: str, fired_at: str | None, attempts_made: int
+    ) -> None:
+        try:
+            secret = open_secret(self.keyring, rule.id, rule.secret)
+        except StratusError as exc:  # a master key this server does not have: say so in the delivery log
+            self._give_up(event.id, attempts_made + 1, f"the rule's secret does not open: {exc.message}")
+            return
+        assert rule.webhook_url is not None
+        body = _body(event, rule, project, fired_at)
+        self.sender.submit(Delivery(event.id, rule.webhook_url, secret, body, attempt=attempts_made))
+
+    def _give_up(self, event_id: int, attempt: int, error: str) -> None:
+        with self.db.write() as s:
+            s.add(AlertDelivery(event_id=event_id, attempt=attempt, status_code=None, error=error[:500]))
+            event = s.get(AlertEvent, event_id)
+            if event is not None:
+                event.delivery = "failed"
+        log.warning("alert event %d: webhook not delivered: %s", event_id, error)
 
     def _requeue_pending(self) -> None:
         """Deliveries the last run did not finish (a stop between attempts): queued again, attempts counted on."""
         with self.db.read() as s:
-            pending = list(s.scalars(select(AlertEvent).where(AlertEvent.delivery == "pending")))
-            for event in pending:
-                rule = s.get(AlertRule, event.rule_id)
-                if rule is None or not rule.webhook_url:
-                    continue
-                done = s.scalar(select(func.count()).where(AlertDelivery.event_id == event.id)) or 0
-                project = s.scalar(select(Project.name).where(Project.id == event.project_id))
-                body = _body(event, rule, project or "", None)
-                secret = open_secret(self.keyring, rule.id, rule.secret)
-                self.sender.submit(Delivery(event.id, rule.webhook_url, secret, body, attempt=done))
+            pending = [
+                (
+                    event,
+                    s.get(AlertRule, event.rule_id),
+                    s.scalar(select(Project.name).where(Project.id == event.project_id)),
+                )
+                for event in s.scalars(select(AlertEvent).where(AlertEvent.delivery == "pending"))
+            ]
+            done = {
+                event.id: s.scalar(select(func.count()).where(AlertDelivery.event_id == event.id)) or 0
+                for event, _, _ in pending
+            }
+        for event, rule, project in pending:
+            if rule is None or not rule.webhook_url:
+                self._give_up(event.id, done[event.id] + 1, "the rule or its webhook was removed before delivery")
+                continue
+            self._deliver(event, rule, project or "", None, attempts_made=done[event.id])
 
     # -- the ALERTS gauge ---------------------------------------------------------------------------------
 
