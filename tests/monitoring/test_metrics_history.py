@@ -68,6 +68,8 @@ def test_intervals_rates_quantiles_and_scopes(db: Database) -> None:
     history.observe(event(0.002, status=500))
     for _ in range(10):
         history.observe(event(0.004, endpoint="flowers", version=2, items=3))
+    for _ in range(3):
+        history.dropped("default", "iris", "")  # the inference log's queue was full
     clock.now = T0 + FINE
     history.tick()
     series = history.many(
@@ -79,6 +81,7 @@ def test_intervals_rates_quantiles_and_scopes(db: Database) -> None:
     assert series["p50_ms"][0][1] == pytest.approx(10.0, rel=0.05)
     assert series["p99_ms"][0][1] == pytest.approx(500.0, rel=0.05)
     assert series["batch_size"] == [(T0, 12.0)] and series["queue_depth"] == [(T0, 4.0)]
+    assert history.series("default", "model", "iris", "log_dropped", T0, T0 + FINE, FINE) == [(T0, 3.0)]
     assert history.series("default", "model", "iris", "requests_per_s", T0, T0 + FINE, FINE, version=2) == [
         (T0, 10 / FINE)
     ]
