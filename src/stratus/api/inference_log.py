@@ -23,7 +23,7 @@ from stratus.api.host import ControlHost
 from stratus.api.responses import JSONBody
 from stratus.errors import InvalidInput
 from stratus.monitoring.history import COARSE, COARSE_KEEP, METRICS
-from stratus.monitoring.log import LogRecord
+from stratus.monitoring.log_format import LogRecord
 from stratus.monitoring.policy import LogPolicy, Scope
 
 router = APIRouter(prefix="/api/v1", tags=["monitoring"], route_class=ScopedRoute)

@@ -19,8 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import numpy as np
@@ -31,15 +30,22 @@ from sqlalchemy import delete, func, insert, select
 
 from stratus.dataplane import InferenceEvent
 from stratus.errors import InvalidInput
+from stratus.monitoring.log_format import (
+    VALUES_LIMIT,
+    LogRecord,
+    Page,
+    matches,
+    parse_cursor,
+    slow_tensor,
+    to_record,
+)
 from stratus.monitoring.policy import LogSettings
-from stratus.security.masking import PayloadSeal, mask_text
+from stratus.security.masking import PayloadSeal
 from stratus.store import Database
 from stratus.store.tables import InferenceLogKey, InferenceLogPage, PayloadLogEntry
 
 log = logging.getLogger(__name__)
 
-#: Largest number of values kept per tensor; a longer one is cut and marked ``truncated``.
-VALUES_LIMIT = 1000
 #: A data key seals the pages written in this many seconds, then a new one is made.
 KEY_SECONDS = 300.0
 _PAGES_PER_READ = 32
@@ -53,123 +59,14 @@ STATUS_CLASSES = ("ok", "error")
 DropHook = Callable[[str, str, str], None]
 
 
-@dataclass(frozen=True)
-class LogRecord:
-    id: str  #: "<page>.<index>": where a page of results continues (``before``)
-    at: float  #: Unix time the request ended
-    project: str
-    key_id: str
-    model: str
-    version: int
-    endpoint: str
-    protocol: str
-    latency_ms: float
-    status: int
-    error: str
-    batch_size: int
-    inputs: dict[str, Any] | None
-    outputs: dict[str, Any] | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": datetime.fromtimestamp(self.at, UTC).isoformat().replace("+00:00", "Z"),
-            "project": self.project,
-            "key_id": self.key_id,
-            "model": self.model,
-            "version": self.version,
-            "endpoint": self.endpoint,
-            "protocol": self.protocol,
-            "latency_ms": self.latency_ms,
-            "status": self.status,
-            "error": self.error,
-            "batch_size": self.batch_size,
-            "inputs": self.inputs,
-            "outputs": self.outputs,
-        }
-
-    def arrays(self, which: str = "inputs") -> dict[str, np.ndarray[Any, Any]]:
-        """The logged tensors as arrays of their shape; masked and truncated tensors are left out."""
-        tensors = self.inputs if which == "inputs" else self.outputs
-        out: dict[str, np.ndarray[Any, Any]] = {}
-        for name, tensor in (tensors or {}).items():
-            if tensor.get("masked") or tensor.get("truncated"):
-                continue
-            out[name] = np.asarray(tensor["data"], dtype=tensor["dtype"]).reshape(tensor["shape"])
-        return out
-
-
 def _yield() -> None:
     """Let the event loop's thread take the GIL: the writer works in short stretches, so a request waits
     for it well under a millisecond instead of a switch interval (5 ms) each time it lets go."""
     time.sleep(0)
 
 
-def _slow_tensor(array: np.ndarray[Any, Any]) -> dict[str, Any]:
-    flat = array.reshape(-1)
-    entry: dict[str, Any] = {"dtype": array.dtype.str if array.dtype.kind not in "OSU" else "str"}
-    entry["shape"] = list(array.shape)
-    if flat.size > VALUES_LIMIT:
-        flat = flat[:VALUES_LIMIT]
-        entry["truncated"] = True
-    if array.dtype.kind in "OSU":  # text: the patterns (emails, phones, cards) are masked
-        entry["data"] = [mask_text(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)) for v in flat]
-    elif array.dtype.kind in "biuf":
-        entry["data"] = np.ascontiguousarray(flat)
-    else:  # complex, datetimes and the like: as text
-        entry["data"] = [str(v) for v in flat]
-    return entry
-
-
-class _Page:
-    """Records of one (project, model, endpoint) being assembled, with the dtype of each tensor name kept in
-    the page once (``ins``, ``outs``) instead of in every record."""
-
-    __slots__ = ("ins", "outs", "records")
-
-    def __init__(self) -> None:
-        self.records: list[list[Any]] = []
-        self.ins: dict[str, np.dtype[Any]] = {}
-        self.outs: dict[str, np.dtype[Any]] = {}
-
-    def encoded(self) -> bytes:
-        header = {"in": {n: d.str for n, d in self.ins.items()}, "out": {n: d.str for n, d in self.outs.items()}}
-        return orjson.dumps(
-            {**header, "records": self.records}, default=_numpy_default, option=orjson.OPT_SERIALIZE_NUMPY
-        )
-
-
-def _opened(tensors: dict[str, Any] | None, dtypes: dict[str, str]) -> dict[str, Any] | None:
-    """Tensors as the API gives them: {"dtype", "shape", "data" (flat)}. The writer's forms are spelled out
-    here, off the hot path: a bare nested list (its dtype in the page's header), [dtype, shape, nested data],
-    or already a dict (masked, truncated or text)."""
-    if tensors is None:
-        return None
-    out: dict[str, Any] = {}
-    for name, tensor in tensors.items():
-        if isinstance(tensor, dict):
-            out[name] = tensor
-        elif isinstance(tensor, list) and tensor and isinstance(tensor[0], str):
-            dtype, shape, data = tensor
-            out[name] = {"dtype": dtype, "shape": list(shape), "data": np.asarray(data).reshape(-1).tolist()}
-        else:
-            array = np.asarray(tensor)
-            out[name] = {"dtype": dtypes[name], "shape": list(array.shape), "data": array.reshape(-1).tolist()}
-    return out
-
-
 def _context(project: str, model: str, endpoint: str) -> bytes:
     return f"inference-log\0{project}\0{model}\0{endpoint}".encode()
-
-
-def _numpy_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    raise TypeError
 
 
 class InferenceLog:
@@ -268,13 +165,13 @@ class InferenceLog:
             events = [queue.popleft() for _ in range(len(queue))]
             if not events:
                 return 0
-            pages: list[tuple[tuple[str, str, str], _Page]] = []
-            open_pages: dict[tuple[str, str, str], _Page] = {}
+            pages: list[tuple[tuple[str, str, str], Page]] = []
+            open_pages: dict[tuple[str, str, str], Page] = {}
             for index, (event, payloads) in enumerate(events):
                 key = (event.caller.project, event.model, event.endpoint)
                 page = open_pages.get(key)
                 if page is None or len(page.records) >= PAGE_RECORDS:
-                    page = open_pages[key] = _Page()
+                    page = open_pages[key] = Page()
                     pages.append((key, page))
                 page.records.append(self._record(event, payloads, page))
                 if index % _CHUNK == _CHUNK - 1:
@@ -283,7 +180,7 @@ class InferenceLog:
             self.written += len(events)
             return len(events)
 
-    def _record(self, event: InferenceEvent, payloads: bool, page: _Page) -> list[Any]:
+    def _record(self, event: InferenceEvent, payloads: bool, page: Page) -> list[Any]:
         return [
             event.at,
             event.caller.key_id,
@@ -324,7 +221,7 @@ class InferenceLog:
             elif array.dtype.kind in "biuf" and array.size <= VALUES_LIMIT:
                 out[name] = [array.dtype.str, array.shape, array]
             else:
-                out[name] = _slow_tensor(np.asarray(array))
+                out[name] = slow_tensor(np.asarray(array))
         return out
 
     def _data_key(self, session: Any) -> tuple[int, AESGCM]:
@@ -334,7 +231,7 @@ class InferenceLog:
             self._key = (key_ref, aead, now)
         return self._key[0], self._key[1]
 
-    def _write(self, pages: list[tuple[tuple[str, str, str], _Page]]) -> None:
+    def _write(self, pages: list[tuple[tuple[str, str, str], Page]]) -> None:
         rows = []
         for (project, model, endpoint), page in pages:
             records = page.records
@@ -397,7 +294,7 @@ class InferenceLog:
             entries = list(s.scalars(select(PayloadLogEntry).order_by(PayloadLogEntry.id)))
         if not entries:
             return 0
-        grouped: dict[tuple[str, str, str], _Page] = {}
+        grouped: dict[tuple[str, str, str], Page] = {}
         for entry in entries:
             payload = self.seal.open_legacy(entry)
             inputs = {
@@ -409,7 +306,7 @@ class InferenceLog:
             at = entry.at.replace(tzinfo=UTC).timestamp()
             items = int(first["shape"][0]) if first["shape"] else 1
             record = [at, entry.key_id, 0, entry.protocol, 0.0, 200, "", items, inputs, None]
-            grouped.setdefault((entry.project, entry.model, ""), _Page()).records.append(record)
+            grouped.setdefault((entry.project, entry.model, ""), Page()).records.append(record)
         with self._flush_lock:
             self._write(list(grouped.items()))
         with self.db.write() as s:
@@ -435,7 +332,7 @@ class InferenceLog:
         if (model is None) == (endpoint is None):
             raise InvalidInput("ask for the log of a model or of an endpoint")
         self.flush()
-        page_before, index_before = _cursor(before)
+        page_before, index_before = parse_cursor(before)
         query = select(InferenceLogPage).where(InferenceLogPage.project == project)
         if model is not None:
             query = query.where(InferenceLogPage.model == model)
@@ -457,8 +354,8 @@ class InferenceLog:
                 for index in range(len(rows) - 1, -1, -1):
                     if page.id == page_before and index_before is not None and index >= index_before:
                         continue
-                    record = _to_record(page, index, rows[index], dtypes)
-                    if _matches(record, version, status, start, end):
+                    record = to_record(page, index, rows[index], dtypes)
+                    if matches(record, version, status, start, end):
                         yield record
             last_id = pages[-1].id
 
@@ -514,50 +411,3 @@ class InferenceLog:
 
 def _rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _cursor(before: str | None) -> tuple[int | None, int | None]:
-    if before is None:
-        return None, None
-    page, _, index = before.partition(".")
-    if not (page.isdigit() and index.isdigit()) or len(before) > 40:
-        raise InvalidInput(f"'before' must be a record id such as 12.3, not {before[:40]!r}")
-    return int(page), int(index)
-
-
-def _to_record(
-    page: InferenceLogPage, index: int, row: list[Any], dtypes: tuple[dict[str, str], dict[str, str]]
-) -> LogRecord:
-    at, key_id, version, protocol, latency_ms, status, error, items, inputs, outputs = row
-    return LogRecord(
-        id=f"{page.id}.{index}",
-        at=at,
-        project=page.project,
-        key_id=key_id,
-        model=page.model,
-        version=version,
-        endpoint=page.endpoint,
-        protocol=protocol,
-        latency_ms=latency_ms,
-        status=status,
-        error=error,
-        batch_size=items,
-        inputs=_opened(inputs, dtypes[0]),
-        outputs=_opened(outputs, dtypes[1]),
-    )
-
-
-def _matches(
-    record: LogRecord, version: int | None, status: str | int | None, start: float | None, end: float | None
-) -> bool:
-    if version is not None and record.version != version:
-        return False
-    if start is not None and record.at < start:
-        return False
-    if end is not None and record.at > end:
-        return False
-    if status == "ok":
-        return record.status < 400
-    if status == "error":
-        return record.status >= 400
-    return status is None or record.status == int(status)
