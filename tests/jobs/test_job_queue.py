@@ -83,6 +83,8 @@ def test_every_job_runs_exactly_once(database_url: str, tmp_path: Path, runs: Pa
     finally:
         for jobs in servers:
             jobs.close()
+        for db in dbs[1:]:  # the first is read below, then disposed
+            db.dispose()
     assert {j["state"] for j in ended} == {"succeeded"}
     ran = runs.read_text().split()
     assert sorted(ran) == sorted(j["id"] for j in created)  # each child once, none twice
@@ -91,10 +93,9 @@ def test_every_job_runs_exactly_once(database_url: str, tmp_path: Path, runs: Pa
         runners = {row.runner for row in s.query(Job)}
         starts = s.query(JobEvent).filter(JobEvent.kind == "state").all()
     assert sum(1 for e in starts if e.data.get("state") == "running") == len(created)
+    dbs[0].dispose()
     if shared:
         assert len(runners) == 2, "both runners should have claimed some of the 12 jobs"
-    for db in dbs:
-        db.dispose()
 
 
 @pytest.fixture
