@@ -209,7 +209,7 @@ def test_a_ray_job_is_cancelled_and_timed_out_like_a_local_one(topology: Topolog
         "/api/v1/jobs",
         json={"dataset": "topo-digits", "model": "mlp", "name": "topo-cancel", "params": {"epochs": 500}},
     ).json()
-    wait_for("the job's first epoch", lambda: any(e["kind"] == "epoch" for e in events(s2, job["id"])), 120)
+    wait_for("the job's task on a node", lambda: any(e["kind"] == "placed" for e in events(s2, job["id"])), 120)
     assert _job_children(topology), "the job's child runs on a Ray node inside the namespace"
     cancelled = s2.post(f"/api/v1/jobs/{job['id']}/cancel").json()
     assert finished_job(s2, job["id"])["state"] == "cancelled", cancelled
@@ -223,3 +223,59 @@ def test_a_ray_job_is_cancelled_and_timed_out_like_a_local_one(topology: Topolog
     ).json()
     done = finished_job(s2, timed["id"])
     assert done["state"] == "failed" and "timed out" in done["error"], done
+
+
+def _holder(topology: Topology, alive: set[str]) -> str | None:
+    """The server that last said it holds endpoint control (and has not said it lost it since)."""
+    for name in sorted(alive):
+        log = topology.log(name)
+        took, lost = log.rfind("now holds endpoint-control"), log.rfind("no longer holds endpoint-control")
+        if took >= 0 and took > lost:
+            return name
+    return None
+
+
+def test_kill_9_of_the_control_holder_loses_no_request_on_the_other_server_and_no_job(topology: Topology) -> None:
+    """The endpoint of the replica test (2 replicas on Ray) and a job running on the holder when it is killed."""
+    holder = wait_for("a holder of endpoint control", lambda: _holder(topology, {"s1", "s2"}), 30)
+    survivor = "s2" if holder == "s1" else "s1"
+    before = {r["url"] for r in ready_replicas(topology[holder], "topo-flowers")}
+    assert len(before) == 2
+    owner = topology[holder]
+    digits = owner.post("/api/v1/datasets/builtin", json={"name": "topo-digits-2", "builtin": "digits"})
+    assert digits.status_code == 201, digits.text
+    job = owner.post(
+        "/api/v1/jobs",
+        json={
+            "dataset": "topo-digits-2",
+            "model": "mlp",
+            "name": "topo-failover",
+            "params": {"epochs": 30},
+            "retries": 1,
+        },
+    ).json()
+    wait_for("the job running on the holder", lambda: any(e["kind"] == "placed" for e in events(owner, job["id"])), 120)
+    first_worker = next(e["data"]["worker_pid"] for e in events(owner, job["id"]) if e["kind"] == "placed")
+    with Load(topology, survivor, "/v2/models/topo-flowers/infer") as load:
+        wait_for("load on the other server", lambda: load.served() >= 50, 60)
+        killed_at = time.monotonic()
+        os.kill(topology.pid(holder), signal.SIGKILL)
+        wait_for("the other server to take endpoint control", lambda: _holder(topology, {survivor}) == survivor, 10)
+        took_over = time.monotonic() - killed_at
+        # It adopts the replicas that outlived their server (detached actors) rather than starting new ones.
+        adopted = wait_for(
+            "the new holder's replicas",
+            lambda: {r["url"] for r in ready_replicas(topology[survivor], "topo-flowers")} == before,
+            60,
+        )
+        served_then = load.served()
+        wait_for("load after the takeover", lambda: load.served() >= served_then + 50, 60)
+    print(f"\n[scaleout] takeover {took_over:.1f} s after kill -9; {load.ok} requests at c=8 on {survivor}, 0 failed")
+    assert adopted and load.failed == [], load.failed[:5]
+    # Ray ended the task of the dead server; the other server re-queued the job, which ran once to completion.
+    wait_for("the first attempt's worker to end", lambda: not Path(f"/proc/{first_worker}").exists(), 30)
+    done = finished_job(topology[survivor], job["id"])
+    trail = events(topology[survivor], job["id"])
+    assert done["state"] == "succeeded" and done["attempts"] == 2, (done, trail)
+    assert [e["kind"] for e in trail].count("done") == 1, trail  # the child's last line, printed once
+    assert [e["kind"] for e in trail].count("placed") == 2, trail

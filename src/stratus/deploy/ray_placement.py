@@ -178,7 +178,7 @@ class RayPlacement:
             if known is None:
                 try:
                     actor = ray.get_actor(name)
-                    described: Any = ray.get(actor.describe.remote(), timeout=10)
+                    described: Any = ray.get(actor.describe.remote(), timeout=30)
                     info = dict(described)
                 except Exception as exc:  # it died meanwhile
                     log.debug("replica %s: %s", name, exc)
