@@ -128,13 +128,19 @@ class Controller:
         with self._lock:
             slots = list(self._slots.values())
             self._slots.clear()
+        # Replicas that outlive their server (Ray's detached actors) are left to the new holder, which adopts them
+        # (killing them would fail requests in flight on the other servers); others are stopped here.
+        release = getattr(self.replicas.placement, "release_all", None)
         for slot in slots:
             live, slot.live, slot.plan = slot.live, None, None
             if live is not None:
                 targets = [*live.routes.targets, *live.routes.shadows]
                 for target in targets:
                     self.autoscaler.forget(target)
-                self.replicas.kill_all(targets)
+                if release is None:
+                    self.replicas.kill_all(targets)
+        if release is not None:
+            release()
 
     def remove(self, project: str, name: str) -> None:
         slot = self._slots.get((project, name))
