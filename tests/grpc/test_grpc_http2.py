@@ -308,3 +308,34 @@ def test_hpack_decoder_agrees_with_the_hpack_package() -> None:
             headers.append(hpack.NeverIndexedHeaderTuple(name, value) if sensitive else (name, value))
         block = encoder.encode(headers, huffman=rng.random() < 0.7)
         assert ours.decode(block) == [(str(n), str(v)) for n, v in headers], round_
+
+
+def test_stop_lets_a_call_in_flight_finish_and_takes_no_new_ones() -> None:
+    loop = asyncio.new_event_loop()
+    arrived, release = threading.Event(), asyncio.Event()
+
+    async def held(request: Any, call: Call) -> Any:
+        arrived.set()
+        await release.wait()
+        return pb.ServerLiveResponse(live=True)
+
+    server = GrpcServer({"/test.S/Held": Method(pb.ServerLiveRequest, held)}, LIMIT)
+    bound = loop.run_until_complete(server.start("127.0.0.1:0"))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{bound}") as channel:
+            in_flight = _live_call(channel, "/test.S/Held").future(pb.ServerLiveRequest(), timeout=scaled(30))
+            assert arrived.wait(scaled(30))
+            stopping = asyncio.run_coroutine_threadsafe(server.stop(scaled(30)), loop)
+            with grpc.insecure_channel(f"127.0.0.1:{bound}") as late, pytest.raises(grpc.RpcError) as caught:
+                _live_call(late, "/test.S/Held")(pb.ServerLiveRequest(), timeout=scaled(5))
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert not stopping.done()  # still waiting for the call in flight
+            loop.call_soon_threadsafe(release.set)
+            assert in_flight.result(scaled(30)).live
+            stopping.result(scaled(30))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(scaled(10))
+        loop.close()
