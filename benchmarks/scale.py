@@ -272,6 +272,11 @@ def main() -> None:
         subprocess.run(["unshare", "-n", *command], env={**os.environ, INSIDE: "1"}, cwd=ROOT, check=True)
         data = json.loads(Path(out.name).read_text())
     rows, summary = report(data, args)
+    load_average = os.getloadavg()[0]
+    summary += (
+        f" One-minute load average when it ended: {load_average:.1f} on {os.cpu_count()} cores (other work shared the "
+        "machine when above about 2: compare the rows of one run, and run it again on a quiet machine)."
+    )
     print("\n".join(["| model | replicas as | concurrency | req/s | p50 ms | p99 ms | vs local | errors |", *rows]))
     print(summary)
     if args.write:

@@ -40,7 +40,7 @@ def check_auth(environ: dict[str, str] | None = None) -> None:
             "RAY_AUTH_TOKEN_PATH (or RAY_AUTH_TOKEN) for the server and every Ray node"
         )
     if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")):
-        default = os.path.expanduser("~/.ray/auth_token")
+        default = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".ray", "auth_token")  # Ray's default file
         if not os.path.exists(default):
             raise RuntimeError("RAY_AUTH_MODE=token but no token: set RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from stratus import framing, raycluster
@@ -74,13 +75,7 @@ class RayTask:
         return code
 
     def _write_result(self, sealed: bytes) -> None:
-        root = self._item.job_dir.resolve()
-        for name, data in framing.unpack(raycluster.unseal(self._key, sealed)).items():
-            path = (root / name).resolve()
-            if not path.is_relative_to(root) or path == root:  # names come from the child: stay in the folder
-                raise ValueError(f"the job's result names a file outside its folder: {name!r}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_private(path, data)
+        keep_result(self._item.job_dir, framing.unpack(raycluster.unseal(self._key, sealed)))
 
     def stop(self) -> None:
         import ray
@@ -102,6 +97,17 @@ class RayTask:
         return self._error
 
 
+def keep_result(job_dir: Path, files: dict[str, bytes]) -> None:
+    """Write what the child wrote on its node into the server's job folder (0600), refusing any name that would
+    land outside it: the names come from the child."""
+    root = job_dir.resolve()
+    for name, data in files.items():
+        path = (root / name).resolve()
+        if not path.is_relative_to(root) or path == root:
+            raise ValueError(f"the job's result names a file outside its folder: {name!r}")
+        write_private(path, data)
+
+
 class RayExecutor:
     """Runs each job as a Ray task on the cluster at ``address``, asking for ``cpus`` (default: the job's
     threads) and ``memory_mb`` of memory (0: no memory request)."""
@@ -118,4 +124,4 @@ class RayExecutor:
         return RayTask(item, self._remote, self._cpus or float(item.threads), self._memory_mb)
 
 
-__all__ = ["KILLED", "RayExecutor", "RayTask"]
+__all__ = ["KILLED", "RayExecutor", "RayTask", "keep_result"]
