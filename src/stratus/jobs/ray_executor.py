@@ -1,16 +1,18 @@
-"""Jobs as Ray tasks (``--executor ray``): the training or compression child runs on a Ray node, with the job's CPU
-and memory request, behind the same ``Executor`` seam as the local process.
+"""Jobs on Ray (``--executor ray``): the training or compression child runs on a Ray node, in an actor that asks for the
+job's CPUs and memory, behind the same ``Executor`` seam as the local process.
 
-The semantics are the local executor's: progress lines arrive as the child prints them (a streaming generator
-task, jobs/ray_child.py), ``stop`` kills the child at once (a force cancel: Ray kills the task's worker with
-SIGKILL, and the child goes with it through its lifeline), a stopped or lost task exits like a killed process
-(-9), and the result files come back into the server's job folder, where the job kind registers them as it does
-for a local child. The dataset and the result travel sealed under a one-use key (raycluster.seal). When the
-server dies, Ray ends the tasks it owned, so a job re-queued at the next start never runs twice.
+The semantics are the local executor's: progress lines arrive as the child prints them (the server polls the
+job's actor, jobs/ray_child.py; the first line is a ``placed`` event naming the node), ``stop`` kills the child at
+once (Ray kills the actor's worker with SIGKILL, and the child goes with it through its lifeline), a stopped or
+lost job exits like a killed process (-9), and the result files come back into the server's job folder, where the
+job kind registers them as it does for a local child. The dataset and the result travel sealed under a one-use
+key (raycluster.seal). When the server dies, Ray ends the actors it owned, so a job re-queued by another server
+never runs twice. Works through a cluster's GCS address and through Ray Client (``ray://``) alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -20,26 +22,27 @@ from typing import Any
 from stratus import framing, raycluster
 from stratus.files import write_private
 from stratus.jobs.executor import RunningWork, WorkItem
-from stratus.jobs.ray_child import EXIT, LINE, run_job
+from stratus.jobs.ray_child import JobRunner, placed_line
 
 log = logging.getLogger(__name__)
 
-#: What wait() returns for a task Ray stopped or lost, as for a child killed by SIGKILL.
+#: What wait() returns for a job Ray stopped or lost, as for a child killed by SIGKILL.
 KILLED = -9
+#: How long one poll of the job's actor waits for a line before it returns (progress arrives as it is printed).
+POLL_S = 1.0
 
 
 class RayTask:
-    def __init__(self, item: WorkItem, remote: Any, cpus: float, memory_mb: int) -> None:
+    def __init__(self, item: WorkItem, actor_class: Any, cpus: float, memory_mb: int) -> None:
         self._item = item
         self._key, sealed = raycluster.seal(item.dataset)
         request = (item.job_dir / "request.json").read_bytes()
-        options = remote.options(
-            num_returns="streaming",
-            max_retries=0,  # a retry is the job queue's decision (its retries), never Ray's
+        self._actor: Any = actor_class.options(
+            max_restarts=0,  # a retry is the job queue's decision (its retries), never Ray's
             name=f"stratus-job-{item.job_id}",
             **raycluster.resources(cpus, memory_mb),
-        )
-        self._refs: Any = options.remote(item.module, request, self._key, sealed, item.threads)
+        ).remote()
+        self._started: Any = self._actor.start.remote(item.module, request, self._key, sealed, item.threads)
         self._stopped = threading.Event()
         self._exit: tuple[Any, ...] | None = None
         self._error = ""
@@ -48,14 +51,16 @@ class RayTask:
         import ray
 
         try:
-            for ref in self._refs:
-                message = ray.get(ref)
-                if message[0] == LINE:
-                    yield str(message[1])
-                elif message[0] == EXIT:
-                    self._exit = tuple(message)
-        except Exception as exc:  # cancelled, its worker or node died: it ends like a killed child
-            self._error = f"the Ray task ended: {type(exc).__name__}: {str(exc)[:500]}"
+            yield placed_line(ray.get(self._started))  # waits while Ray finds room for the job
+            read = 0
+            while self._exit is None:
+                lines, done = ray.get(self._actor.poll.remote(read, POLL_S))
+                read += len(lines)
+                yield from lines
+                if done is not None and not lines:
+                    self._exit = tuple(done)
+        except Exception as exc:  # stopped, its worker or node died: it ends like a killed child
+            self._error = f"the job's Ray actor ended: {type(exc).__name__}: {str(exc)[:500]}"
             if not self._stopped.is_set():
                 log.warning("job %s: %s", self._item.job_id, self._error)
 
@@ -63,12 +68,13 @@ class RayTask:
         if self._exit is None:
             for _ in self.lines():  # drain what the caller did not read
                 pass
+        self._release()
         if self._exit is None:
             return KILLED
-        code = int(self._exit[1])
+        code = int(self._exit[0])
         if code == 0:
             try:
-                self._write_result(bytes(self._exit[4]))
+                self._write_result(bytes(self._exit[3]))
             except (ValueError, OSError) as exc:  # the job fails with a reason, never hangs in "running"
                 self._exit, self._error = None, f"could not keep the job's result: {exc}"
                 return 1
@@ -77,23 +83,27 @@ class RayTask:
     def _write_result(self, sealed: bytes) -> None:
         keep_result(self._item.job_dir, framing.unpack(raycluster.unseal(self._key, sealed)))
 
-    def stop(self) -> None:
+    def _release(self) -> None:
+        """The job is over: give its actor's resources back to the cluster."""
         import ray
 
+        with contextlib.suppress(Exception):
+            ray.kill(self._actor, no_restart=True)
+
+    def stop(self) -> None:
+        """Kill the job at once: Ray kills the actor's worker with SIGKILL, and the child goes with it (its
+        lifeline), as a local child's process group is killed."""
         if self._exit is not None or self._stopped.is_set():
             return
         self._stopped.set()
-        try:
-            ray.cancel(self._refs, force=True)
-        except Exception as exc:  # already finished or gone: nothing left to stop
-            log.debug("job %s: cancel: %s", self._item.job_id, exc)
+        self._release()
 
     def cpu_seconds(self) -> float:
-        return float(self._exit[2]) if self._exit is not None else 0.0
+        return float(self._exit[1]) if self._exit is not None else 0.0
 
     def stderr_tail(self) -> str:
         if self._exit is not None:
-            return str(self._exit[3])
+            return str(self._exit[2])
         return self._error
 
 
@@ -118,10 +128,10 @@ class RayExecutor:
         raycluster.connect(address)
         self._cpus = cpus
         self._memory_mb = memory_mb
-        self._remote = ray.remote(run_job)  # made once: Ray exports a remote function to the cluster when first used
+        self._actor_class = ray.remote(JobRunner)  # made once: Ray exports the class to the cluster when first used
 
     def start(self, item: WorkItem) -> RunningWork:
-        return RayTask(item, self._remote, self._cpus or float(item.threads), self._memory_mb)
+        return RayTask(item, self._actor_class, self._cpus or float(item.threads), self._memory_mb)
 
 
 __all__ = ["KILLED", "RayExecutor", "RayTask", "keep_result"]
