@@ -119,8 +119,8 @@ def measure_logging(wrk: str, cache: Path, threads: int, seconds: float, rounds:
         f"under +{P99_TARGET_MS:.0f} ms: {verdict} them.",
         f"- CPU time per request (median over the runs; /proc): the whole server {cpu_off[0]:.0f} us with the log "
         f"off, {cpu_on[0]:.0f} us logging ({cpu_on[0] - cpu_off[0]:+.0f} us, {cpu_on[0] / cpu_off[0] - 1:+.1%}); its "
-        f"event loop's thread {cpu_off[1]:.0f} us and {cpu_on[1]:.0f} us ({cpu_on[1] - cpu_off[1]:+.0f} us). These do "
-        "not depend on what else runs on the machine, as throughput and p99 do.",
+        f"event loop's thread {cpu_off[1]:.0f} us and {cpu_on[1]:.0f} us ({cpu_on[1] - cpu_off[1]:+.0f} us). Other "
+        "work on the machine moves these less than throughput and p99, but it moves them too.",
         f"- The logging server answered {served:,} requests under wrk (plus those in flight when it stopped); its "
         f"log held {logged:,} records and counted {dropped:,.0f} dropped (queue full) when it stopped.",
     ]
