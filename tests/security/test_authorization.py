@@ -333,6 +333,7 @@ def test_grpc_calls_follow_the_same_matrix(world: dict[str, Any]) -> None:
             grpc.StatusCode.NOT_FOUND
         )
 
+
 def test_log_settings_need_manage_and_logs_stay_in_their_project(world: dict[str, Any]) -> None:
     """A read key sees a log setting but cannot change it (403) nor read the log, which holds payloads; a key of
     another project finds neither the setting, the log nor the metrics series of our model (404)."""

@@ -135,4 +135,3 @@ async def usage(
         platform(request).usage.query, start=start, end=end, group_by=groups, project=project
     )
     return JSONBody(report.to_dict())
-
