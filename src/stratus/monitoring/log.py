@@ -57,6 +57,9 @@ _CHUNK = 128
 STATUS_CLASSES = ("ok", "error")
 
 DropHook = Callable[[str, str, str], None]
+#: What the hot path queues: at, project, key id, model, version, endpoint, protocol, seconds, status, error,
+#: items, inputs and outputs (None without payloads).
+Queued = tuple[Any, ...]
 
 
 def _yield() -> None:
@@ -92,7 +95,7 @@ class InferenceLog:
         self.max_age_seconds = max_age_seconds
         self.max_bytes = max_bytes
         self.mask_fields = frozenset(f.lower() for f in mask_fields)
-        self._queue: deque[tuple[InferenceEvent, bool]] = deque()
+        self._queue: deque[Queued] = deque()
         self._dropped = Counter(
             "stratus_inference_log_dropped",
             "Inference log records dropped because the log's queue was full (the requests were served).",
@@ -120,7 +123,27 @@ class InferenceLog:
         if len(queue) >= self.capacity:
             self._drop(event)
             return
-        queue.append((event, policy.payloads))
+        # A flat tuple of strings, numbers and the tensor dicts (which hold only arrays): the garbage
+        # collector untracks it at its first pass, so the thousands of records waiting for the writer are
+        # never promoted and walked by full collections (the event, holding the Caller, would be).
+        caller, payloads = event.caller, policy.payloads
+        queue.append(
+            (
+                event.at,
+                caller.project,
+                caller.key_id,
+                event.model,
+                event.version,
+                event.endpoint,
+                event.protocol,
+                event.seconds,
+                event.status,
+                event.error,
+                event.items,
+                event.inputs if payloads else None,
+                event.outputs if payloads else None,
+            )
+        )
 
     def _drop(self, event: InferenceEvent) -> None:
         key = (event.model, event.endpoint, event.caller.project)
@@ -167,32 +190,34 @@ class InferenceLog:
                 return 0
             pages: list[tuple[tuple[str, str, str], Page]] = []
             open_pages: dict[tuple[str, str, str], Page] = {}
-            for index, (event, payloads) in enumerate(events):
-                key = (event.caller.project, event.model, event.endpoint)
+            for index, event in enumerate(events):
+                key = (event[1], event[3], event[5])
                 page = open_pages.get(key)
                 if page is None or len(page.records) >= PAGE_RECORDS:
                     page = open_pages[key] = Page()
                     pages.append((key, page))
-                page.records.append(self._record(event, payloads, page))
+                page.records.append(self._record(event, page))
                 if index % _CHUNK == _CHUNK - 1:
                     _yield()
             self._write(pages)
             self.written += len(events)
             return len(events)
 
-    def _record(self, event: InferenceEvent, payloads: bool, page: Page) -> list[Any]:
-        return [
-            event.at,
-            event.caller.key_id,
-            event.version,
-            event.protocol,
-            round(event.seconds * 1000.0, 4),
-            event.status,
-            event.error,
-            event.items,
-            self._tensors(event.inputs, page.ins) if payloads else None,
-            self._tensors(event.outputs, page.outs) if payloads and event.outputs is not None else None,
-        ]
+    def _record(self, queued: Queued, page: Page) -> tuple[Any, ...]:
+        """A record as a tuple (untracked by the garbage collector, like what was queued)."""
+        at, _, key_id, _, version, _, protocol, seconds, status, error, items, inputs, outputs = queued
+        return (
+            at,
+            key_id,
+            version,
+            protocol,
+            round(seconds * 1000.0, 4),
+            status,
+            error,
+            items,
+            None if inputs is None else self._tensors(inputs, page.ins),
+            None if outputs is None else self._tensors(outputs, page.outs),
+        )
 
     def _tensors(self, tensors: dict[str, Any], dtypes: dict[str, np.dtype[Any]]) -> dict[str, Any]:
         """The common case costs a few checks: numeric tensors of the dtype the page knows for their names are
@@ -305,7 +330,7 @@ class InferenceLog:
             first: dict[str, Any] = next(iter(inputs.values()), {"shape": []})
             at = entry.at.replace(tzinfo=UTC).timestamp()
             items = int(first["shape"][0]) if first["shape"] else 1
-            record = [at, entry.key_id, 0, entry.protocol, 0.0, 200, "", items, inputs, None]
+            record = (at, entry.key_id, 0, entry.protocol, 0.0, 200, "", items, inputs, None)
             grouped.setdefault((entry.project, entry.model, ""), Page()).records.append(record)
         with self._flush_lock:
             self._write(list(grouped.items()))

@@ -94,7 +94,7 @@ class Page:
     __slots__ = ("ins", "outs", "records")
 
     def __init__(self) -> None:
-        self.records: list[list[Any]] = []
+        self.records: list[tuple[Any, ...]] = []
         self.ins: dict[str, np.dtype[Any]] = {}
         self.outs: dict[str, np.dtype[Any]] = {}
 
