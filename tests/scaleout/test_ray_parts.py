@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from cryptography.exceptions import InvalidTag
 from pydantic import ValidationError
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from stratus import raycluster
 from stratus.cli.app import app
+from stratus.deploy.bundle import MANIFEST
 from stratus.deploy.ray_placement import target_key
 from stratus.jobs.ray_executor import keep_result
 from stratus.settings import Settings
@@ -61,6 +63,13 @@ def test_a_replica_target_key_names_the_bundle_bytes_whatever_their_order() -> N
     entries = {"endpoint.json": b"{}", "models/iris/1/model.onnx": b"\x08\x07"}
     assert target_key(entries) == target_key(dict(reversed(list(entries.items()))))
     assert target_key(entries) != target_key({**entries, "models/iris/1/model.onnx": b"\x08\x08"})
+    # Two servers build the same target's bundle at different moments: its key is the same.
+    manifest = {"format": 1, "endpoint": "iris", "created_at": "2026-12-02T04:00:00+00:00", "routes": []}
+    later = {**manifest, "created_at": "2026-12-02T04:00:07+00:00"}
+    assert target_key({MANIFEST: orjson.dumps(manifest)}) == target_key({MANIFEST: orjson.dumps(later)})
+    assert target_key({MANIFEST: orjson.dumps(manifest)}) != target_key(
+        {MANIFEST: orjson.dumps({**later, "endpoint": "x"})}
+    )
     # Names and bytes are framed: moving a byte from one entry to the next changes the key.
     assert target_key({"a": b"bc", "d": b""}) != target_key({"a": b"b", "d": b"c"})
 

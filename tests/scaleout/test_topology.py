@@ -184,22 +184,31 @@ def _holder_with_replicas(topology: Topology, endpoint: str, count: int) -> str 
     return None
 
 
-def _job_children(topology: Topology) -> list[int]:
-    """Job child processes alive inside the topology's namespace (found by their module in the command line)."""
+def _replica_processes(topology: Topology) -> set[int]:
+    """Replica processes (the single-endpoint server) alive inside the topology's namespace."""
+    return set(_in_namespace(topology, b"stratus.cli.endpoint_server"))
+
+
+def _in_namespace(topology: Topology, module: bytes) -> list[int]:
     netns = os.readlink(f"/proc/{topology.ready['driver_pid']}/ns/net")
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if os.readlink(f"/proc/{entry}/ns/net") != netns:
+            if os.readlink(f"/proc/{entry}/ns/net") != netns or not _running(int(entry)):
                 continue
             command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"stratus.training.worker" in command or b"stratus.compress.worker" in command:
+        if module in command:
             found.append(int(entry))
     return found
+
+
+def _job_children(topology: Topology) -> list[int]:
+    """Job child processes alive inside the topology's namespace (found by their module in the command line)."""
+    return _in_namespace(topology, b"stratus.training.worker") + _in_namespace(topology, b"stratus.compress.worker")
 
 
 def test_a_ray_job_is_cancelled_and_timed_out_like_a_local_one(topology: Topology) -> None:
@@ -225,9 +234,17 @@ def test_a_ray_job_is_cancelled_and_timed_out_like_a_local_one(topology: Topolog
     assert done["state"] == "failed" and "timed out" in done["error"], done
 
 
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a killed server stays a zombie until the driver reaps it
+
+
 def _holder(topology: Topology, alive: set[str]) -> str | None:
-    """The server that last said it holds endpoint control (and has not said it lost it since)."""
-    for name in sorted(alive):
+    """The running server that last said it holds endpoint control (and has not said it lost it since)."""
+    for name in sorted(n for n in alive if _running(topology.pid(n))):
         log = topology.log(name)
         took, lost = log.rfind("now holds endpoint-control"), log.rfind("no longer holds endpoint-control")
         if took >= 0 and took > lost:
@@ -241,6 +258,8 @@ def test_kill_9_of_the_control_holder_loses_no_request_on_the_other_server_and_n
     survivor = "s2" if holder == "s1" else "s1"
     before = {r["url"] for r in ready_replicas(topology[holder], "topo-flowers")}
     assert len(before) == 2
+    serving = _replica_processes(topology)
+    assert len(serving) == 2
     owner = topology[holder]
     digits = owner.post("/api/v1/datasets/builtin", json={"name": "topo-digits-2", "builtin": "digits"})
     assert digits.status_code == 201, digits.text
@@ -262,12 +281,13 @@ def test_kill_9_of_the_control_holder_loses_no_request_on_the_other_server_and_n
         os.kill(topology.pid(holder), signal.SIGKILL)
         wait_for("the other server to take endpoint control", lambda: _holder(topology, {survivor}) == survivor, 10)
         took_over = time.monotonic() - killed_at
-        # It adopts the replicas that outlived their server (detached actors) rather than starting new ones.
+        # It adopts the replicas that outlived their server (detached actors) rather than starting new ones: the
+        # same two replica processes serve, and no other starts.
         adopted = wait_for(
-            "the new holder's replicas",
-            lambda: {r["url"] for r in ready_replicas(topology[survivor], "topo-flowers")} == before,
-            60,
+            "the new holder to adopt both", lambda: topology.log(survivor).count("adopted replica") == 2, 60
         )
+        assert _replica_processes(topology) == serving
+        assert {r["url"] for r in ready_replicas(topology[survivor], "topo-flowers")} == before
         served_then = load.served()
         wait_for("load after the takeover", lambda: load.served() >= served_then + 50, 60)
     print(f"\n[scaleout] takeover {took_over:.1f} s after kill -9; {load.ok} requests at c=8 on {survivor}, 0 failed")
@@ -279,3 +299,27 @@ def test_kill_9_of_the_control_holder_loses_no_request_on_the_other_server_and_n
     assert done["state"] == "succeeded" and done["attempts"] == 2, (done, trail)
     assert [e["kind"] for e in trail].count("done") == 1, trail  # the child's last line, printed once
     assert [e["kind"] for e in trail].count("placed") == 2, trail
+
+
+def test_a_replica_on_a_lost_node_is_replaced_on_the_other_without_a_failed_request(topology: Topology) -> None:
+    """Last: it takes a node away. The raylet of the node without the cluster's head is killed; its workers, and the
+    replica processes tied to them, go with it."""
+    holder = wait_for("a holder of endpoint control", lambda: _holder(topology, {"s1", "s2"}), 30)
+    client = topology[holder]
+    raylets = topology.ready["ray"]["raylets"]
+    head = next(n["id"] for n in topology.ready["ray"]["nodes"] if n["id"] in raylets and n.get("head"))
+    lost = next(node for node in raylets if node != head)
+    replicas = ready_replicas(client, "topo-flowers")
+    assert {r["node"] for r in replicas} == {head, lost}, replicas
+    with Load(topology, holder, "/v2/models/topo-flowers/infer") as load:
+        wait_for("load to flow", lambda: load.served() >= 50, 60)
+        os.kill(int(raylets[lost]), signal.SIGKILL)
+        wait_for(
+            "a replacement on the remaining node",
+            lambda: len([r for r in ready_replicas(client, "topo-flowers") if r["node"] == head]) == 2,
+            120,
+        )
+        served_then = load.served()
+        wait_for("load after the replacement", lambda: load.served() >= served_then + 50, 60)
+    assert load.failed == [], load.failed[:5]
+    print(f"\n[scaleout] node lost: {load.ok} requests at c=8, 0 failed; both replicas now on the head node")

@@ -113,14 +113,29 @@ def start_ray(run: Path, env: dict[str, str], deadline_s: float) -> dict[str, An
     with open(run / "ray-worker.log", "wb") as log:
         worker = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{port}"]
         subprocess.run([*worker, *common], env=env, stdout=log, stderr=log, check=True, timeout=deadline_s)
-    return {"address": f"127.0.0.1:{port}", "temp_dir": str(temp)}
+    return {"address": f"127.0.0.1:{port}", "temp_dir": str(temp), "raylets": raylets(temp)}
+
+
+def raylets(temp: Path) -> dict[str, int]:
+    """The raylet process of each node of this cluster, by node id (the test kills one to lose a node)."""
+    found = {}
+    for pid in descendants():
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if args and args[0].endswith("/raylet") and any(str(temp) in a for a in args):
+            node = next((a.split("=", 1)[1] for a in args if a.startswith("--node_id=")), "")
+            found[node] = pid
+    return found
 
 
 NODES = """
 import json, sys, ray
 ray.init(address=sys.argv[1], log_to_driver=False)
 print(json.dumps([
-    {"id": n["NodeID"], "address": n["NodeManagerAddress"], "alive": n["Alive"], "cpus": n["Resources"].get("CPU")}
+    {"id": n["NodeID"], "address": n["NodeManagerAddress"], "alive": n["Alive"], "cpus": n["Resources"].get("CPU"),
+     "head": "node:__internal_head__" in n["Resources"]}
     for n in ray.nodes()
 ]))
 """

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from stratus import framing, raycluster
+from stratus.deploy.bundle import MANIFEST
 from stratus.deploy.ray_replica import ReplicaActor
 from stratus.deploy.replicas import REPLICA_CONFIG
 
@@ -40,12 +41,24 @@ PREFIX = "stratus-replica:"
 
 
 def target_key(entries: dict[str, bytes]) -> str:
-    """A name for what a replica serves: the hash of its bundle's entries (names and bytes)."""
+    """A name for what a replica serves: the hash of its bundle's entries (names and bytes), the manifest without the
+    moment it was built (each server builds the same target's bundle anew)."""
     digest = hashlib.sha256()
     for name in sorted(entries):
-        digest.update(name.encode() + b"\0" + len(entries[name]).to_bytes(8, "big"))
-        digest.update(entries[name])
+        data = _timeless(entries[name]) if name == MANIFEST else entries[name]
+        digest.update(name.encode() + b"\0" + len(data).to_bytes(8, "big"))
+        digest.update(data)
     return digest.hexdigest()[:24]
+
+
+def _timeless(manifest: bytes) -> bytes:
+    try:
+        parsed = orjson.loads(manifest)
+    except orjson.JSONDecodeError:
+        return manifest
+    if isinstance(parsed, dict):
+        parsed.pop("created_at", None)
+    return orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)
 
 
 class RayReplica:

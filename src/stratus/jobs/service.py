@@ -350,9 +350,14 @@ class JobService:
             return
         with self._lock:
             self._running[job_id] = work
-        timer = threading.Timer(timeout_s, work.stop)
+        timed_out = threading.Event()  # set by the timer itself: no race between its stop and a clock read here
+
+        def time_out() -> None:
+            timed_out.set()
+            work.stop()
+
+        timer = threading.Timer(timeout_s, time_out)
         timer.start()
-        started = time.monotonic()
         last_error = ""
         try:
             for line in work.lines():
@@ -373,10 +378,9 @@ class JobService:
             if cancelled:
                 self._finish(job_id, "cancelled", cpu=work.cpu_seconds())
             elif code != 0:
-                elapsed = time.monotonic() - started
                 reason = (
                     f"timed out after {timeout_s} s"
-                    if elapsed >= timeout_s
+                    if timed_out.is_set()
                     else last_error or f"the job's process exited with {code}: {work.stderr_tail()}"
                 )
                 self._finish(job_id, "failed", error=reason, cpu=work.cpu_seconds())
