@@ -22,6 +22,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -73,9 +74,8 @@ def _kill_all() -> None:
                 pass
 
 
-def _start_ray(tmp: Path, env: dict[str, str]) -> str:
+def _start_ray(tmp: Path, env: dict[str, str], temp: str) -> str:
     port = free_port()
-    temp = f"/tmp/sray-{secrets.token_hex(3)}"  # Ray's socket paths must stay short
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--object-store-memory=200000000", "--disable-usage-stats"]
     head = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
     worker = [str(BIN / "ray"), "start", f"--address=127.0.0.1:{port}"]
@@ -137,8 +137,9 @@ def inside(args: argparse.Namespace) -> dict[str, object]:
         token.chmod(0o600)
         env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
         os.environ.update(env)
+        ray_temp = f"/tmp/sray-{secrets.token_hex(3)}"  # Ray's socket paths must stay short
         try:
-            address = _start_ray(tmp, {**os.environ})
+            address = _start_ray(tmp, {**os.environ}, ray_temp)
             ray_env = {"STRATUS_EXECUTOR": "ray", "STRATUS_PLACEMENT": "ray", "STRATUS_RAY_ADDRESS": address}
             servers = {
                 "local": start_server(tmp / "local", cache, 1, env_extra={"STRATUS_JOB_THREADS": "1"}),
@@ -184,6 +185,7 @@ def inside(args: argparse.Namespace) -> dict[str, object]:
             return {"load": _summarise(results), "jobs": jobs}
         finally:
             _kill_all()
+            shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def _summarise(results: dict[str, dict[str, list[LoadResult]]]) -> dict[str, dict[str, dict[str, float]]]:

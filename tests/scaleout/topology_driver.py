@@ -23,6 +23,7 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,8 @@ import httpx
 TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TESTS))
 
+#: Ray's session folders, removed once every process is gone.
+TEMP_DIRS: list[Path] = []
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 BIN = Path(sys.executable).parent
@@ -106,6 +109,7 @@ def start_ray(run: Path, env: dict[str, str], deadline_s: float) -> dict[str, An
     port = free_port()
     # Ray's socket paths must stay short (AF_UNIX paths are limited to 107 bytes).
     temp = Path(f"/tmp/sray-{secrets.token_hex(3)}")
+    TEMP_DIRS.append(temp)
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--object-store-memory=100000000", "--disable-usage-stats"]
     head = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"]
     with open(run / "ray-head.log", "wb") as log:
@@ -315,6 +319,8 @@ def main(run: Path) -> None:
                 os.kill(process, signal.SIGTERM)
         time.sleep(0.5)
         kill_all()
+        for folder in TEMP_DIRS:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
