@@ -267,6 +267,27 @@ def test_a_message_over_the_limit_is_answered_before_it_ends(raw: Raw) -> None:
     assert raw.until(PING)[-1][3] == b"abcdefgh"
 
 
+def test_one_connection_holds_at_most_twice_the_message_limit_in_half_sent_requests(raw: Raw) -> None:
+    """Fourteen requests of 768 KiB each left unfinished: the server gives window to the first eleven (up to
+    8 MiB held, twice the 4 MiB limit) and owes it to the rest until requests end (flow control is how
+    HTTP/2 says "not now"); ending four of them pays the debt."""
+    block = raw.encoder.encode(
+        [(":method", "POST"), (":scheme", "http"), (":path", "/test.S/Size"), (":authority", "t"),
+         ("content-type", "application/grpc")]
+    )  # fmt: skip
+    streams = list(range(1, 29, 2))
+    chunk = b"\0" * 16384
+    for stream in streams:
+        raw.send(frame(HEADERS, END_HEADERS, stream, block), *[frame(DATA, 0, stream, chunk)] * 48)
+    raw.send(frame(PING, 0, 0, b"held-all"))
+    granted = {f[2] for f in raw.until(PING) if f[0] == WINDOW_UPDATE and f[2]}
+    assert granted == set(streams[:11]), sorted(granted)
+    raw.send(*[frame(DATA, END_STREAM, stream, b"") for stream in streams[:4]])
+    raw.send(frame(PING, 0, 0, b"released"))
+    granted = {f[2] for f in raw.until(PING) if f[0] == WINDOW_UPDATE and f[2]}
+    assert granted == set(streams[11:]), sorted(granted)
+
+
 @pytest.mark.parametrize(
     ("frames", "code"),
     [

@@ -94,6 +94,13 @@ class Connection(asyncio.Protocol):
         self.on_close = on_close
         self.max_body = max_body_bytes
         self.max_streams = max_streams
+        # Request bytes this connection may hold in streams still being received before the streams other
+        # than the oldest get no more window: without it one connection could hold max_streams whole
+        # messages (128 x 64 MiB) half-sent. The oldest always gets window, so a client that sends
+        # several large messages at once still finishes them, one after another.
+        self.max_held = 2 * max_body_bytes
+        self._held = 0  # bytes in the bodies of streams whose request has not ended
+        self._starved: dict[int, Stream] = {}  # streams owed a window update until _held falls
         self.streams: dict[int, Stream] = {}
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -145,6 +152,7 @@ class Connection(asyncio.Protocol):
                 stream.task.cancel()
         self.streams.clear()
         self._blocked.clear()
+        self._starved.clear()
         if self.on_close is not None:
             self.on_close(self)
 
@@ -307,20 +315,43 @@ class Connection(asyncio.Protocol):
         data = self._unpad(flags, payload)
         if not stream.too_large:
             if len(stream.body) + len(data) > self.max_body:
+                self._release(stream)
                 stream.too_large, stream.body = True, bytearray()
                 self.on_request(self, stream)  # answered now; the rest of its data is dropped
             else:
                 stream.body += data
+                self._held += len(data)
         if flags & END_STREAM:
             self._end(stream)
         elif stream.recv_window <= STREAM_WINDOW // 2 and not stream.too_large:
-            grant = STREAM_WINDOW - stream.recv_window
-            stream.recv_window = STREAM_WINDOW
-            self._write(frame(WINDOW_UPDATE, 0, stream_id, struct.pack(">I", grant)))
+            if self._held <= self.max_held or stream.id == self._oldest_open():
+                self._grant(stream)
+            else:
+                self._starved[stream.id] = stream
+
+    def _grant(self, stream: Stream) -> None:
+        grant = STREAM_WINDOW - stream.recv_window
+        stream.recv_window = STREAM_WINDOW
+        self._write(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">I", grant)))
+
+    def _oldest_open(self) -> int:
+        return min((s.id for s in self.streams.values() if not s.ended and not s.too_large), default=0)
+
+    def _release(self, stream: Stream) -> None:
+        """``stream`` holds no more request bytes (ended, reset or over the limit): window owed to others
+        is granted, oldest first, while the connection holds no more than ``max_held``."""
+        self._held -= len(stream.body)
+        self._starved.pop(stream.id, None)
+        while self._starved and not self._closing:
+            oldest = min(self._starved)
+            if self._held > self.max_held and oldest != self._oldest_open():
+                break
+            self._grant(self._starved.pop(oldest))
 
     def _end(self, stream: Stream) -> None:
         stream.ended = True
         if not stream.too_large:
+            self._release(stream)
             self.on_request(self, stream)
 
     def _rst_stream(self, stream_id: int, payload: bytes) -> None:
@@ -328,6 +359,8 @@ class Connection(asyncio.Protocol):
             raise H2Error(PROTOCOL_ERROR, "bad RST_STREAM")
         stream = self.streams.pop(stream_id, None)
         self._blocked.pop(stream_id, None)
+        if stream is not None and not stream.ended:
+            self._release(stream)
         if stream is not None and stream.task is not None and not stream.task.done():
             stream.task.cancel()
             self._idle()  # opening streams only to reset them is the "rapid reset" attack
@@ -435,6 +468,8 @@ class Connection(asyncio.Protocol):
         stream.pending = None
         if not stream.ended:
             stream.ended = True
+            if not stream.too_large:
+                self._release(stream)
         self.streams.pop(stream.id, None)
 
     def goaway(self, code: int = NO_ERROR, message: str = "") -> None:
