@@ -95,10 +95,7 @@ def set_model_logging(request: Request, name: Name, body: LoggingUpdate) -> dict
 @router.delete("/models/{name}/logging")
 def reset_model_logging(request: Request, name: Name) -> dict[str, Any]:
     """Back to the server's default."""
-    plat = platform(request)
-    _check_target(plat, "model", name)
-    plat.log_settings.set(caller_of(request).project, "model", name, None)
-    return _logging(plat, caller_of(request).project, "model", name)
+    return _reset_logging(request, "model", name)
 
 
 @router.get("/endpoints/{name}/logging")
@@ -113,10 +110,14 @@ def set_endpoint_logging(request: Request, name: Name, body: LoggingUpdate) -> d
 
 @router.delete("/endpoints/{name}/logging")
 def reset_endpoint_logging(request: Request, name: Name) -> dict[str, Any]:
+    return _reset_logging(request, "endpoint", name)
+
+
+def _reset_logging(request: Request, scope: Scope, name: str) -> dict[str, Any]:
     plat = platform(request)
-    _check_target(plat, "endpoint", name)
-    plat.log_settings.set(caller_of(request).project, "endpoint", name, None)
-    return _logging(plat, caller_of(request).project, "endpoint", name)
+    _check_target(plat, scope, name)
+    plat.log_settings.set(caller_of(request).project, scope, name, None)
+    return _logging(plat, caller_of(request).project, scope, name)
 
 
 def _window(since: str | None, start: Any, end: Any, now: float | None = None) -> tuple[float | None, float | None]:
