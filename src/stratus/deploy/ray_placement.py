@@ -1,8 +1,9 @@
 """Replicas as Ray actors (``--placement ray``), behind the same ``Placement`` interface as local processes.
 
-Each replica is an actor (deploy/ray_replica.py) that asks for ``cpus`` and ``memory_mb``, placed with Ray's
-SPREAD strategy so an endpoint's replicas land on different nodes. Its process serves the replica app on the
-node's address; the router reaches it there with its bearer token (the replica itself gets only its SHA-256,
+Each replica is an actor (deploy/ray_replica.py) that asks for ``cpus`` and ``memory_mb``, placed with a soft
+preference for the alive node holding the fewest replicas of its target (Ray's SPREAD when the cluster does not
+say), so an endpoint's replicas land on different nodes, replacements included. Its process serves the replica
+app on the node's address; the router reaches it there with its bearer token (the replica itself gets only its SHA-256,
 inside the sealed bundle). A replica is alive while its actor's ``wait_exit`` call is pending: the call returns
 when the process exits and fails when the actor, its worker or its node dies, and the supervisor then replaces it
 like a dead local process.
@@ -23,6 +24,7 @@ import logging
 import secrets
 import threading
 import uuid
+from collections import defaultdict
 from concurrent.futures import Future
 from typing import Any
 
@@ -131,6 +133,7 @@ class RayPlacement:
         self._lock = threading.Lock()
         self._held: dict[str, RayReplica] = {}  # by actor name: what this placement started or adopted
         self._seen: dict[str, RayReplica] = {}  # by actor name: replicas found by discover()
+        self._placing: defaultdict[str, list[str]] = defaultdict(list)  # by target key: nodes of replicas starting
         self._closed = False
 
     def start(self, entries: dict[str, bytes]) -> RayReplica:
@@ -149,19 +152,49 @@ class RayPlacement:
         config = {"token_sha256": hashlib.sha256(token.encode()).hexdigest(), "threads": self.threads}
         sealed_key, sealed = raycluster.seal(framing.pack({**entries, REPLICA_CONFIG: orjson.dumps(config)}))
         name = f"{PREFIX}{key}:{uuid.uuid4().hex[:12]}"
-        actor: Any = self._actor_class.options(**self._options, name=name).remote(self.threads)
+        node, preference = self._spread_from(key)
         try:
-            served: Any = ray.get(actor.serve.remote(sealed_key, sealed, token), timeout=PLACE_TIMEOUT_S)
-            info = dict(served)
-        except Exception as exc:  # not placed in time, or died starting: a replica that never becomes ready
-            log.warning("a replica actor did not start: %s", exc)
-            replica = RayReplica(actor, name, None, None)
-            replica.kill()
-            return replica
+            options = {**self._options, **preference, "name": name}
+            actor: Any = self._actor_class.options(**options).remote(self.threads)
+            try:
+                served: Any = ray.get(actor.serve.remote(sealed_key, sealed, token), timeout=PLACE_TIMEOUT_S)
+                info = dict(served)
+            except Exception as exc:  # not placed in time, or died starting: a replica that never becomes ready
+                log.warning("a replica actor did not start: %s", exc)
+                replica = RayReplica(actor, name, None, None)
+                replica.kill()
+                return replica
+        finally:
+            if node:
+                with self._lock:
+                    self._placing[key].remove(node)
         replica = RayReplica(actor, name, info, actor.wait_exit.remote().future())
         with self._lock:
             self._held[name] = replica
         return replica
+
+    def _spread_from(self, key: str) -> tuple[str, dict[str, Any]]:
+        """Where the next replica of ``key`` should go: the alive node with the fewest of its replicas, live or being
+        placed (a soft preference; the node is noted as being placed on until ``_create`` is done). SPREAD alone
+        round-robins over nodes without looking at where the target's replicas are, so a replacement could join
+        the surviving replica on its node and leave the endpoint on one node."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        try:
+            listed: Any = ray.nodes()  # type: ignore[no-untyped-call]
+            alive = sorted(str(n["NodeID"]) for n in listed if n.get("Alive"))
+        except Exception as exc:  # the cluster did not answer: Ray's own spreading then
+            log.debug("ray.nodes(): %s", exc)
+            return "", {}
+        if not alive:
+            return "", {}
+        with self._lock:
+            taken = [r.node for n, r in self._held.items() if n.startswith(f"{PREFIX}{key}:") and r.alive()]
+            taken += self._placing[key]
+            emptiest = min(alive, key=taken.count)
+            self._placing[key].append(emptiest)
+        return emptiest, {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=emptiest, soft=True)}
 
     def _adopt(self, key: str) -> RayReplica | None:
         """A live replica of this target that this placement does not hold (left by a server that died)."""
