@@ -345,6 +345,10 @@ class Platform:
     def close(self) -> None:
         self.control.close()  # released: another server takes endpoint control at once
         if self.endpoints.controller is not None:
+            if self.db.shared:
+                # Replicas that outlive their server (Ray's) are left to the next holder to adopt, as when the
+                # lease is lost: stopping them would fail the requests the other servers route to them.
+                self.endpoints.controller.stand_down()
             self.endpoints.controller.close()
         self.drift_monitor.close()
         self.alerts.close()

@@ -284,6 +284,30 @@ def test_canary_steps_through_on_a_fake_clock_then_swaps() -> None:
     assert placement.closed and placement.started[1].killed
 
 
+class ReleasingPlacement(FakePlacement):
+    """A placement whose replicas can outlive their server (as Ray's do): ``release_all`` lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = False
+
+    def release_all(self) -> None:
+        self.released = True
+
+
+@pytest.mark.parametrize("placement", [FakePlacement(), ReleasingPlacement()], ids=["local", "outliving"])
+def test_standing_down_before_close_leaves_outliving_replicas_to_the_next_holder(placement: FakePlacement) -> None:
+    """What a server on a shared database does when it stops (Platform.close): its replicas that can outlive it
+    are released for the next holder to adopt, not killed under the requests other servers send them."""
+    ctl = controller(FakeClock(), placement, Events())
+    ctl.apply(plan(1, [1]), wait=True)
+    ctl.stand_down()
+    ctl.close()
+    releasing = isinstance(placement, ReleasingPlacement)
+    assert placement.closed and (placement.released if releasing else True)
+    assert placement.started[0].killed is not releasing
+
+
 def test_a_failing_canary_rolls_back_to_the_old_table() -> None:
     placement, events = FakePlacement(), Events()
     holder: list[Controller] = []
