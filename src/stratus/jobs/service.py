@@ -147,12 +147,16 @@ class JobService:
     def get(self, job_id: str) -> dict[str, Any]:
         return job_dict(self._row(job_id))
 
-    def list_jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def list_jobs(
+        self, state: str | None = None, limit: int = 100, *, offset: int = 0, kind: str | None = None
+    ) -> list[dict[str, Any]]:
         with self.db.read() as s:
             query = select(Job).where(Job.project_id == self.registry.projects.current_id())
             if state is not None:
                 query = query.where(Job.state == state)
-            rows = s.scalars(query.order_by(Job.created_at.desc()).limit(limit)).all()
+            if kind is not None:  # the console lists training and compression runs apart
+                query = query.where(Job.kind == kind)
+            rows = s.scalars(query.order_by(Job.created_at.desc()).offset(max(0, offset)).limit(limit)).all()
         return [job_dict(r) for r in rows]
 
     def events(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:

@@ -135,6 +135,38 @@ class RegistryService(BlobAccess):
             ).all()
             return [ModelInfo.from_row(r) for r in rows]
 
+    def page_models(self, offset: int = 0, limit: int = 50, search: str = "") -> tuple[list[ModelInfo], int]:
+        """One page of the caller's models by name (``search``: part of the name), and how many match: what a
+        list that pages shows, since ``list_models`` loads every model with its versions."""
+        project_id = self.projects.current_id()
+        where = [Model.project_id == project_id]
+        if search:
+            where.append(Model.name.contains(search, autoescape=True))
+        with self.db.read() as s:
+            total = s.scalar(select(func.count(Model.id)).where(*where)) or 0
+            rows = s.scalars(
+                select(Model)
+                .where(*where)
+                .order_by(Model.name)
+                .offset(max(0, offset))
+                .limit(max(1, limit))
+                .options(selectinload(Model.versions).selectinload(ModelVersion.files), selectinload(Model.aliases))
+            ).all()
+            return [ModelInfo.from_row(r) for r in rows], total
+
+    def versions_on_dataset(self, dataset: str, limit: int = 100) -> list[VersionInfo]:
+        """The caller's versions whose lineage names ``dataset`` (``name@digest``), newest first."""
+        with self.db.read() as s:
+            rows = s.execute(
+                select(ModelVersion, Model.name)
+                .join(Model, Model.id == ModelVersion.model_id)
+                .where(Model.project_id == self.projects.current_id(), ModelVersion.dataset == dataset)
+                .order_by(ModelVersion.created_at.desc())
+                .limit(limit)
+                .options(selectinload(ModelVersion.files))
+            ).all()
+            return [VersionInfo.from_row(row, name) for row, name in rows]
+
     def delete_model(self, name: str) -> None:
         with self.db.exclusive():
             with self.db.write() as s:
