@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-compress bench-deploy bench-startup bench-scale install clean
+.PHONY: serve test lint typecheck pytest bench bench-compress bench-deploy bench-startup bench-scale install clean ui-assets chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +17,35 @@ $(BIN)/python:
 # Then the sample models are built once into the per-user cache every home shares (~/.cache/stratus/samples/KEY,
 # see src/stratus/samples/cache.py); a new home only imports them. A no-op when that cache is already there.
 # The .proto too: installing generates the gRPC code from it (setup.py).
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt setup.py src/stratus/grpc/inference.proto
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt setup.py src/stratus/grpc/inference.proto | $(UI_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,dev,scale]"
 	$(BIN)/python -m pip download --quiet --no-deps -c constraints.txt -d $(VENV)/wheels kserve
 	$(BIN)/python -m stratus.samples
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The web console's third-party assets (uPlot), pinned by ui/package-lock.json and installed from the npm registry
+# with `npm ci`, then copied into the package (git-ignored; a wheel built afterwards ships them). Nothing comes from a
+# CDN at run time. axe-core (a devDependency) stays in ui/node_modules for the browser tests.
+UI_VENDOR := src/stratus/ui/static/vendor
+UI_STAMP  := $(UI_VENDOR)/.built
+$(UI_STAMP): ui/package.json ui/package-lock.json
+	cd ui && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(UI_VENDOR)
+	cp ui/node_modules/uplot/dist/uPlot.iife.min.js ui/node_modules/uplot/dist/uPlot.min.css $(UI_VENDOR)/
+	@touch $(UI_STAMP)
 
-serve: $(STAMP)
+ui-assets: $(UI_STAMP)
+
+# Debian's Chromium for the console's browser tests (tests/ui drive it with Playwright through its executable path;
+# no browser is downloaded). Installed when missing; where it cannot be (no root, no apt), those tests skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) \
+	  || echo "chromium could not be installed (apt-get install -y chromium): the console's browser tests will skip"
+
+install: $(STAMP) $(UI_STAMP)
+
+serve: $(STAMP) $(UI_STAMP)
 	$(BIN)/stratus serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
@@ -35,7 +55,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(UI_STAMP) chromium
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -40,6 +40,7 @@ from stratus.security.encryption import Keyring, decode_key
 from stratus.security.keys import KeyService, load_or_create_secret_file
 from stratus.security.masking import PayloadSeal
 from stratus.security.outbound import OutboundPolicy
+from stratus.security.sessions import ConsoleSessions
 from stratus.settings import Settings
 from stratus.store import Database, open_artifacts
 from stratus.training import DatasetService
@@ -124,6 +125,9 @@ class Platform:
         )
         self.keys = KeyService(self.db, _pepper(settings), cache_seconds=settings.key_cache_seconds)
         self.audit = AuditLog(self.db)
+        self.sessions = ConsoleSessions(
+            self.db, self.keys, auth=settings.auth, ttl_seconds=settings.console_session_minutes * 60
+        )
         self.usage = UsageMeter(
             self.db, flush_seconds=settings.usage_flush_seconds, prices=Prices.from_settings(settings)
         )
@@ -368,5 +372,9 @@ def create_app(
 ) -> App:
     """The full server: a Platform for ``settings`` (or the one given) behind the HTTP API."""
     from stratus.api.app import build_app  # here, not above: the platform's users need no HTTP framework
+    from stratus.ui import mount_console
 
-    return build_app(platform or Platform(settings or Settings()), on_started)
+    plat = platform or Platform(settings or Settings())
+    app = build_app(plat, on_started)
+    mount_console(app, plat)  # the web console at /ui (docs/console.md)
+    return app

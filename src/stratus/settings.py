@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         description="How long a verified API key is trusted before the DB is asked again; bounds how late a "
         "revocation made by another process takes effect.",
     )
+    console_session_minutes: float = Field(
+        default=480,
+        gt=0,
+        le=7 * 24 * 60,
+        description="How long a web console session (/ui) lasts after sign-in; it ends sooner on sign-out or "
+        "when its API key is revoked or expires.",
+    )
     tls_cert: Path | None = Field(default=None, description="PEM certificate file: serve HTTPS (with tls_key).")
     tls_key: Path | None = Field(default=None, description="PEM private key file of tls_cert.")
     master_key: SecretStr | None = Field(

@@ -26,6 +26,8 @@ from stratus.protocol import TensorLimits
 log = logging.getLogger(__name__)
 
 UPLOAD_PATH_SUFFIX = "/versions"
+#: The web console (stratus.ui, mounted at /ui) forwards /ui/bridge/<API path> to the API in-process, as its session.
+CONSOLE_BRIDGE = "/ui/bridge"
 #: What ``build_app`` returns, named for callers that import no HTTP framework (stratus.platform).
 App = FastAPI
 
@@ -59,6 +61,7 @@ def build_app(plat: ControlHost, on_started: Callable[[], None] | None = None) -
     app.openapi = truthful_openapi(app)  # type: ignore[method-assign]
 
     def limit_for(path: str) -> int:
+        path = path.removeprefix(CONSOLE_BRIDGE)  # a console upload gets the API route's own limit
         if (path.startswith("/api/v1/models/") and path.endswith(UPLOAD_PATH_SUFFIX)) or path == "/api/v1/datasets":
             return settings.max_upload_bytes
         return settings.max_request_bytes

@@ -138,6 +138,11 @@ POLICY: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/models/{name}/versions/{version}/reference"): MANAGE,
 }
 
+#: ASGI scope key under which the web console's bridge (stratus.ui) hands over the signed-in session's caller and
+#: rate limit: set only in-process, on a scope the bridge builds, so no client can send it (a header cannot).
+#: The scope check, rate limit, quota and audit below apply to it exactly as to a bearer key.
+CONSOLE_CALLER = "stratus.console_caller"
+
 #: Routes whose requests infer items, and so count against the project's monthly quota.
 INFERENCE_SCOPE = PREDICT
 _AUDITED_PREFIXES = ("/api/", "/v2/repository/")
@@ -187,7 +192,11 @@ def guarded(handler: Handler, required: str, action: str) -> Handler:
         platform: Host = request.app.state.platform
         caller: Caller | None = None
         try:
-            caller, key_rps = platform.access.authenticate(bearer_token(request), required)
+            console = request.scope.get(CONSOLE_CALLER)
+            if console is not None:  # a console session's request, forwarded in-process by stratus.ui's bridge
+                caller, key_rps = console
+            else:
+                caller, key_rps = platform.access.authenticate(bearer_token(request), required)
             platform.access.authorize(caller, key_rps, required, counts_items=counts_items)
             tenancy.enter(caller, request.headers)
             request.scope["stratus.caller"] = caller

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from stratus.dataplane import InferenceEvent
 from stratus.errors import InvalidInput
@@ -437,3 +437,33 @@ class MetricsHistory:
         end = self._interval
         [(_, value)] = self.series(project, scope, name, metric, end - seconds, end, seconds, version)
         return value
+
+    def project_traffic(self, project: str, start: float, end: float, step: float) -> list[tuple[float, int, int]]:
+        """A project's model traffic (every model and version together) per ``step`` seconds from ``start`` to
+        ``end``: (step start, requests, failed requests), from the written intervals (up to 10 s behind). One
+        grouped query, however many models there are: what the console's overview draws."""
+        if not end > start or step <= 0 or (end - start) / step > 10_000:
+            raise InvalidInput("need start < end and a step that makes at most 10,000 points")
+        resolution = FINE if start >= self.clock() - FINE_KEEP else COARSE
+        steps = math.ceil((end - start) / step - 1e-9)
+        totals = [[0, 0] for _ in range(steps)]
+        bucket = func.floor((MetricsPoint.at - start) / step)
+        query = (
+            select(bucket, func.sum(MetricsPoint.requests), func.sum(MetricsPoint.errors))
+            .where(
+                MetricsPoint.project == project,
+                MetricsPoint.scope == "model",
+                MetricsPoint.resolution == resolution,
+                MetricsPoint.at >= start,
+                MetricsPoint.at < end,
+            )
+            .group_by(bucket)
+        )
+        with self.db.read() as s:
+            rows = list(s.execute(query))
+        for index, requests, errors in rows:
+            i = int(index)
+            if 0 <= i < steps:
+                totals[i][0] += int(requests or 0)
+                totals[i][1] += int(errors or 0)
+        return [(start + i * step, r, e) for i, (r, e) in enumerate(totals)]

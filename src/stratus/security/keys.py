@@ -285,6 +285,21 @@ class KeyService:
             raise Unauthenticated(f"API key {key_id} expired at {cached.expires_at.isoformat()}Z")
         return cached.caller, cached.rate_limit_rps
 
+    def caller_of_key(self, key_id: str) -> tuple[Caller, float | None]:
+        """The caller of a key known by its id, checked as ``authenticate`` checks it but without the secret: for
+        a console session, which signed in with the key once and holds only its id. Raises Unauthenticated."""
+        now = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is None or now - cached.fetched_at > self._cache_seconds:
+            cached = self._fetch(key_id, now)
+        if cached is None:
+            raise Unauthenticated(f"API key {key_id} no longer exists")
+        if cached.revoked:
+            raise Unauthenticated(f"API key {key_id} has been revoked")
+        if cached.expires_at is not None and cached.expires_at <= utcnow():
+            raise Unauthenticated(f"API key {key_id} expired at {cached.expires_at.isoformat()}Z")
+        return cached.caller, cached.rate_limit_rps
+
     def _fetch(self, key_id: str, now: float) -> _CachedKey | None:
         with self.db.read() as s:
             found = s.execute(select(ApiKey, Project.name).join(Project).where(ApiKey.id == key_id)).first()
