@@ -7,4 +7,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-ROUTERS: list[APIRouter] = []
+from stratus.ui.pages import compression, datasets, endpoints, jobs, models
+
+ROUTERS: list[APIRouter] = [models.router, datasets.router, jobs.router, compression.router, endpoints.router]

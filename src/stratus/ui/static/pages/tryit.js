@@ -1,0 +1,174 @@
+// Stratus console, the "try it" panel: a form built from the model's signature (a text box for text models, a
+// drawing pad with image drop for image models, a box per feature for tabular ones, or a row of the training
+// dataset), sent to the real inference route (V2 JSON) through the bridge; the answer is shown under it.
+"use strict";
+(function () {
+  const S = () => window.Stratus;
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach((k) => node.setAttribute(k, attrs[k]));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // A square pad to draw on (white ink on black, as the digits are) that also takes a dropped or chosen image.
+  function imagePad(spec, fields) {
+    const side = 224;
+    const pad = el("canvas", { width: side, height: side, class: "tryit-pad", role: "img", "aria-label": "Drawing pad: draw a " + (spec.classes.length ? "shape of one of the classes" : "picture") + " with the mouse, or drop an image on it" });
+    const ctx = pad.getContext("2d");
+    const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, side, side); };
+    clear();
+    let drawing = false;
+    const at = (event) => {
+      const box = pad.getBoundingClientRect();
+      return [(event.clientX - box.left) * side / box.width, (event.clientY - box.top) * side / box.height];
+    };
+    const state = { sample: null };
+    pad.addEventListener("pointerdown", (event) => { drawing = true; state.sample = null; const [x, y] = at(event); ctx.beginPath(); ctx.moveTo(x, y); });
+    pad.addEventListener("pointermove", (event) => {
+      if (!drawing) return;
+      const [x, y] = at(event);
+      ctx.strokeStyle = "#fff"; ctx.lineWidth = side / 9; ctx.lineCap = "round"; ctx.lineJoin = "round";
+      ctx.lineTo(x, y); ctx.stroke();
+    });
+    ["pointerup", "pointerleave"].forEach((name) => pad.addEventListener(name, () => { drawing = false; }));
+    const drawImage = (file) => {
+      const url = URL.createObjectURL(file);
+      const img = new Image();
+      img.onload = () => { clear(); ctx.drawImage(img, 0, 0, side, side); URL.revokeObjectURL(url); state.sample = null; };
+      img.src = url;
+    };
+    pad.addEventListener("dragover", (event) => event.preventDefault());
+    pad.addEventListener("drop", (event) => {
+      event.preventDefault();
+      if (event.dataTransfer.files.length) drawImage(event.dataTransfer.files[0]);
+    });
+    const fileLabel = el("label", { for: "tryit-file" }, "…or choose an image");
+    const file = el("input", { id: "tryit-file", type: "file", accept: "image/*" });
+    file.addEventListener("change", () => { if (file.files.length) drawImage(file.files[0]); });
+    const clearButton = el("button", { type: "button", class: "secondary" }, "Clear");
+    clearButton.addEventListener("click", () => { clear(); state.sample = null; });
+    fields.append(pad, el("br"), clearButton, " ", fileLabel, " ", file);
+
+    // The model's input: the pad scaled down to the model's size, grey levels mapped onto its pixel range.
+    state.values = () => {
+      if (state.sample) return state.sample;
+      const small = el("canvas", { width: spec.width, height: spec.height });
+      const sctx = small.getContext("2d");
+      sctx.drawImage(pad, 0, 0, spec.width, spec.height);
+      const pixels = sctx.getImageData(0, 0, spec.width, spec.height).data;
+      const out = [];
+      for (let c = 0; c < spec.channels; c++) {
+        for (let i = 0; i < spec.width * spec.height; i++) {
+          const p = pixels.subarray(i * 4, i * 4 + 4);
+          const grey = spec.channels === 1 ? (p[0] + p[1] + p[2]) / 3 : p[c];
+          out.push(+(grey / 255 * spec.high).toFixed(4));
+        }
+      }
+      return out;
+    };
+    // A dataset row: shown on the pad, sent exactly as it is.
+    state.show = (values) => {
+      state.sample = values;
+      const small = el("canvas", { width: spec.width, height: spec.height });
+      const sctx = small.getContext("2d");
+      const image = sctx.createImageData(spec.width, spec.height);
+      for (let i = 0; i < spec.width * spec.height; i++) {
+        const v = Math.max(0, Math.min(255, Math.round(values[i] / (spec.high || 1) * 255)));
+        image.data.set([v, v, v, 255], i * 4);
+      }
+      sctx.putImageData(image, 0, 0);
+      ctx.imageSmoothingEnabled = false;
+      clear();
+      ctx.drawImage(small, 0, 0, side, side);
+    };
+    return state;
+  }
+
+  function build(section) {
+    const spec = S().data(section.dataset.tryit);
+    const form = section.querySelector(".tryit-form");
+    if (!form) return;
+    const fields = form.querySelector(".tryit-fields");
+    const answer = section.querySelector(".tryit-answer");
+    let read;
+    let show = null;
+    if (spec.kind === "text") {
+      const box = el("textarea", { id: "tryit-text", rows: "3", cols: "60" });
+      fields.append(el("label", { for: "tryit-text" }, "Text"), el("br"), box);
+      read = () => ({ shape: [1], data: [box.value] });
+    } else if (spec.kind === "image") {
+      const pad = imagePad(spec, fields);
+      read = () => ({ shape: [1, spec.channels, spec.height, spec.width], data: pad.values() });
+      show = (values) => pad.show(values);
+    } else {
+      const grid = el("div", { class: "tryit-grid" });
+      const inputs = spec.features.map((name, i) => {
+        const id = "tryit-f" + i;
+        const input = el("input", { id: id, inputmode: "decimal", value: String(spec.defaults[i]), size: "8" });
+        const cell = el("div");
+        cell.append(el("label", { for: id }, name), input);
+        grid.append(cell);
+        return input;
+      });
+      fields.append(grid);
+      read = () => ({ shape: [1, inputs.length], data: inputs.map((x) => parseFloat(x.value)) });
+      show = (values) => values.forEach((v, i) => { if (inputs[i]) inputs[i].value = String(v); });
+    }
+    const sample = section.querySelector(".tryit-sample");
+    if (sample && show && spec.sample_url) {
+      sample.addEventListener("click", async () => {
+        const row = Math.floor(Math.random() * 100000);
+        const response = await fetch(spec.sample_url + "?row=" + row, { credentials: "same-origin" });
+        const body = await response.json();
+        if (!response.ok) { answer.textContent = "Could not read a row: " + (body.error || response.status); return; }
+        show(body.values);
+        answer.textContent = "Row " + body.row + " of the dataset" + (body.label !== null ? " (labelled " + body.label + ")" : "") + ": press Predict.";
+      });
+    }
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const tensor = read();
+      const body = { inputs: [{ name: spec.input, shape: tensor.shape, datatype: spec.datatype, data: tensor.data }] };
+      answer.textContent = "Predicting…";
+      try {
+        const result = await S().api(spec.url, { method: "POST", json: body });
+        render(answer, spec, result);
+      } catch (err) {
+        answer.textContent = "The model answered: " + err.message;
+        answer.classList.add("error");
+      }
+    });
+  }
+
+  function render(answer, spec, result) {
+    answer.textContent = "";
+    answer.classList.remove("error");
+    const label = (result.outputs || []).find((o) => o.name === "label");
+    if (label && spec.classes.length && label.data.length) {
+      const index = label.data[0];
+      const name = spec.classes[index] !== undefined ? spec.classes[index] : String(index);
+      answer.append(el("p", { class: "tryit-label" }, "Predicted class: " + name));
+    }
+    answer.append(el("p", {}, "Served by " + result.model_name + " version " + result.model_version + "."));
+    const table = el("table");
+    const head = el("thead");
+    const hr = el("tr");
+    ["Output", "Shape", "Values"].forEach((h) => hr.append(el("th", { scope: "col" }, h)));
+    head.append(hr);
+    const tbody = el("tbody");
+    (result.outputs || []).forEach((o) => {
+      const tr = el("tr");
+      const shown = o.data.slice(0, 16).map((v) => (typeof v === "number" ? +v.toPrecision(4) : v)).join(", ");
+      tr.append(el("td", {}, o.name), el("td", {}, JSON.stringify(o.shape)), el("td", {}, shown + (o.data.length > 16 ? ", …" : "")));
+      tbody.append(tr);
+    });
+    table.append(head, tbody);
+    answer.append(table);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("[data-tryit]").forEach(build);
+  });
+})();
