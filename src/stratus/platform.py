@@ -18,6 +18,7 @@ from stratus.deploy import Controller, DeployMetrics, EndpointService, LocalPlac
 from stratus.deploy.follow import Followed, RoutePublisher
 from stratus.deploy.lease import LeaseKeeper
 from stratus.deploy.replicas import Placement
+from stratus.devices import DeviceService
 from stratus.errors import Conflict
 from stratus.files import write_private
 from stratus.jobs import Executor, JobService, LocalProcessExecutor
@@ -41,6 +42,7 @@ from stratus.security.keys import KeyService, load_or_create_secret_file
 from stratus.security.masking import PayloadSeal
 from stratus.security.outbound import OutboundPolicy
 from stratus.security.sessions import ConsoleSessions
+from stratus.security.signing import SigningKey
 from stratus.settings import Settings
 from stratus.store import Database, open_artifacts
 from stratus.training import DatasetService
@@ -175,6 +177,8 @@ class Platform:
             lambda caller, kind, model, cpu: self.usage.record_job(caller.project, caller.key_id, kind, model, cpu)
         )
         self.endpoints = EndpointService(self.db, self.registry)
+        self._signing_key: SigningKey | None = None
+        self.devices = DeviceService(self.db, self.registry, self.keys, lambda: self._signer(keyring))
         self.endpoints.attach(
             Controller(
                 _placement(settings),
@@ -244,6 +248,12 @@ class Platform:
         self.history.closed_listeners.append(self.alerts.interval_closed)
         self.alerts.in_control = lambda: self.control.holding
         self.started = False
+
+    def _signer(self, keyring: Keyring) -> SigningKey:
+        """The edge bundles' signing key, read (or made) on first use: a server that never signs has no file."""
+        if self._signing_key is None:
+            self._signing_key = SigningKey.load_or_create(self.settings.home, keyring)
+        return self._signing_key
 
     def _meter(self, served: ServedRequest) -> None:
         caller = served.caller

@@ -42,6 +42,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         rule = {"name": "affine", "target": "affine", "metric": "p99_ms", "threshold": 100.0}
         assert admin.post("/api/v1/alerts", json=rule).status_code == 201
         keys = {scope: admin.post("/api/v1/keys", json={"scopes": [scope]}).json() for scope in SCOPES}
+        # A device's key (scope edge, off the ladder) comes only from enrollment with a one-time token.
+        token = admin.post("/api/v1/device-tokens", json={}).json()["token"]
+        keys["edge"] = admin.post("/api/v1/device/enroll", json={"token": token, "name": "matrix"}).json()
         other = admin.post("/api/v1/keys", json={"scopes": ["manage"], "project": "other"}).json()
         revoked = admin.post("/api/v1/keys", json={"scopes": ["admin"]}).json()
         assert admin.delete(f"/api/v1/keys/{revoked['id']}").status_code == 200
@@ -72,6 +75,7 @@ MISSING = {
     "model": "ghost",
     "key_id": "000000000000",
     "project": "ghost",
+    "device_id": "0" * 16,
 }
 
 
@@ -95,11 +99,12 @@ def _call(client: TestClient, method: str, url: str, headers: dict[str, str]) ->
 def test_every_route_declares_a_scope(world: dict[str, Any]) -> None:
     operations = _operations(world["client"])
     assert len(operations) >= 50
-    undeclared = [(m, p) for m, p, scope in operations if scope not in {"public", *SCOPES}]
+    undeclared = [(m, p) for m, p, scope in operations if scope not in {"public", "edge", *SCOPES}]
     assert undeclared == []
     assert {(m, p) for m, p, _ in operations} | {("GET", "/openapi.json")} == set(POLICY)
     public = sorted(p for _, p, scope in operations if scope == "public")
-    assert public == ["/v2/health/live", "/v2/health/ready"]
+    edge = ["/.well-known/stratus-edge-key", "/api/v1/device/enroll"]  # a key, and a one-time token's own check
+    assert public == [*edge, "/v2/health/live", "/v2/health/ready"]
 
 
 def test_matrix_of_scopes_no_key_and_revoked_key(world: dict[str, Any]) -> None:
@@ -108,7 +113,7 @@ def test_matrix_of_scopes_no_key_and_revoked_key(world: dict[str, Any]) -> None:
     for method, path, required in _operations(client):
         url = _fill(path, MISSING)
         if required == "public":
-            assert _call(client, method, url, {}) == 200
+            assert _call(client, method, url, {}) == (422 if path == "/api/v1/device/enroll" else 200)
             continue
         no_key = _call(client, method, url, {})
         assert no_key == 401, (method, path, no_key)

@@ -27,6 +27,7 @@ from stratus.errors import StratusError
 from stratus.hosting import Host
 from stratus.protocol import status_for
 from stratus.security.access import PUBLIC
+from stratus.security.scopes import EDGE
 from stratus.tenancy import Caller
 
 READ, PREDICT, MANAGE, ADMIN = "read", "predict", "manage", "admin"
@@ -136,6 +137,17 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/endpoints/{name}/drift/history"): READ,
     ("GET", "/api/v1/models/{name}/versions/{version}/reference"): READ,
     ("PUT", "/api/v1/models/{name}/versions/{version}/reference"): MANAGE,
+    # Edge devices (docs/edge.md): the signing key is public, enrollment is authorized by its one-time token,
+    # a bundle carries the model's bytes (manage, like a download); the device routes take an edge key only.
+    ("GET", "/.well-known/stratus-edge-key"): PUBLIC,
+    ("POST", "/api/v1/device-tokens"): MANAGE,
+    ("POST", "/api/v1/device/enroll"): PUBLIC,
+    ("GET", "/api/v1/devices"): READ,
+    ("GET", "/api/v1/devices/{device_id}"): READ,
+    ("DELETE", "/api/v1/devices/{device_id}"): MANAGE,
+    ("GET", "/api/v1/models/{name}/edge-bundle"): MANAGE,
+    ("GET", "/api/v1/device/bundle"): EDGE,
+    ("POST", "/api/v1/device/telemetry"): EDGE,
 }
 
 #: ASGI scope key under which the web console's bridge (stratus.ui) hands over the signed-in session's caller and

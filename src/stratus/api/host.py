@@ -17,6 +17,7 @@ from stratus.hosting import Host
 if TYPE_CHECKING:
     from stratus.compress.service import CompressionService
     from stratus.deploy.service import EndpointService
+    from stratus.devices import DeviceService
     from stratus.jobs import JobService
     from stratus.metering import UsageMeter
     from stratus.monitoring.alerts_service import AlertService
@@ -66,6 +67,8 @@ class ControlHost(Host, Protocol):
     def history(self) -> MetricsHistory: ...
     @property
     def alerts(self) -> AlertService: ...
+    @property
+    def devices(self) -> DeviceService: ...
 
     def start(self) -> None: ...
     def close(self) -> None: ...

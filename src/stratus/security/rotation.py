@@ -10,6 +10,7 @@ from stratus.errors import InvalidInput
 from stratus.files import write_private
 from stratus.security.encryption import KEY_BYTES, Keyring, decode_key, read_key_file
 from stratus.security.masking import PayloadSeal
+from stratus.security.signing import rewrap_signing_key
 from stratus.security.webhook_secrets import rewrap_secrets
 from stratus.settings import Settings
 from stratus.store import Database
@@ -54,6 +55,8 @@ def rotate_master_key(settings: Settings, new_key: bytes | None = None) -> int:
         count += PayloadSeal(db, keyring).rewrap()
         # So are the alert rules' webhook secrets (security/webhook_secrets.py).
         count += rewrap_secrets(db, keyring)
+        # And the edge bundles' signing key (security/signing.py).
+        count += rewrap_signing_key(settings.home, keyring)
     finally:
         db.dispose()
     previous_path.unlink(missing_ok=True)

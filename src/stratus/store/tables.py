@@ -450,3 +450,49 @@ class AlertDelivery(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+
+
+class DeviceToken(Base):
+    """A one-time enrollment token for an edge device (docs/edge.md). Only its SHA-256 is kept."""
+
+    __tablename__ = "device_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Device(Base):
+    """An enrolled edge device: its key (scope ``edge``), its public key for bundle encryption, what it reported."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_devices_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    #: X25519 public key (base64) the device's bundles are encrypted to; empty: plain bundles.
+    public_key: Mapped[str] = mapped_column(String(64), default="")
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime | None] = mapped_column(nullable=True)
+    bundle: Mapped[str] = mapped_column(String(128), default="")
+    health: Mapped[str] = mapped_column(String(200), default="")
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class DeviceTelemetryBatch(Base):
+    """A telemetry batch already counted: a re-sent batch (the device died before it saw the answer) is not."""
+
+    __tablename__ = "device_telemetry_batches"
+    __table_args__ = (UniqueConstraint("device_id", "batch_id", name="uq_device_telemetry_batch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    batch_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
