@@ -1,0 +1,3 @@
+from stratus_edge.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""The served model: a verified bundle loaded through the platform's own runtime (stratus.runtime: the same
+ONNX Runtime sessions, pipelines and batcher the platform serves with), and the holder that switches bundles
+between requests."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from stratus.runtime import ModelPool, ModelRunner, ServedModel, ServingConfig
+from stratus.runtime.pipeline import ModelRef, PipelineRunner, PipelineSpec
+from stratus.runtime.session import Runner
+from stratus.types import Signature
+from stratus_edge.bundle import Verified
+
+
+@dataclass(frozen=True)
+class Loaded:
+    manifest: dict[str, Any]
+    signature: Signature
+    served: ServedModel
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["model"])
+
+    @property
+    def version(self) -> int:
+        return int(self.manifest["version"])
+
+    @property
+    def etag(self) -> str:
+        return str(self.manifest["etag"])
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+def load(verified: Verified, executor: Executor, threads: int) -> Loaded:
+    """Load ``verified`` into ONNX Runtime and warm it up (so the first request is not the slow one)."""
+    manifest, files = verified.manifest, verified.files
+    signature = Signature.from_dict(manifest["signature"])
+    artifact = files[manifest["artifact"]]
+    refs: dict[str, str] = manifest.get("refs") or {}
+
+    def factory(per_instance: int) -> Runner:
+        if manifest["model_format"] == "pipeline":
+            spec = PipelineSpec.parse(artifact)
+
+            def fetch_ref(ref: ModelRef) -> bytes:
+                return files[refs[f"{ref.name}:{ref.version}"]]
+
+            return PipelineRunner(spec, files.__getitem__, fetch_ref, threads=per_instance)
+        return ModelRunner(artifact, signature, threads=per_instance)
+
+    # One pool per bundle: a switch drops the old bundle's sessions as its last request finishes.
+    pool = ModelPool(threads=threads, executor=executor)
+    served = pool.load(1, manifest["model"], int(manifest["version"]), factory, ServingConfig.parse(manifest["config"]))
+    return Loaded(manifest, signature, served)
+
+
+class Holder:
+    """The bundle being served. A request takes the reference once; a switch replaces it for the next request,
+    so requests in flight finish on the bundle they started on and none fails during a switch."""
+
+    def __init__(self) -> None:
+        self.current: Loaded | None = None
+        self._lock = threading.Lock()
+        self.switches = 0
+
+    def swap(self, loaded: Loaded) -> None:
+        with self._lock:
+            self.current = loaded
+            self.switches += 1
