@@ -74,10 +74,21 @@ class AuditLog:
         since: datetime | None = None,
         key_id: str | None = None,
         project: str | None = None,
+        action: str | None = None,
+        failed: bool | None = None,
+        before: int | None = None,
     ) -> list[AuditEntry]:
+        """The newest events first. ``action``: part of the action's text; ``failed``: only refusals and errors
+        (status 400 and up) or only successes; ``before``: events older than this id (the next page)."""
         if not 1 <= limit <= MAX_QUERY_ROWS:
             raise InvalidInput(f"limit must be between 1 and {MAX_QUERY_ROWS}")
         query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+        if action:
+            query = query.where(AuditEvent.action.contains(action, autoescape=True))
+        if failed is not None:
+            query = query.where(AuditEvent.status >= 400 if failed else AuditEvent.status < 400)
+        if before is not None:
+            query = query.where(AuditEvent.id < before)
         if since is not None:
             query = query.where(AuditEvent.at >= since)
         if key_id is not None:
