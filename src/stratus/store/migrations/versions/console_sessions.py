@@ -1,7 +1,7 @@
 """web console sessions: the session id's hash, the key it acts as, its CSRF token and expiry
 
 Revision ID: console_sessions
-Revises: scaleout_endpoint_routes
+Revises: edge_devices_and_telemetry
 Create Date: 2026-12-02 06:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "console_sessions"
-down_revision = "scaleout_endpoint_routes"
+down_revision = "edge_devices_and_telemetry"
 branch_labels = None
 depends_on = None
 
