@@ -28,3 +28,23 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
     declared |= {("GET", "/openapi.json")}
     assert declared - documented == set(), "undocumented routes"
     assert documented - declared == set(), "documented routes that do not exist"
+
+
+def test_every_console_route_is_documented() -> None:
+    """The console's routes (stratus.ui: its own and the resource pages) are listed in docs/console.md."""
+    from stratus.ui import app as console
+    from stratus.ui import pages
+
+    text = (ROOT / "docs" / "console.md").read_text()
+    documented = set(re.findall(r"^\| (GET|POST|PUT|PATCH|DELETE) \| `(/ui/[^`]*)` \|", text, flags=re.M))
+    routers = [m.router for m in (console.signin, console.overview, console.usage, console.audit, console.admin)]
+    declared = {
+        (method, "/ui" + route.path)
+        for router in [*routers, *pages.ROUTERS]
+        for route in router.routes
+        for method in getattr(route, "methods", None) or ()
+        if method != "HEAD"
+    }
+    declared.add(("GET", "/ui/static/{name}"))
+    assert declared - documented == set(), "undocumented console routes"
+    assert documented - declared == set(), "documented console routes that do not exist"

@@ -216,3 +216,13 @@ def test_sign_in_goes_only_to_a_console_page(target: str) -> None:
     from stratus.ui.signin import local_target
 
     assert local_target(target) == "/ui/"
+
+
+def test_the_serve_banner_names_the_console(console_server: LiveServer) -> None:
+    from stratus.cli.serve import banner
+
+    text = banner(Settings(host="127.0.0.1", port=console_server.port, home=console_server.home))
+    url = text.split("console:", 1)[1].split()[0]
+    assert url == f"{console_server.url}/ui/"
+    answer = httpx.get(url, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/sign-in")

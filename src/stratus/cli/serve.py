@@ -34,6 +34,7 @@ def banner(settings: Settings, bootstrap_key: str | None = None) -> str:
     return f"""
 Stratus is ready at {base}
   home:      {settings.home}
+  console:   {base}/ui/ (sign in with an API key)
   health:    {base}/v2/health/ready
 {grpc}{auth}
 Predict with curl (Open Inference Protocol / KServe V2):
