@@ -49,8 +49,8 @@ serve: $(STAMP) $(UI_STAMP)
 	$(BIN)/stratus serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks edge
+	$(BIN)/ruff format --check src tests benchmarks edge
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

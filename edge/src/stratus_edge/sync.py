@@ -74,17 +74,20 @@ class Syncer:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.sync_once()
-                if self.telemetry is not None:
-                    self.telemetry.seal()
-                    self.upload_once()
-            except cloud.Unreachable as exc:
-                self.status["cloud"] = "unreachable"
-                log.info("cloud unreachable: %s", exc)
-            except Exception:  # a round must never end the thread: the next one tries again
-                log.exception("sync round failed")
+            self._guarded(self.sync_once)
+            if self.telemetry is not None:
+                self.telemetry.seal()  # offline too: what was answered is a batch on disk, whatever comes next
+                self._guarded(self.upload_once)
             self._stop.wait(self.interval_s)
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except cloud.Unreachable as exc:
+            self.status["cloud"] = "unreachable"
+            log.info("cloud unreachable: %s", exc)
+        except Exception:  # a round must never end the thread: the next one tries again
+            log.exception("sync round failed")
 
     def health(self) -> str:
         refused = self.status["refused"]
