@@ -107,6 +107,7 @@ def test_csrf_token_and_origin_are_required(
     http_session: SignIn,
 ) -> None:
     client, csrf = http_session(console_keys("admin"))
+    outsider = console_keys("read")
     form = {"project": "default", "scope": "read", "name": "csrf probe"}
     before = len(console_server.get(f"{console_server.url}/api/v1/keys").json()["keys"])
     # A cross-site form post: the browser sends the cookie only with SameSite=Strict's consent, and the server
@@ -116,6 +117,10 @@ def test_csrf_token_and_origin_are_required(
     foreign = {"origin": "https://evil.example", "sec-fetch-site": "cross-site"}
     assert client.post("/ui/keys", data={**form, "csrf_token": csrf}, headers=foreign).status_code == 403
     assert client.post("/ui/bridge/api/v1/projects", json={"name": "no-token"}).status_code == 403
+    # Nor can another site sign a browser in (with a key of its own): login CSRF.
+    with httpx.Client(base_url=console_server.url) as other:
+        signed = other.post("/ui/sign-in", data={"api_key": outsider}, headers=foreign)
+        assert signed.status_code == 403 and "stratus_console" not in other.cookies
     assert len(console_server.get(f"{console_server.url}/api/v1/keys").json()["keys"]) == before
     assert client.post("/ui/keys", data={**form, "csrf_token": csrf}).status_code == 201
     made = client.post("/ui/bridge/api/v1/projects", json={"name": "via-bridge"}, headers={"x-csrf-token": csrf})

@@ -52,6 +52,9 @@ async def sign_in(request: Request) -> Response:
         await run_in_threadpool(host.audit.record, None, "console sign-in", "/ui/sign-in", address, 401, exc.message)
         return render(request, "sign_in.html", status_code=401, title="Sign in", next=target, error=exc.message)
     await run_in_threadpool(host.audit.record, session.caller, "console sign-in", "/ui/sign-in", address, 303, "")
+    previous = cookie_of(request.scope)
+    if previous:  # a browser holds one session: the one it had before ends now
+        await run_in_threadpool(host.sessions.sign_out, previous)
     response = RedirectResponse(target, status_code=303)
     response.headers.append("set-cookie", session_cookie(request, session_id, int(host.sessions.ttl.total_seconds())))
     return response
