@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import conftest
 from conftest import LiveServer, free_port, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ def start_cloud(home: Path, sample_cache: Path, port: int) -> LiveServer:
             env=env,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", port, home, process, log)
+    conftest._HOMES[server.url] = home  # the CLI pointed at it finds its admin key, as on the server's machine
     _wait(lambda: httpx.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200, process, log)
     return server
 

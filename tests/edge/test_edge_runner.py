@@ -20,7 +20,7 @@ import pytest
 from edge_helpers import Load, Proxy, Runner, edge_command, edge_env, start_cloud, start_runner
 from sklearn.datasets import load_digits
 
-from conftest import bearer, free_port, scaled
+from conftest import bearer, free_port, run_cli, scaled
 
 pytestmark = pytest.mark.slow
 
@@ -232,6 +232,13 @@ def test_telemetry_reaches_usage_once_and_a_revoked_device_is_locked_out(world: 
     assert edge_usage() == world["served"]
     device = cloud.get(f"{cloud.url}/api/v1/devices").json()["devices"][0]
     assert device["bundle"].startswith("digits:") and device["health"] == "ok"
+    # The same bundle by hand: `stratus export edge`, checked by `stratus-edge verify` with the published key.
+    out = world["state"].parent / "exported"
+    run_cli("export", "edge", "digits@production", "--out", str(out), url=cloud.url)
+    published = httpx.get(f"{cloud.url}/.well-known/stratus-edge-key").json()["public_key"]
+    verify = edge_command(world["state"].parent / "other-device", "verify", str(out), "--trust-key", published)
+    checked = subprocess.run(verify, env=edge_env(), capture_output=True, text=True, timeout=scaled(60))
+    assert checked.returncode == 0 and checked.stdout.startswith("ok: digits:"), checked.stderr
     key = (world["state"] / "device.json").read_text()
     edge_key = __import__("json").loads(key)["key"]
     # An edge key syncs and reports, nothing else: no registering, no reading, in its project or any other.

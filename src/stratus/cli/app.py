@@ -11,6 +11,7 @@ import typer
 from stratus.cli.alerts import alerts_app
 from stratus.cli.compress import compress
 from stratus.cli.connection import client, set_api_key
+from stratus.cli.devices import devices_app, export_edge
 from stratus.cli.drift import drift, drift_reference
 from stratus.cli.endpoints import endpoints_app, export_app, serve_endpoint
 from stratus.cli.monitoring import logging_app, logging_line, logs, metrics
@@ -35,6 +36,8 @@ app.command("audit")(audit)
 app.command("usage")(usage)
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(export_app, name="export")
+export_app.command("edge")(export_edge)
+app.add_typer(devices_app, name="devices")
 app.command("serve-endpoint")(serve_endpoint)
 app.command("logs")(logs)
 app.command("metrics")(metrics)

@@ -16,6 +16,7 @@ import orjson
 from stratus import errors
 from stratus.sdk.admin import AdminCalls
 from stratus.sdk.alerts import AlertCalls
+from stratus.sdk.devices import DeviceCalls
 from stratus.sdk.drift import DriftCalls
 from stratus.sdk.endpoints import EndpointCalls
 from stratus.sdk.errors import error_for_response
@@ -46,7 +47,7 @@ def discover_api_key() -> str | None:
         return None
 
 
-class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls):
+class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls, DeviceCalls):
     """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL; the API key to STRATUS_API_KEY or
     the local server's admin key file (see ``discover_api_key``)."""
 
