@@ -156,7 +156,9 @@ def axe_violations(page: Page) -> list[dict[str, Any]]:
 def check_page(page: Page, name: str) -> Path:
     """Fail on what the page's browser reported and on axe-core's serious/critical violations; save a screenshot.
     Returns the screenshot's path (printed too, so a failing run shows where it is)."""
-    page.wait_for_load_state("networkidle")
+    # "load", not "networkidle": that waits half a second of quiet per page, and never comes on a page holding an
+    # event stream open (a running job's). A page that fetches after load waits for what it shows first.
+    page.wait_for_load_state("load")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(shot), full_page=True)
