@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-compress bench-deploy bench-startup bench-scale install clean ui-assets chromium
+.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-deploy bench-startup bench-scale install clean ui-assets chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.edge
+
+# The edge runner (from a venv of its own, installed from edge/) against the platform; --write records it in docs/benchmarks.md.
+bench-edge: $(STAMP)
+	$(BIN)/python -m benchmarks.edge --write
 
 bench-compress: $(STAMP)
 	$(BIN)/python -m benchmarks.compression
