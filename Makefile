@@ -79,9 +79,11 @@ bench-startup: $(STAMP)
 	$(BIN)/python -m benchmarks.startup
 
 # Ray placement against local replicas (iris, MiniLM at c=32) and the Ray executor's job start, on a two-node Ray
-# cluster in a network namespace of its own (needs root: unshare -n). --write records them in docs/benchmarks.md.
+# cluster in a network namespace of its own (needs root: unshare -n), and data-parallel training (digits CNN with
+# workers 2 against 1, checkpoint cost). --write records them in docs/benchmarks.md.
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.scale --write
+	$(BIN)/python -m benchmarks.distributed --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -57,6 +57,31 @@ class Topology:
     def pid(self, name: str) -> int:
         return int(self.ready["servers"][name]["pid"])
 
+    def restart(self, name: str, deadline_s: float) -> int:
+        """Start server ``name`` again (the test killed it) on its home and port; wait until it is ready again."""
+        done = self.run / f"restarted-{name}"
+        done.unlink(missing_ok=True)
+        (self.run / f"restart-{name}").write_text("")
+        deadline = time.monotonic() + deadline_s
+        while not done.exists():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the driver did not restart {name} within {deadline_s:.0f} s")
+            time.sleep(0.1)
+        pid = int(done.read_text())
+        self.ready["servers"][name]["pid"] = pid
+        old = self.clients.pop(name, None)
+        if old is not None:
+            old.close()
+        while time.monotonic() < deadline:
+            try:
+                with self.client(name, timeout=5) as client:
+                    if client.get("/v2/health/ready").status_code == 200:
+                        return pid
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{name} did not answer again within {deadline_s:.0f} s")
+
     def log(self, name: str) -> str:
         path = self.run / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -83,6 +108,8 @@ def start_topology(tmp_path_factory: pytest.TempPathFactory, sample_cache: Path)
         # Two nodes of one CPU each: jobs and replicas ask for fractions, so both fit beside each other.
         "STRATUS_JOB_CPUS": "0.5",
         "STRATUS_JOB_THREADS": "1",
+        # Two jobs a server: test_distributed_training.py queues a job behind two running ones, for want of Ray room.
+        "STRATUS_JOB_SLOTS": "2",
         "STRATUS_REPLICA_CPUS": "0.25",
         "STRATUS_INTRA_OP_THREADS": "1",
         "STRATUS_SAMPLE_CACHE_DIR": str(sample_cache),
@@ -111,3 +138,22 @@ def start_topology(tmp_path_factory: pytest.TempPathFactory, sample_cache: Path)
             client.close()
     finally:
         _stop(driver)
+
+
+_shared: dict[str, Any] = {}
+
+
+def shared_topology(tmp_path_factory: pytest.TempPathFactory, sample_cache: Path) -> Iterator[Topology]:
+    """One topology for every module of this folder that asks (each has its own session fixture calling this): the
+    first starts it, the last to finish stops it. Under pytest-xdist each worker process has its own."""
+    if "topology" not in _shared:
+        started = start_topology(tmp_path_factory, sample_cache)
+        _shared.update(topology=next(started), started=started, users=0)
+    _shared["users"] += 1
+    try:
+        yield _shared["topology"]
+    finally:
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            next(_shared.pop("started"), None)
+            _shared.clear()

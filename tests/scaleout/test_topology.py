@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from scaleout_topology import Topology, start_topology
+from scaleout_topology import Topology, shared_topology
 
 from conftest import scaled
 
@@ -24,7 +24,7 @@ IRIS_ROW = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "d
 
 @pytest.fixture(scope="session")
 def topology(tmp_path_factory: pytest.TempPathFactory, sample_cache: Path) -> Iterator[Topology]:
-    yield from start_topology(tmp_path_factory, sample_cache)
+    yield from shared_topology(tmp_path_factory, sample_cache)  # the one test_distributed_training.py used too
 
 
 def wait_for(what: str, check: Callable[[], Any], seconds: float, every: float = 0.2) -> Any:

@@ -170,8 +170,8 @@ def ray_facts(address: str, token_path: Path, env: dict[str, str], deadline_s: f
     return {"nodes": json.loads(nodes.stdout.strip().splitlines()[-1]), "gcs_answers": answers}
 
 
-def start_stratus(name: str, run: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+def start_stratus(name: str, run: Path, env: dict[str, str], port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+    port = port or free_port()
     command = [sys.executable, "-m", "stratus", "serve", "--port", str(port), "--grpc-port", "0"]
     with open(run / f"{name}.log", "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -203,14 +203,33 @@ async def forward(path: Path, port: int) -> asyncio.AbstractServer:
     return await asyncio.start_unix_server(handle, path=str(path))
 
 
-async def serve_forever(run: Path, ports: dict[str, int]) -> None:
+async def restarts(run: Path, envs: dict[str, dict[str, str]], ports: dict[str, int]) -> None:
+    """A test that killed a server asks for it again by writing RUN_DIR/restart-NAME: the same server (home,
+    database, port, so its forwarded socket keeps working) starts again; its pid goes to RUN_DIR/restarted-NAME."""
+    while True:
+        for name in ports:
+            request = run / f"restart-{name}"
+            if request.exists():
+                request.unlink()
+                log = run / f"{name}.log"
+                if log.exists():  # the earlier run's log, kept apart: the new one starts empty
+                    log.rename(run / f"{name}.log.{time.time_ns()}")
+                process, _ = start_stratus(name, run, envs[name], ports[name])
+                (run / f"restarted-{name}.tmp").write_text(str(process.pid))
+                (run / f"restarted-{name}.tmp").rename(run / f"restarted-{name}")
+        await asyncio.sleep(0.2)
+
+
+async def serve_forever(run: Path, ports: dict[str, int], envs: dict[str, dict[str, str]]) -> None:
     servers = [await forward(run / f"{name}.sock", port) for name, port in ports.items()]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    watcher = asyncio.create_task(restarts(run, envs, ports))
     (run / "ready.json.tmp").rename(run / "ready.json")
     await stop.wait()
+    watcher.cancel()
     for server in servers:
         server.close()
 
@@ -289,11 +308,13 @@ def main(run: Path) -> None:
             ready["s3"] = {"endpoint": endpoint, "pid": moto.pid}
         processes: dict[str, subprocess.Popen[bytes]] = {}
         ports: dict[str, int] = {}
+        envs: dict[str, dict[str, str]] = {}
         for name in ("s1", "s2"):
             home = run / (f"home-{name}" if database_url else "home")
             server_env = {**stratus_env, "STRATUS_HOME": str(home)}
             if database_url:
                 server_env["STRATUS_DATABASE_URL"] = database_url
+            envs[name] = server_env
             processes[name], ports[name] = start_stratus(name, run, server_env)
             if not database_url:  # one SQLite home: the first creates it, then the second starts
                 wait_http(f"http://127.0.0.1:{ports[name]}/v2/health/ready", deadline_s, processes[name])
@@ -306,7 +327,7 @@ def main(run: Path) -> None:
         ready["admin_key"] = _admin_key(run, database_url)
         ready["driver_pid"] = os.getpid()
         (run / "ready.json.tmp").write_text(json.dumps(ready))
-        asyncio.run(serve_forever(run, ports))
+        asyncio.run(serve_forever(run, ports, envs))
     except BaseException as exc:
         (run / "error.txt").write_text(f"{type(exc).__name__}: {exc}")
         raise

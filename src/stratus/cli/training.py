@@ -118,6 +118,9 @@ def _params(pairs: list[str]) -> dict[str, Any]:
 
 
 def render_metrics(job: dict[str, Any]) -> None:
+    waiting = (job.get("progress") or {}).get("waiting")
+    if job["state"] == "queued" and waiting:  # a data-parallel job the cluster has no room for yet
+        typer.echo(f"job {job['id']} is queued: {waiting}")
     metrics = job["metrics"]
     scalars = [(k, f"{v:.4f}") for k, v in metrics.items() if isinstance(v, float)]
     print_table(
@@ -159,6 +162,11 @@ def _follow(job: Any) -> None:
                 progress.update(bar, description=data["state"])
             elif event["kind"] == "log":
                 progress.console.print(f"[dim]{data.get('message', '')}[/dim]")
+            elif event["kind"] == "waiting":
+                progress.update(bar, description="queued")
+                progress.console.print(f"[yellow]{data.get('reason', '')}[/yellow]")
+            elif event["kind"] == "resumed":
+                progress.console.print(f"[dim]resumed from the checkpoint of epoch {data.get('from_epoch')}[/dim]")
 
 
 @jobs_app.command("list")
@@ -216,6 +224,11 @@ def train(
     param: Annotated[list[str] | None, typer.Option("--param", help="Hyperparameter KEY=VALUE, repeatable.")] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job with a progress bar.")] = False,
     timeout: Annotated[int, typer.Option(help="Seconds before the job is stopped.")] = 3600,
+    workers: Annotated[
+        int | None, typer.Option(help="Data-parallel on the Ray cluster: Ray Train workers (torch trainers).")
+    ] = None,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs each worker asks Ray for.")] = 1.0,
+    memory_mb_per_worker: Annotated[int, typer.Option(help="Memory each worker asks Ray for, MB (0: none).")] = 0,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -224,7 +237,17 @@ def train(
         params = _params(param or [])
         if epochs is not None:
             params["epochs"] = epochs
-        job = client.train(dataset, model, name=name, params=params, wait=False, timeout_s=timeout)
+        job = client.train(
+            dataset,
+            model,
+            name=name,
+            params=params,
+            wait=False,
+            timeout_s=timeout,
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            memory_mb_per_worker=memory_mb_per_worker,
+        )
         follow_job(job, wait=wait, timeout=timeout, as_json=as_json, render=render_metrics)
 
 

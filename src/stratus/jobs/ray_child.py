@@ -57,6 +57,7 @@ class JobRunner:
         self._exit: Exit | None = None
         self._changed = threading.Condition()
         self._child: subprocess.Popen[bytes] | None = None
+        self._key = b""
 
     def start(self, module: str, request: bytes, key: bytes, sealed_stdin: bytes, threads: int) -> dict[str, Any]:
         import ray
@@ -66,8 +67,11 @@ class JobRunner:
         job_dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=root))  # mode 0700
         (job_dir / "request.json").write_bytes(request)
         stdin = unseal(key, sealed_stdin)
+        self._key = key
         lifeline_read, lifeline_write = os.pipe()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+        # A data-parallel training child is itself a Ray driver (training/distributed.py): this cluster's address.
+        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
         command = [sys.executable, "-m", "stratus.lifeline", str(os.getpid()), str(lifeline_read), module]
         with open(job_dir / "stderr.log", "wb") as stderr:
             self._child = subprocess.Popen(
@@ -107,12 +111,15 @@ class JobRunner:
             self._exit = done
             self._changed.notify_all()
 
-    def poll(self, after: int, wait_s: float) -> tuple[list[str], Exit | None]:
-        """The lines after the first ``after``, waiting up to ``wait_s`` for one; the exit once all are read."""
+    def poll(self, after: int, wait_s: float) -> tuple[int, bytes, Exit | None]:
+        """How many lines follow the first ``after`` and those lines (sealed under the job's key: a data-parallel
+        job's lines carry its checkpoints, and a large reply goes through the object store), waiting up to
+        ``wait_s`` for one; the exit once all are read."""
         with self._changed:
             self._changed.wait_for(lambda: len(self._lines) > after or self._exit is not None, timeout=wait_s)
             lines = self._lines[after:]
-            return lines, (self._exit if self._exit is not None else None)
+            exit_ = self._exit if self._exit is not None else None
+        return len(lines), seal(json.dumps(lines).encode(), self._key)[1], exit_
 
     def stop(self) -> None:
         if self._child is not None and self._child.returncode is None:

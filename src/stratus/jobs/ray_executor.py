@@ -13,6 +13,7 @@ never runs twice. Works through a cluster's GCS address and through Ray Client (
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -54,7 +55,8 @@ class RayTask:
             yield placed_line(ray.get(self._started))  # waits while Ray finds room for the job
             read = 0
             while self._exit is None:
-                lines, done = ray.get(self._actor.poll.remote(read, POLL_S))
+                count, sealed, done = ray.get(self._actor.poll.remote(read, POLL_S))
+                lines = json.loads(raycluster.unseal(self._key, sealed)) if count else []
                 read += len(lines)
                 yield from lines
                 if done is not None and not lines:
@@ -133,5 +135,56 @@ class RayExecutor:
     def start(self, item: WorkItem) -> RunningWork:
         return RayTask(item, self._actor_class, self._cpus or float(item.threads), self._memory_mb)
 
+    def placement_problem(self, need: dict[str, Any], threads: int, *, now: bool) -> str | None:
+        """Why the cluster cannot place a data-parallel job's ``need`` (workers, CPUs and memory per worker) besides
+        the job's own actor: ever (its nodes' totals; ``now=False``) or at this moment (what is free). None when it
+        can, or when the cluster does not say (the job then waits in Ray's queue)."""
+        try:
+            nodes = _node_resources(available=now)
+        except Exception:  # e.g. through Ray Client: no per-node view; Ray Train waits for room itself
+            return None
+        return placement_problem(list(nodes.values()), need, self._cpus or float(threads), now=now)
 
-__all__ = ["KILLED", "RayExecutor", "RayTask", "keep_result"]
+
+def placement_problem(nodes: list[dict[str, float]], need: dict[str, Any], driver: float, *, now: bool) -> str | None:
+    """Whether ``need``'s workers fit on ``nodes`` (each a node's Ray resources, total or free) beside the job's
+    driver actor of ``driver`` CPUs: the driver takes the roomiest node, then each node holds as many workers as its
+    CPUs and memory allow. The reason when they do not fit; None when they do."""
+    workers, cpus = int(need["workers"]), float(need["cpus_per_worker"])
+    memory = int(need.get("memory_mb_per_worker", 0)) * 1024 * 1024
+    ordered = sorted(nodes, key=lambda r: -r.get("CPU", 0.0))
+    fits = 0
+    for index, room in enumerate(ordered):
+        cpu_room = room.get("CPU", 0.0) - (driver if index == 0 else 0.0)
+        by_cpu = int(cpu_room / cpus + 1e-9) if cpu_room > 0 else 0
+        by_memory = int(room.get("memory", 0.0) // memory) if memory > 0 else by_cpu
+        fits += max(0, min(by_cpu, by_memory))
+    if fits >= workers:
+        return None
+    asked = f"{workers} worker(s) of {cpus:g} CPU" + (f" and {memory >> 20} MB" if memory else "")
+    where = ", ".join(
+        f"{r.get('CPU', 0.0):g} CPU" + (f" {int(r.get('memory', 0.0)) >> 20} MB" if memory else "") for r in ordered
+    )
+    if not now:
+        return (
+            f"the Ray cluster can never place {asked} each (plus {driver:g} CPU for the job's driver): "
+            f"its {len(ordered)} node(s) have {where or 'nothing'}, room for {fits} worker(s)"
+        )
+    return (
+        f"waiting for room on the Ray cluster: needs {asked} each plus {driver:g} CPU; free now: {where or 'nothing'}"
+    )
+
+
+def _node_resources(available: bool) -> dict[str, dict[str, float]]:
+    """Each alive node's resources (total, or free now), from Ray's GCS."""
+    from ray._private import state
+
+    found: dict[str, dict[str, float]] = (
+        state.available_resources_per_node()  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
+        if available
+        else state.total_resources_per_node()  # type: ignore[no-untyped-call]
+    )
+    return found
+
+
+__all__ = ["KILLED", "RayExecutor", "RayTask", "keep_result", "placement_problem"]

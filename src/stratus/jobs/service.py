@@ -15,6 +15,7 @@ was taken over that way discards its own result instead of registering a second 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shutil
@@ -30,7 +31,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from stratus import tenancy
-from stratus.errors import Conflict, NotFound, StratusError
+from stratus.errors import Conflict, InvalidInput, NotFound, StratusError
 from stratus.jobs.executor import Executor, LocalProcessExecutor, RunningWork, WorkItem
 from stratus.registry import RegistryService
 from stratus.store.tables import Job, JobEvent, Project, utcnow
@@ -306,23 +307,26 @@ class JobService:
             with self.db.write() as s:
                 # SKIP LOCKED: a job another server is claiming right now is passed over, not waited for, and
                 # the UPDATE below commits with the row lock: exactly one server runs it (SQLite ignores the clause).
-                row = s.scalar(
+                candidates = s.scalars(
                     select(Job)
                     .where(Job.state == "queued")
                     .order_by(Job.created_at)
-                    .limit(1)
+                    .limit(16)
                     .with_for_update(skip_locked=True)
-                )
+                ).all()
+                row = next((r for r in candidates if self._placeable(s, r)), None)
                 if row is None:
                     return
                 row.state = "running"
+                if "waiting" in (row.progress or {}):
+                    row.progress = {}
                 row.attempts += 1
                 row.started_at = utcnow()
                 row.runner = self.instance
                 row.heartbeat_at = self._db_now(s)
                 self._add_event(s, row.id, "state", {"state": "running", "attempt": row.attempts})
                 job_id, timeout_s, kind = row.id, row.timeout_s, row.kind
-                spec = {**dict(row.spec), "model_name": row.model_name}
+                spec = {**dict(row.spec), "model_name": row.model_name, "job_id": row.id}
                 project = s.scalar(select(Project.name).where(Project.id == row.project_id)) or DEFAULT_PROJECT
             caller = tenancy.Caller(project=project, key_id=str(spec.get("key_id", "")))
             if kind not in self.kinds:  # queued by a Stratus that knew a kind this one does not
@@ -332,6 +336,71 @@ class JobService:
             thread = threading.Thread(target=self._run_as, args=args, daemon=True)
             self._job_threads.add(thread)
             thread.start()
+
+    def _placeable(self, s: Session, row: Job) -> bool:
+        """Whether the cluster has room for a job that states its resources (a data-parallel job) now. One that has
+        not stays queued, not failed, with the reason in its progress (and one ``waiting`` event when it starts to)."""
+        need = (row.spec or {}).get("resources")
+        problem = getattr(self.executor, "placement_problem", None)
+        if not need or problem is None:
+            return True
+        reason = problem(need, self.threads_per_job, now=True)
+        if reason is None:
+            return True
+        if (row.progress or {}).get("waiting") != reason:
+            if "waiting" not in (row.progress or {}):
+                self._add_event(s, row.id, "waiting", {"reason": reason})
+            row.progress = {"waiting": reason}
+        return False
+
+    def check_placeable(self, need: dict[str, Any]) -> None:
+        """At submit: refuse a data-parallel job this server's executor could never place, with the reason."""
+        problem = getattr(self.executor, "placement_problem", None)
+        if problem is None:
+            raise InvalidInput(
+                "workers (data-parallel training) needs the Ray executor: start the server with "
+                "STRATUS_EXECUTOR=ray and a Ray cluster (see docs/scale-out.md)"
+            )
+        reason = problem(need, self.threads_per_job, now=False)
+        if reason is not None:
+            raise InvalidInput(reason)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def _keep_checkpoint(self, job_id: str, event: dict[str, Any]) -> None:
+        """A data-parallel job's checkpoint line: the state goes into the artifact store (sealed, checksummed like
+        any blob), the event keeps its epoch and digest. Only a running job's last checkpoint is referenced: the
+        one before it is dropped."""
+        data = base64.b64decode(str(event.pop("state", "")), validate=True)
+        before = self.last_checkpoint_digest(job_id)
+        with self.db.exclusive():  # no collection between the write and the row that references it
+            stored = self.registry.artifacts.put_bytes(data)
+            with self.db.write() as s:
+                self._add_event(s, job_id, "checkpoint", {**event, "digest": stored.digest, "bytes": stored.size})
+            if before is not None and before != stored.digest:
+                self.registry._drop_unreferenced({before})
+
+    def last_checkpoint_digest(self, job_id: str) -> str | None:
+        with self.db.read() as s:
+            data = s.scalar(
+                select(JobEvent.data)
+                .where(JobEvent.job_id == job_id, JobEvent.kind == "checkpoint")
+                .order_by(JobEvent.seq.desc())
+                .limit(1)
+            )
+        return str(data["digest"]) if data and data.get("digest") else None
+
+    def last_checkpoint(self, job_id: str) -> tuple[str, bytes] | None:
+        """The digest and bytes of the job's last checkpoint (read and verified from the artifact store)."""
+        digest = self.last_checkpoint_digest(job_id)
+        return None if digest is None else (digest, self.registry.artifacts.read(digest))
+
+    def _drop_checkpoints(self, job_id: str) -> None:
+        """The job has ended: its checkpoint is no longer referenced."""
+        digest = self.last_checkpoint_digest(job_id)
+        if digest is not None:
+            with self.db.exclusive():
+                self.registry._drop_unreferenced({digest})
 
     def _run_as(self, caller: tenancy.Caller, kind: JobKind, job_id: str, spec: dict[str, Any], timeout_s: int) -> None:
         """Run a job as the project that submitted it, so its dataset and model resolve in that project."""
@@ -410,6 +479,12 @@ class JobService:
 
     def _record(self, job_id: str, event: dict[str, Any]) -> None:
         kind = str(event.pop("event", "log"))
+        if kind == "checkpoint":
+            try:
+                self._keep_checkpoint(job_id, event)
+            except (ValueError, StratusError) as exc:  # a lost checkpoint costs a resume point, not the job
+                log.warning("job %s: checkpoint of epoch %s not kept: %s", job_id, event.get("epoch"), exc)
+            return
         with self.db.write() as s:
             self._add_event(s, job_id, kind, event)
             if kind == "epoch":
@@ -444,6 +519,9 @@ class JobService:
                 row.model_version = version
             self._add_event(s, job_id, "state", {"state": state, "error": error, "version": version})
             kind, model = row.kind, row.model_name or ""
+            checkpointed = bool((row.spec or {}).get("resources"))
+        if checkpointed:
+            self._drop_checkpoints(job_id)
         if cpu > 0:
             for listener in self.cpu_listeners:
                 listener(tenancy.current(), "training" if kind == "train" else kind, model, cpu)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from stratus.errors import IntegrityError, NotFound
 from stratus.store import Artifacts, Database
-from stratus.store.tables import Dataset, ModelVersion, VersionFile
+from stratus.store.tables import Dataset, Job, JobEvent, ModelVersion, VersionFile
 
 if TYPE_CHECKING:
     from stratus.registry.records import VersionInfo
@@ -74,6 +74,13 @@ class BlobAccess:
                 if among is not None:
                     query = query.where(table.digest.in_(among))
                 referenced.update(s.scalars(query).all())
+            # A queued or running data-parallel job's checkpoints (jobs/service.py keeps only its last one).
+            events = select(JobEvent.data).join(Job, Job.id == JobEvent.job_id)
+            events = events.where(JobEvent.kind == "checkpoint", Job.state.in_(("queued", "running")))
+            for data in s.scalars(events).all():
+                digest = (data or {}).get("digest")
+                if digest and (among is None or digest in among):
+                    referenced.add(str(digest))
             return referenced
 
     def _drop_unreferenced(self, digests: set[str]) -> None:

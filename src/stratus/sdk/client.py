@@ -244,8 +244,13 @@ class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls,
         wait: bool = True,
         timeout_s: int = 3600,
         retries: int = 0,
+        workers: int | None = None,
+        cpus_per_worker: float = 1.0,
+        memory_mb_per_worker: int = 0,
     ) -> Job:
-        """Submit a training job; with wait=True, return once it has ended (raising if it failed)."""
+        """Submit a training job; with wait=True, return once it has ended (raising if it failed). ``workers``
+        trains a torch trainer data-parallel on the server's Ray cluster (each worker asking for
+        ``cpus_per_worker`` CPUs and ``memory_mb_per_worker`` MB); see docs/training.md."""
         body: dict[str, Any] = {
             "dataset": dataset,
             "model": model,
@@ -253,6 +258,8 @@ class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls,
             "timeout_s": timeout_s,
             "retries": retries,
         }
+        if workers is not None:
+            body.update(workers=workers, cpus_per_worker=cpus_per_worker, memory_mb_per_worker=memory_mb_per_worker)
         if name is not None:
             body["name"] = name
         job = Job(self, self._json("POST", "/api/v1/jobs", json=body))

@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from stratus import framing
 from stratus.jobs import JobService
 from stratus.registry import RegistryService, check_name
 from stratus.training.drift_reference import REFERENCE_FILE
@@ -33,12 +34,33 @@ class TrainingJobs:
         check_applicable(request, dataset)
         name = request.name or f"{request.dataset}-{request.model}".replace("_", "-")[:64]
         check_name(name)
-        spec = {"request": request.model_dump(), "dataset": dataset["name"], "dataset_digest": dataset["digest"]}
+        spec: dict[str, Any] = {
+            "request": request.model_dump(),
+            "dataset": dataset["name"],
+            "dataset_digest": dataset["digest"],
+        }
+        if request.workers is not None:
+            need = {
+                "workers": request.workers,
+                "cpus_per_worker": request.cpus_per_worker,
+                "memory_mb_per_worker": request.memory_mb_per_worker,
+            }
+            self.jobs.check_placeable(need)  # a clear 4xx now, not a job that waits forever
+            spec["resources"] = need
         return self.jobs.create("train", spec, name, retries=request.retries, timeout_s=request.timeout_s)
 
     def inputs(self, spec: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         dataset, dataset_bytes = self.datasets.source(spec["dataset"])
-        return {"request": spec["request"], "dataset": dataset}, dataset_bytes
+        request = {"request": spec["request"], "dataset": dataset}
+        if spec["request"].get("workers") is None:
+            return request, dataset_bytes
+        # A data-parallel job gets the checkpoint its earlier attempt left in the artifact store (read and verified
+        # like any blob), to resume from instead of epoch 1.
+        bundle = {"dataset": dataset_bytes}
+        found = self.jobs.last_checkpoint(spec["job_id"])
+        if found is not None:
+            bundle["checkpoint"] = found[1]
+        return {**request, "framed": True, "job_id": spec["job_id"]}, framing.pack(bundle)
 
     def register(self, job_id: str, spec: dict[str, Any], job_dir: Path) -> tuple[dict[str, Any], int | None]:
         result = json.loads((job_dir / "result.json").read_text())

@@ -72,6 +72,12 @@ class TrainRequest(BaseModel):
     params: TrainParams = Field(default_factory=TrainParams)
     timeout_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     retries: int = Field(default=0, ge=0, le=10)
+    # Data-parallel training on the Ray cluster (training/distributed.py): None runs the usual one-process child.
+    workers: int | None = Field(default=None, ge=1, le=256, description="Ray Train workers (torch trainers only)")
+    cpus_per_worker: float = Field(default=1.0, gt=0.0, le=256.0, description="Ray CPUs each worker asks for")
+    memory_mb_per_worker: int = Field(
+        default=0, ge=0, le=4_194_304, description="memory each worker asks for (0: none)"
+    )
 
 
 def parse_train_request(raw: dict[str, Any]) -> TrainRequest:
@@ -84,6 +90,11 @@ def parse_train_request(raw: dict[str, Any]) -> TrainRequest:
 
 def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
     """Refuse at submit time what cannot train, with the reason."""
+    if request.workers is not None and request.model not in TORCH_MODELS:
+        raise InvalidInput(
+            f"{request.model} cannot train data-parallel (workers): only the torch trainers can "
+            f"({', '.join(TORCH_MODELS)}); leave workers unset for scikit-learn trainers"
+        )
     task = dataset["task"]
     image = "image" in dataset["schema"]
     kinds = [f["kind"] for f in dataset["schema"]["features"]]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from stratus.training.params import TrainParams
-from stratus.training.torch_trainers import init_weights, run_epochs
+from stratus.training.torch_trainers import TorchSetup, init_weights, run_epochs
 from stratus.types import Array
 
 
@@ -59,6 +59,7 @@ def train_text(
     params: TrainParams,
     job_dir: Path,
     report: Callable[[dict[str, Any]], None],
+    fit: Callable[[TorchSetup], nn.Module] | None = None,
 ) -> Array:
     """Train, export, write the pipeline into job_dir and return its predictions on the test texts."""
     from stratus.formats import compare_outputs, torch_to_onnx
@@ -78,7 +79,11 @@ def train_text(
         loss: torch.Tensor = loss_fn(model(ids[index], mask[index])[0], labels[index])
         return loss
 
-    run_epochs(model, len(ids), batch_loss, params, report, generator)
+    if fit is not None:  # data-parallel (training/distributed.py): the same network and tensors
+        inputs = [ids.numpy(), mask.numpy()]
+        fit(TorchSetup(model=model, inputs=inputs, labels=labels.numpy(), classify=True, augment=[]))
+    else:
+        run_epochs(model, len(ids), batch_loss, params, report, generator)
     model.eval()
     example = _encode(tokenizer, texts_test[:4])
     converted = torch_to_onnx(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,21 @@ def _scheduler(optimizer: torch.optim.Optimizer, params: TrainParams) -> Any:
     return None
 
 
-def train_torch(
+@dataclass
+class TorchSetup:
+    """A torch trainer's network (preprocessing fitted, weights initialised) and the tensors it trains on: what a
+    one-process epoch loop and a data-parallel one (training/distributed.py) both start from."""
+
+    model: nn.Module
+    inputs: list[Array]
+    labels: Array
+    classify: bool
+    augment: list[str]
+    val_inputs: list[Array] | None = None
+    val_labels: Array | None = None
+
+
+def setup_torch(
     model_kind: str,
     X_train: Array,
     y_train: Array,
@@ -167,10 +182,8 @@ def train_torch(
     classes: int,
     image_shape: tuple[int, int, int] | None,
     params: TrainParams,
-    report: Report,
-) -> nn.Module:
+) -> TorchSetup:
     torch.manual_seed(params.seed)
-    generator = torch.Generator().manual_seed(params.seed)
     classify = task == "classification"
     image = image_shape is not None
     preprocess = fit_preprocess(X_train, params, image)
@@ -189,22 +202,53 @@ def train_torch(
             body = nn.Sequential(nn.Flatten(), body)
     init_weights(body, params.init)
     model = Classifier(preprocess, body, classify, resize)
+    has_val = X_val is not None and y_val is not None and len(X_val) > 0
+    return TorchSetup(
+        model=model,
+        inputs=[np.asarray(X_train, dtype=np.float32)],
+        labels=np.asarray(y_train, dtype=np.int64 if classify else np.float32),
+        classify=classify,
+        augment=list(params.augment) if image else [],
+        val_inputs=[np.asarray(X_val, dtype=np.float32)] if has_val else None,
+        val_labels=np.asarray(y_val) if has_val else None,
+    )
+
+
+def train_torch(
+    model_kind: str,
+    X_train: Array,
+    y_train: Array,
+    X_val: Array | None,
+    y_val: Array | None,
+    *,
+    task: str,
+    classes: int,
+    image_shape: tuple[int, int, int] | None,
+    params: TrainParams,
+    report: Report,
+) -> nn.Module:
+    setup = setup_torch(
+        model_kind, X_train, y_train, X_val, y_val, task=task, classes=classes, image_shape=image_shape, params=params
+    )
+    generator = torch.Generator().manual_seed(params.seed)
+    model, classify = setup.model, setup.classify
     loss_fn: nn.Module = nn.CrossEntropyLoss() if classify else nn.MSELoss()
-    xs = torch.tensor(X_train, dtype=torch.float32)
-    ys = torch.tensor(y_train, dtype=torch.long if classify else torch.float32)
+    xs = torch.tensor(setup.inputs[0], dtype=torch.float32)
+    ys = torch.from_numpy(setup.labels)
 
     def batch_loss(index: torch.Tensor) -> torch.Tensor:
         batch = xs[index]
-        if image and params.augment:
+        if setup.augment:
             # Augment the raw pixels: the preprocess is part of the model, as it is when serving.
-            batch = augment(batch, params.augment, generator)
+            batch = augment(batch, setup.augment, generator)
         out = model(batch)
         loss: torch.Tensor = loss_fn(out[0] if classify else out, ys[index])
         return loss
 
     validate = None
-    if X_val is not None and y_val is not None and len(X_val):
-        validate = (lambda: evaluate_score(model, X_val, y_val, classify), "accuracy" if classify else "neg_mse")
+    if setup.val_inputs is not None and setup.val_labels is not None:
+        X_v, y_v = setup.val_inputs[0], setup.val_labels
+        validate = (lambda: evaluate_score(model, X_v, y_v, classify), "accuracy" if classify else "neg_mse")
     run_epochs(model, len(xs), batch_loss, params, report, generator, validate)
     return model
 

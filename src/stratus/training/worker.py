@@ -14,12 +14,13 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stratus import __version__
+from stratus import __version__, framing
 from stratus.training.datasets import ParsedDataset, parse, reference_of, schema_of
 from stratus.training.drift_reference import REFERENCE_FILE, layout_for
 from stratus.training.evaluate import classification_metrics, confusion_png, regression_metrics
@@ -86,6 +87,10 @@ def write_reference(
 def run(job_dir: Path, data: bytes, threads: int) -> None:
     spec = json.loads((job_dir / "request.json").read_text())
     request = TrainRequest.model_validate(spec["request"])
+    resume = None
+    if spec.get("framed"):  # a data-parallel job: the dataset, and the checkpoint an earlier attempt left
+        bundle = framing.unpack(data)
+        data, resume = bundle["dataset"], bundle.get("checkpoint")
     dataset = spec["dataset"]
     params = request.params
     options = dataset.get("options", {})
@@ -101,8 +106,11 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     classify = parsed.task == "classification"
     rows = np.arange(parsed.rows)
     train_rows, test_rows, y_train, y_test = split(rows, parsed.y, params.test_split, params.seed, classify)
+    fit = None
+    if request.workers is not None:
+        fit = partial(fit_distributed, request, job_dir, str(spec.get("job_id", job_dir.name)), resume)
     if request.model == "text_classifier":
-        run_text_classifier(job_dir, parsed, train_rows, test_rows, y_train, y_test, request)
+        run_text_classifier(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, fit)
         return
     X_numeric = parsed.X.astype(np.float32)
     categories: list[list[str]] = []
@@ -129,24 +137,39 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     else:
         import torch
 
-        from stratus.training.torch_trainers import predict, train_torch
+        from stratus.training.torch_trainers import predict, setup_torch, train_torch
 
         torch.set_num_threads(threads)
         X_fit, y_fit, X_val, y_val = X_train, y_train, None, None
         if params.validation_split > 0:
             X_fit, X_val, y_fit, y_val = split(X_train, y_train, params.validation_split, params.seed, classify)
-        model = train_torch(
-            request.model,
-            X_fit,
-            y_fit,
-            X_val,
-            y_val,
-            task=parsed.task,
-            classes=len(parsed.classes),
-            image_shape=parsed.image_shape,
-            params=params,
-            report=report,
-        )
+        task, classes, image_shape = parsed.task, len(parsed.classes), parsed.image_shape
+        if fit is not None:
+            setup = setup_torch(
+                request.model,
+                X_fit,
+                y_fit,
+                X_val,
+                y_val,
+                task=task,
+                classes=classes,
+                image_shape=image_shape,
+                params=params,
+            )
+            model = fit(setup)
+        else:
+            model = train_torch(
+                request.model,
+                X_fit,
+                y_fit,
+                X_val,
+                y_val,
+                task=task,
+                classes=classes,
+                image_shape=image_shape,
+                params=params,
+                report=report,
+            )
         names = ("logits", "label") if classify else ("prediction",)
         # Images: height and width are dynamic; the model resizes them to its training size.
         extra = {"input": {2: "height", 3: "width"}} if parsed.image_shape is not None else None
@@ -192,8 +215,33 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     report({"event": "done", "metrics": headline})
 
 
+def fit_distributed(request: TrainRequest, job_dir: Path, job_id: str, resume: bytes | None, setup: Any) -> Any:
+    """Train a torch trainer's network data-parallel on the Ray cluster (training/distributed.py)."""
+    from stratus.training.distributed import train_distributed
+
+    assert request.workers is not None
+    return train_distributed(
+        setup,
+        request.params,
+        workers=request.workers,
+        cpus_per_worker=request.cpus_per_worker,
+        memory_mb_per_worker=request.memory_mb_per_worker,
+        job_dir=job_dir,
+        job_id=job_id,
+        report=report,
+        resume=resume,
+    )
+
+
 def run_text_classifier(
-    job_dir: Path, parsed: Any, train_rows: Any, test_rows: Any, y_train: Any, y_test: Any, request: TrainRequest
+    job_dir: Path,
+    parsed: Any,
+    train_rows: Any,
+    test_rows: Any,
+    y_train: Any,
+    y_test: Any,
+    request: TrainRequest,
+    fit: Callable[[Any], Any] | None = None,
 ) -> None:
     import torch
 
@@ -209,6 +257,7 @@ def run_text_classifier(
         request.params,
         job_dir,
         report,
+        fit,
     )
     metrics = classification_metrics(y_test, served, parsed.classes)
     (job_dir / "confusion_matrix.png").write_bytes(confusion_png(metrics["confusion_matrix"], parsed.classes))
