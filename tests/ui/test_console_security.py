@@ -231,3 +231,17 @@ def test_the_serve_banner_names_the_console(console_server: LiveServer) -> None:
     assert url == f"{console_server.url}/ui/"
     answer = httpx.get(url, follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/sign-in")
+
+
+def test_an_edge_device_key_cannot_use_the_console(console_server: LiveServer) -> None:
+    """A device's key (scope edge) may sync bundles and send telemetry only: no console session, no page."""
+    token = console_server.post(f"{console_server.url}/api/v1/device-tokens", json={})
+    assert token.status_code == 201, token.text
+    enrolled = httpx.post(
+        f"{console_server.url}/api/v1/device/enroll", json={"token": token.json()["token"], "name": "console-probe"}
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    with httpx.Client(base_url=console_server.url, follow_redirects=False) as device:
+        answer = device.post("/ui/sign-in", data={"api_key": enrolled.json()["key"]})
+        assert answer.status_code == 403 and "needs the read scope" in answer.text
+        assert "stratus_console" not in device.cookies

@@ -22,13 +22,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import String, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from stratus.errors import Unauthenticated
+from stratus.errors import Forbidden, Unauthenticated
 from stratus.security.access import LOCAL_USER
 from stratus.security.keys import KeyService
 from stratus.security.scopes import satisfies
 from stratus.store import Database
 from stratus.store.tables import Base, utcnow
 from stratus.tenancy import Caller
+
+#: What a key needs to sign in to the console and to see any page of it (actions need more, checked by each).
+CONSOLE_SCOPE = "read"
 
 
 class ConsoleSessionRow(Base):
@@ -72,9 +75,12 @@ class ConsoleSessions:
     def sign_in(self, api_key: str) -> tuple[str, ConsoleSession]:
         """A new session for ``api_key``: its id (for the cookie, shown nowhere else) and the session.
 
-        Raises Unauthenticated for a key that is malformed, unknown, revoked or expired.
+        Raises Unauthenticated for a key that is malformed, unknown, revoked or expired, and Forbidden for a key
+        that may not read (an edge device's key, which may use its device routes only).
         """
         caller, rps = self.keys.authenticate(api_key.strip()) if self.auth else (LOCAL_USER, None)
+        if not satisfies(caller.scopes, CONSOLE_SCOPE):
+            raise Forbidden(f"API key {caller.key_id} cannot use the console: it needs the read scope or more")
         session_id = secrets.token_urlsafe(32)
         now = utcnow()
         row = ConsoleSessionRow(

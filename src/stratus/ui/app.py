@@ -40,7 +40,9 @@ def build_console(host: ConsoleHost, api: ASGIApp) -> FastAPI:
     console.add_exception_handler(StratusError, _error_page)
     console.add_exception_handler(HTTPException, _error_page)
     console.add_exception_handler(RequestValidationError, _error_page)
-    console.add_middleware(ConsoleGuard, sessions=lambda: host.sessions, audit=host.audit.record)
+    console.add_middleware(
+        ConsoleGuard, sessions=lambda: host.sessions, access=lambda: host.access, audit=host.audit.record
+    )
     return console
 
 

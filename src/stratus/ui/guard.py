@@ -9,8 +9,10 @@ For every request under /ui it
 - refuses (403) a state-changing request (anything but GET/HEAD) that comes from another origin (Origin,
   Sec-Fetch-Site) or lacks the session's CSRF token, in the ``X-CSRF-Token`` header or, for an HTML form
   (application/x-www-form-urlencoded), its ``csrf_token`` field;
-- sets the caller (stratus.tenancy) so every service the page calls is scoped to the session's project, and
-  audits the console's own state-changing requests (the bridge's are audited by the API's routes).
+- checks the session's key may read now (``AccessControl.authorize``: the read scope and the rate limits, as
+  every API read), and sets the caller (stratus.tenancy) so every service the page calls is scoped to the
+  session's project, and audits the console's own state-changing requests (the API's routes audit the
+  bridge's).
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stratus import tenancy
-from stratus.security.sessions import ConsoleSession, ConsoleSessions
+from stratus.errors import StratusError
+from stratus.protocol import status_for
+from stratus.security.access import AccessControl
+from stratus.security.sessions import CONSOLE_SCOPE, ConsoleSession, ConsoleSessions
 from stratus.ui.session import COOKIE, CSRF_FIELD, CSRF_HEADER, attach
 
 CSP = (
@@ -114,10 +119,12 @@ class ConsoleGuard:
         self,
         app: ASGIApp,
         sessions: Callable[[], ConsoleSessions],
+        access: Callable[[], AccessControl],
         audit: Callable[[Any, str, str, str, int, str], None],
     ) -> None:
         self.app = app
         self.sessions = sessions
+        self.access = access
         self.audit = audit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,6 +158,15 @@ class ConsoleGuard:
             receive = checked
         attach(scope, session)
         tenancy.enter(session.caller, {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
+        if not path.startswith(BRIDGE):  # the bridge's API routes check their own scope
+            try:
+                # What every API read gets: the read scope, the key's and project's rate limits.
+                self.access().authorize(session.caller, session.key_rps, CONSOLE_SCOPE)
+            except StratusError as exc:
+                retry = getattr(exc, "retry_after_s", None)
+                extra = [(b"retry-after", str(max(1, round(retry))).encode())] if retry is not None else []
+                await plain(send, status_for(exc), exc.message, extra)
+                return
         if safe or path.startswith(BRIDGE):
             await self.app(scope, receive, send)
             return

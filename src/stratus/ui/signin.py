@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from stratus.errors import Unauthenticated
+from stratus.errors import Forbidden, Unauthenticated
 from stratus.ui.guard import cookie_of
 from stratus.ui.session import COOKIE, host_of
 from stratus.ui.templating import render
@@ -48,9 +48,10 @@ async def sign_in(request: Request) -> Response:
         if not isinstance(api_key, str) or not api_key.strip() or len(api_key) > MAX_KEY_CHARS:
             raise Unauthenticated("enter an API key (stk_...)")
         session_id, session = await run_in_threadpool(host.sessions.sign_in, api_key)
-    except Unauthenticated as exc:
-        await run_in_threadpool(host.audit.record, None, "console sign-in", "/ui/sign-in", address, 401, exc.message)
-        return render(request, "sign_in.html", status_code=401, title="Sign in", next=target, error=exc.message)
+    except (Unauthenticated, Forbidden) as exc:
+        status = 403 if isinstance(exc, Forbidden) else 401
+        await run_in_threadpool(host.audit.record, None, "console sign-in", "/ui/sign-in", address, status, exc.message)
+        return render(request, "sign_in.html", status_code=status, title="Sign in", next=target, error=exc.message)
     await run_in_threadpool(host.audit.record, session.caller, "console sign-in", "/ui/sign-in", address, 303, "")
     previous = cookie_of(request.scope)
     if previous:  # a browser holds one session: the one it had before ends now
