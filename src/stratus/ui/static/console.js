@@ -43,6 +43,7 @@
     const labels = Object.keys(spec.series);
     const series = [{}].concat(labels.map((label, i) => ({
       label: label, stroke: COLOURS[i % COLOURS.length], width: 2, spanGaps: true,
+      points: { show: spec.x.length <= 40 },  // a dot per value only where there are few
     })));
     const width = Math.max(320, el.clientWidth - 16);
     const options = {
