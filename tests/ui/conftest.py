@@ -6,7 +6,8 @@
   the browser tests skip when it is not installed. Never `playwright install`.
 - ``signed_in(scopes, project)``: a Playwright page of a fresh browser context, signed in through the form.
 - ``check_page(page, name)``: fails the test on any console error, failed request or answer >= 400 seen by the
-  page, and any serious or critical axe-core violation; saves a full-page screenshot to tests/ui/artifacts/.
+  page, any serious or critical axe-core violation, and a page over 300 KB compressed with what it loads; saves a
+  full-page screenshot to tests/ui/artifacts/.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ AXE = ROOT / "ui" / "node_modules" / "axe-core" / "axe.min.js"
 #: Screenshots of the pages the tests open (git-ignored); STRATUS_UI_ARTIFACTS moves them.
 ARTIFACTS = Path(os.environ.get("STRATUS_UI_ARTIFACTS", ROOT / "tests" / "ui" / "artifacts"))
 SERIOUS = ("serious", "critical")
+#: The issue's weight budget for a page and everything it loads, compressed.
+MAX_PAGE_BYTES = 300 * 1024
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +156,20 @@ def axe_violations(page: Page) -> list[dict[str, Any]]:
     return [v for v in violations if v.get("impact") in SERIOUS]
 
 
+def page_weight(page: Page) -> tuple[int, float | None]:
+    """The bytes of the document and everything it loaded, compressed as sent (Resource Timing's encodedBodySize,
+    which counts a resource the browser had cached too, so every page is weighed as on a first visit), and the
+    first contentful paint in ms (printed, never asserted: timings belong to benchmarks)."""
+    figures = page.evaluate(
+        """() => JSON.stringify({
+            sizes: performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))
+                .map(e => e.encodedBodySize || 0),
+            paint: (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime ?? null})"""
+    )
+    found = json.loads(figures)
+    return int(sum(found["sizes"])), found["paint"]
+
+
 def check_page(page: Page, name: str) -> Path:
     """Fail on what the page's browser reported and on axe-core's serious/critical violations; save a screenshot.
     Returns the screenshot's path (printed too, so a failing run shows where it is)."""
@@ -163,6 +180,9 @@ def check_page(page: Page, name: str) -> Path:
     shot = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
+    weight, paint = page_weight(page)
+    print(f"{name}: {weight / 1024:.1f} KB compressed, first contentful paint {paint} ms")
+    assert weight < MAX_PAGE_BYTES, f"{name}: the page and what it loads weigh {weight} bytes compressed"
     problems = list(page.watched.problems)  # type: ignore[attr-defined]
     assert problems == [], f"{name}: the browser reported problems: {problems}"
     violations = axe_violations(page)
