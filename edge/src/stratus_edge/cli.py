@@ -148,11 +148,12 @@ def _serve(args: argparse.Namespace) -> None:
 
     from stratus_edge.app import EdgeApp
     from stratus_edge.forward import Forwarder, Forwarding
-    from stratus_edge.model import Holder, load
+    from stratus_edge.model import Holder, limit_malloc_arenas, load
     from stratus_edge.state import State
     from stratus_edge.sync import Syncer
     from stratus_edge.telemetry import Telemetry
 
+    limit_malloc_arenas()  # before the first thread starts
     log = logging.getLogger("stratus_edge")
     state = State(args.state)
     device = state.device()
@@ -161,8 +162,8 @@ def _serve(args: argparse.Namespace) -> None:
     holder = Holder()
     source = getattr(args, "bundle", None) or state.current()
     if source is not None:
-        verified = _load_bundle(source, state, args.trust_key)
-        holder.swap(load(verified, executor, threads))
+        # Not kept in a name: the verified plain files are dropped once ONNX Runtime has its sessions.
+        holder.swap(load(_load_bundle(source, state, args.trust_key), executor, threads))
         log.warning("serving %s from %s (%.2f s after start)", holder.current.label, source, time.monotonic() - started)  # type: ignore[union-attr]
     elif args.command == "serve":
         raise SystemExit("stratus-edge: no bundle given and none synced yet in " + str(state.root))

@@ -4,6 +4,9 @@ between requests."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import threading
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -62,6 +65,21 @@ def load(verified: Verified, executor: Executor, threads: int) -> Loaded:
     return Loaded(manifest, signature, served)
 
 
+def settle() -> None:
+    """Give back what loading left behind (the plain files, ONNX Runtime's parse of them): a device's memory
+    is small, and glibc keeps freed memory in its heap otherwise."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """At most ``arenas`` glibc heaps: by default each of the inference threads may get its own heap (up to 8 per
+    core), each holding memory freed by the batches it ran."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+
+
 class Holder:
     """The bundle being served. A request takes the reference once; a switch replaces it for the next request,
     so requests in flight finish on the bundle they started on and none fails during a switch."""
@@ -75,3 +93,4 @@ class Holder:
         with self._lock:
             self.current = loaded
             self.switches += 1
+        settle()  # the previous bundle's sessions go with their last request; what loading freed goes now

@@ -92,7 +92,13 @@ class Runner(Protocol):
 
 def load_session(model: bytes, threads: int) -> ort.InferenceSession:
     """From bytes: models are decrypted in memory, never written out in plain (see the store)."""
-    return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+    # ONNX Runtime's Python session keeps the bytes it was made from, only to rebuild itself on another execution
+    # provider after a GPU provider fails: on CPU alone that is a second copy of every model for nothing (MiniLM:
+    # 87 MB). Without the fallback nothing reads them.
+    session.disable_fallback()
+    session._model_bytes = None
+    return session
 
 
 def run_session(session: ort.InferenceSession, names: list[str], feeds: dict[str, Tensor]) -> list[Tensor]:
