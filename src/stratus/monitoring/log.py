@@ -3,9 +3,10 @@
 Off the hot path. For each inference the data plane calls ``observe`` on the event loop: one policy lookup
 (monitoring/policy.py), a sampling draw and an append to a bounded queue. When the queue is full the record
 is dropped and counted (``stratus_inference_log_dropped_total``); the request never waits and never fails.
-A writer thread drains the queue every ``flush_seconds``, masks the tensors (security/masking.py), groups
-the records by (project, model, endpoint) into pages, seals each page as one AES-GCM message bound to that
-triple and inserts them in one transaction. A page is one row, so ``kill -9`` leaves each page whole or
+A writer thread drains the queue every 50 ms, a few records at a time, masks the tensors
+(security/masking.py) and groups the records by (project, model, endpoint) into pages; every ``flush_seconds``
+(or when a page is full) it seals each page as one AES-GCM message bound to that triple and inserts them in
+one transaction. A page is one row, so ``kill -9`` leaves each page whole or
 absent: there is no torn record to read. The writer also enforces retention (age, then total size).
 
 Reading (``query``, ``records``, ``inputs``) opens the pages newest first and filters their records.
@@ -52,7 +53,10 @@ _PAGES_PER_READ = 32
 _RETAIN_SECONDS = 10.0
 #: Records per page at most (one AES-GCM message), and per stretch of the writer's work between two yields.
 PAGE_RECORDS = 512
-_CHUNK = 128
+_CHUNK = 16
+#: How often the writer moves queued records into pages (it stores them every ``flush_seconds``, or sooner
+#: when a page is full).
+_TICK_SECONDS = 0.05
 #: What a query's ``status`` may be besides a number.
 STATUS_CLASSES = ("ok", "error")
 
@@ -105,6 +109,9 @@ class InferenceLog:
         self._drop_series: dict[tuple[str, str, str], Any] = {}
         self._on_drop = on_drop
         self._flush_lock = threading.Lock()
+        #: Pages being filled, by (project, model, endpoint), and full pages waiting to be stored.
+        self._filling: dict[tuple[str, str, str], Page] = {}
+        self._full: list[tuple[tuple[str, str, str], Page]] = []
         self._key: tuple[int, AESGCM, float] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,9 +172,17 @@ class InferenceLog:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_seconds):
+        written_at = time.monotonic()
+        while not self._stop.wait(_TICK_SECONDS):
             try:
-                self.flush()
+                with self._flush_lock:
+                    self._take()
+                    now = time.monotonic()
+                    everything = now - written_at >= self.flush_seconds
+                    if everything or self._full:
+                        self._write_pages(everything=everything)
+                    if everything:
+                        written_at = now
                 self.settings.refresh_if_stale()
                 if time.monotonic() - self._retained_at >= _RETAIN_SECONDS:
                     self.retain()
@@ -182,26 +197,59 @@ class InferenceLog:
         self.flush()
 
     def flush(self) -> int:
-        """Write what is queued now; returns how many records."""
+        """Store everything queued and assembled now; returns how many records."""
         with self._flush_lock:
-            queue = self._queue
-            events = [queue.popleft() for _ in range(len(queue))]
-            if not events:
-                return 0
-            pages: list[tuple[tuple[str, str, str], Page]] = []
-            open_pages: dict[tuple[str, str, str], Page] = {}
-            for index, event in enumerate(events):
-                key = (event[1], event[3], event[5])
-                page = open_pages.get(key)
-                if page is None or len(page.records) >= PAGE_RECORDS:
-                    page = open_pages[key] = Page()
-                    pages.append((key, page))
-                page.records.append(self._record(event, page))
-                if index % _CHUNK == _CHUNK - 1:
-                    _yield()
-            self._write(pages)
-            self.written += len(events)
-            return len(events)
+            self._take()
+            return self._write_pages(everything=True)
+
+    def _take(self) -> None:
+        """Move what is queued into the open pages, encoding records a few at a time.
+
+        The writer runs every ``_TICK_SECONDS`` (not every ``flush_seconds``) so that its work comes in small
+        pieces: between two yields it holds the GIL for ``_CHUNK`` records, so the event loop, which gives the
+        GIL up at every system call, waits for the writer tens of microseconds at most."""
+        queue, pages, full = self._queue, self._filling, self._full
+        now = time.monotonic()
+        for _ in range(len(queue)):
+            event = queue.popleft()
+            key = (event[1], event[3], event[5])
+            page = pages.get(key)
+            if page is None:
+                page = pages[key] = Page(now)
+            page.add(self._record(event, page))
+            if len(page.pending) >= _CHUNK:
+                page.encode_pending()
+                _yield()
+            if page.count >= PAGE_RECORDS:
+                page.encode_pending()
+                full.append((key, pages.pop(key)))
+        for page in pages.values():
+            page.encode_pending()
+
+    def _write_pages(self, *, everything: bool) -> int:
+        """Store the full pages, and with ``everything`` the open ones too; returns how many records."""
+        due = self._full
+        self._full = []
+        if everything:
+            due = due + list(self._filling.items())
+            self._filling = {}
+        if not due:
+            return 0
+        try:
+            self._write(due)
+        except Exception:
+            # Keep the pages for the next round (the DB may be back), as many records as the queue holds.
+            kept, room = [], self.capacity
+            for key, page in reversed(due + self._full):
+                if page.count > room:
+                    break
+                kept.append((key, page))
+                room -= page.count
+            self._full = kept[::-1]
+            raise
+        count = sum(page.count for _, page in due)
+        self.written += count
+        return count
 
     def _record(self, queued: Queued, page: Page) -> tuple[Any, ...]:
         """A record as a tuple (untracked by the garbage collector, like what was queued)."""
@@ -259,8 +307,7 @@ class InferenceLog:
     def _write(self, pages: list[tuple[tuple[str, str, str], Page]]) -> None:
         rows = []
         for (project, model, endpoint), page in pages:
-            records = page.records
-            rows.append((project, model, endpoint, records[0][0], records[-1][0], len(records), page.encoded()))
+            rows.append((project, model, endpoint, page.first_at, page.last_at, page.count, page.encoded()))
             _yield()
         try:
             with self.db.write() as s:
@@ -331,7 +378,7 @@ class InferenceLog:
             at = entry.at.replace(tzinfo=UTC).timestamp()
             items = int(first["shape"][0]) if first["shape"] else 1
             record = (at, entry.key_id, 0, entry.protocol, 0.0, 200, "", items, inputs, None)
-            grouped.setdefault((entry.project, entry.model, ""), Page()).records.append(record)
+            grouped.setdefault((entry.project, entry.model, ""), Page()).add(record)
         with self._flush_lock:
             self._write(list(grouped.items()))
         with self.db.write() as s:

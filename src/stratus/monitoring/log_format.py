@@ -89,20 +89,40 @@ def slow_tensor(array: np.ndarray[Any, Any]) -> dict[str, Any]:
 
 class Page:
     """Records of one (project, model, endpoint) being assembled, with the dtype of each tensor name kept in
-    the page once (``ins``, ``outs``) instead of in every record."""
+    the page once (``ins``, ``outs``) instead of in every record.
 
-    __slots__ = ("ins", "outs", "records")
+    Records are encoded as they come, a few at a time (``encode_pending``), so the writer never holds the GIL
+    for a whole page: the event loop waits for it at most one short stretch. ``encoded`` then only joins."""
 
-    def __init__(self) -> None:
-        self.records: list[tuple[Any, ...]] = []
+    __slots__ = ("chunks", "count", "first_at", "ins", "last_at", "opened_at", "outs", "pending")
+
+    def __init__(self, opened_at: float = 0.0) -> None:
+        self.pending: list[tuple[Any, ...]] = []
+        self.chunks: list[bytes] = []
+        self.count = 0
+        self.first_at = self.last_at = 0.0
+        self.opened_at = opened_at
         self.ins: dict[str, np.dtype[Any]] = {}
         self.outs: dict[str, np.dtype[Any]] = {}
 
+    def add(self, record: tuple[Any, ...]) -> None:
+        """``record[0]`` is its Unix time."""
+        if not self.count:
+            self.first_at = record[0]
+        self.last_at = record[0]
+        self.pending.append(record)
+        self.count += 1
+
+    def encode_pending(self) -> None:
+        if self.pending:
+            data = orjson.dumps(self.pending, default=numpy_default, option=orjson.OPT_SERIALIZE_NUMPY)
+            self.chunks.append(data[1:-1])  # the records without their list's brackets
+            self.pending.clear()
+
     def encoded(self) -> bytes:
+        self.encode_pending()
         header = {"in": {n: d.str for n, d in self.ins.items()}, "out": {n: d.str for n, d in self.outs.items()}}
-        return orjson.dumps(
-            {**header, "records": self.records}, default=numpy_default, option=orjson.OPT_SERIALIZE_NUMPY
-        )
+        return orjson.dumps(header)[:-1] + b',"records":[' + b",".join(self.chunks) + b"]}"
 
 
 def _opened(tensors: dict[str, Any] | None, dtypes: dict[str, str]) -> dict[str, Any] | None:
