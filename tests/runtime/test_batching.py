@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from stratus.errors import DeadlineExceeded, InvalidInput, NotReady
-from stratus.runtime.batching import Batcher, BatchPolicy, PendingRequest, split_outputs, take_batch
+from stratus.runtime.batching import (
+    FILL_SHARE,
+    Batcher,
+    BatchPolicy,
+    PendingRequest,
+    fill_wait,
+    split_outputs,
+    take_batch,
+)
 
 
 def pending(rows: int, *, deadline: float = 1e9, width: int = 3, dtype: str = "float32") -> PendingRequest:
@@ -60,6 +68,24 @@ def test_take_batch_stops_at_a_preferred_size_unless_a_bigger_one_is_reachable()
     queue = deque(pending(1) for _ in range(10))
     batch, _ = take_batch(queue, policy, now=0.0)
     assert len(batch) == 8
+
+
+def test_fill_wait_an_idle_model_waits_only_the_configured_delay() -> None:
+    assert fill_wait(1, BatchPolicy(max_batch_size=16), 0, 0.0, run_s=0.5) == 0.0
+    delayed = BatchPolicy(max_batch_size=16, max_queue_delay_ms=4)
+    assert fill_wait(1, delayed, 0, 0.001, run_s=0.5) == pytest.approx(0.003)
+    assert fill_wait(1, delayed, 0, 0.010, run_s=0.5) == 0.0
+
+
+def test_fill_wait_while_another_batch_runs_waits_a_share_of_a_run_to_fill() -> None:
+    policy = BatchPolicy(max_batch_size=16)
+    assert fill_wait(3, policy, 1, 0.0, run_s=0.060) == pytest.approx(FILL_SHARE * 0.060)
+    assert fill_wait(3, policy, 1, 0.004, run_s=0.060) == pytest.approx(FILL_SHARE * 0.060 - 0.004)
+    assert fill_wait(3, policy, 1, 0.1, run_s=0.060) == 0.0  # its oldest request has waited long enough
+    assert fill_wait(16, policy, 1, 0.0, run_s=0.060) == 0.0  # full: runs now
+    assert fill_wait(3, policy, 1, 0.0, run_s=0.0) == 0.0  # no run measured yet
+    # A configured delay longer than the share still holds.
+    assert fill_wait(3, BatchPolicy(max_batch_size=16, max_queue_delay_ms=50), 1, 0.0, 0.060) == pytest.approx(0.05)
 
 
 def test_policy_validation() -> None:

@@ -90,6 +90,30 @@ def take_batch(
     return batch, expired
 
 
+#: While another batch of the model runs, the next one may wait up to this share of a batch's run time to fill.
+FILL_SHARE = 0.1
+
+
+def fill_wait(
+    queued_rows: int, policy: BatchPolicy, others_running: int, oldest_waited_s: float, run_s: float
+) -> float:
+    """How much longer the next batch waits for more requests before it runs (seconds; 0: run now).
+
+    Up to ``max_queue_delay_ms`` from its oldest request, as configured. Besides that, while another batch of
+    the same model is running (``instances`` > 1), up to ``FILL_SHARE`` of a batch's run time (``run_s``, recent
+    runs): the requests that batch answers are likely to come back at once, and a batch that starts with the
+    first of them and leaves the rest to the next one runs two small batches where one would do (MiniLM,
+    2 instances at concurrency 32: 9.6 rows a batch against the 16 it allows). When no other batch runs, it
+    never waits longer than configured: an idle model answers at once. A full batch never waits.
+    """
+    if queued_rows >= policy.max_batch_size:
+        return 0.0
+    limit = policy.max_queue_delay_ms / 1000.0
+    if others_running:
+        limit = max(limit, FILL_SHARE * run_s)
+    return max(0.0, limit - oldest_waited_s)
+
+
 def _no_bigger_fits(queue: deque[PendingRequest], rows: int, preferred: list[int]) -> bool:
     """Stop at a preferred size unless the queue already holds enough rows to reach a bigger one."""
     waiting = sum(r.rows for r in queue)
@@ -110,6 +134,8 @@ class Batcher:
         self._queue: deque[PendingRequest] = deque()
         self._arrived = asyncio.Event()
         self._slots = asyncio.Semaphore(instances)
+        self._running = 0  # batches being run now
+        self._run_s = 0.0  # a batch's run time, smoothed over recent runs
         self._task: asyncio.Task[None] | None = None
         #: Called after each run with each request's queue wait, the rows run and the run's seconds.
         self.on_batch: BatchObserver | None = None
@@ -133,15 +159,20 @@ class Batcher:
         return await pending.future
 
     async def _loop(self) -> None:
-        delay_s = self.policy.max_queue_delay_ms / 1000.0
         while True:
             if not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
             await self._slots.acquire()
-            # Give more requests a chance to join, up to the delay measured from the oldest arrival.
-            while self._queue and _queued_rows(self._queue) < self.policy.max_batch_size:
-                remaining = self._queue[0].enqueued_at + delay_s - time.monotonic()
+            # Give more requests a chance to join (fill_wait says how long).
+            while self._queue:
+                remaining = fill_wait(
+                    _queued_rows(self._queue),
+                    self.policy,
+                    self._running,
+                    time.monotonic() - self._queue[0].enqueued_at,
+                    self._run_s,
+                )
                 if remaining <= 0:
                     break
                 self._arrived.clear()
@@ -157,6 +188,7 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
+            self._running += 1
             asyncio.get_running_loop().create_task(self._execute(batch))
 
     async def _execute(self, batch: list[PendingRequest]) -> None:
@@ -171,9 +203,11 @@ class Batcher:
                     raise
                 # One bad request must not fail its neighbours: run each alone to find the culprit.
                 results = [await self._run_alone(loop, request) for request in batch]
+            seconds = time.monotonic() - started
+            self._run_s = seconds if not self._run_s else 0.8 * self._run_s + 0.2 * seconds
             if self.on_batch is not None:
                 waits = [started - r.enqueued_at for r in batch]
-                self.on_batch(waits, sum(r.rows for r in batch), time.monotonic() - started)
+                self.on_batch(waits, sum(r.rows for r in batch), seconds)
             for request, result in zip(batch, results, strict=True):
                 if not request.future.done():
                     if isinstance(result, BaseException):
@@ -185,6 +219,7 @@ class Batcher:
                 if not request.future.done():
                     request.future.set_exception(exc)
         finally:
+            self._running -= 1
             self._slots.release()
 
     async def _run_alone(
