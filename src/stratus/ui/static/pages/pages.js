@@ -64,16 +64,17 @@
     return template.replace(/\{(\w+)\}/g, (_, key) => encodeURIComponent(values[key] === undefined ? "" : values[key]));
   }
 
+  // Attributes are read with getAttribute: form.dataset would be the form's own field named "dataset".
   async function submitApiForm(form, event) {
     event.preventDefault();
-    if (form.dataset.ask && !window.confirm(form.dataset.ask)) return;
+    if (form.getAttribute("data-ask") && !window.confirm(form.getAttribute("data-ask"))) return;
     const status = form.querySelector(".form-status");
     const say = (text, bad) => { if (status) { status.textContent = text; status.classList.toggle("error", !!bad); } };
     const pathValues = {};
     form.querySelectorAll("[data-path]").forEach((el) => { pathValues[el.name] = el.value.trim(); });
-    const path = fill(form.dataset.api, pathValues);
-    const options = { method: form.dataset.method || "POST" };
-    if (form.dataset.body === "multipart") {
+    const path = fill(form.getAttribute("data-api"), pathValues);
+    const options = { method: form.getAttribute("data-method") || "POST" };
+    if (form.getAttribute("data-body") === "multipart") {
       const data = new FormData();
       Array.from(form.elements).forEach((el) => {
         if (!el.name || el.disabled || el.type === "submit") return;
@@ -90,7 +91,7 @@
     try {
       const answer = await S().api(path, options);
       say("Done.", false);
-      if (form.dataset.then) window.location.assign(fill(form.dataset.then, answer || {}));
+      if (form.getAttribute("data-then")) window.location.assign(fill(form.getAttribute("data-then"), answer || {}));
       else window.location.reload();
     } catch (err) {
       say(err.message, true);
@@ -115,6 +116,7 @@
     const curves = live.curves;
     const drawCurves = () => {
       if (!chartEl || !curves) return;
+      chartEl.dataset.points = String(curves.x.length); // how many epochs the curves show (the tests read it)
       if (plot === null) plot = S().chart(chartEl, Object.assign({ y_label: "loss / metric" }, curves), "line");
       else plot.setData([curves.x].concat(Object.keys(curves.series).map((k) => curves.series[k])));
     };
