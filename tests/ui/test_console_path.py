@@ -64,8 +64,9 @@ def test_the_whole_path_in_a_browser(
     page.wait_for_url(re.compile(r".*/ui/jobs/[0-9a-f]{32}$"), timeout=timeout)
     job_url = page.url
     page.wait_for_function(
-        "() => +document.getElementById('job-progress').value >= 1 && +document.getElementById('job-curves').dataset.points >= 1",
-        timeout=timeout,
+        "() => +document.getElementById('job-progress').value >= 1"
+        " && +document.getElementById('job-curves').dataset.points >= 1",
+        timeout=job_timeout,  # the child starts (torch) before the first epoch
     )
     seen_bar, seen_points = number(page, "#job-progress", "value"), number(page, "#job-curves", "data-points")
     total = number(page, "#job-progress", "max")
