@@ -51,6 +51,7 @@ class AccessControl:
         self._rate = RateLimiter()
         self._ttl = limits_ttl_s
         self._project_limits: dict[str, tuple[float, float | None, int | None]] = {}
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
     def authenticate(self, token: str | None, required: str) -> tuple[Caller, float | None]:
@@ -91,14 +92,36 @@ class AccessControl:
             check_quota(self._items_this_month(caller.project), quota, caller.project)
 
     def _limits_of(self, project: str) -> tuple[float | None, int | None]:
+        """A project's own rate limit and quota, cached for ``limits_ttl_s``.
+
+        Stale entries are answered as they are while one background thread reads the new values: this runs on
+        the event loop for every request, and a database read there stalls every request in flight (a round
+        trip to PostgreSQL, or each wait to take the GIL back from the inference threads; a read measured
+        several milliseconds under MiniLM load). Only a project's first request reads in line."""
         now = time.monotonic()
         cached = self._project_limits.get(project)
-        if cached is None or now - cached[0] > self._ttl:
-            info = self.keys.get_project(project)
-            cached = (now, info.rate_limit_rps, info.monthly_item_quota)
-            with self._lock:
-                self._project_limits[project] = cached
+        if cached is None:
+            cached = self._read_limits(project)
+        elif now - cached[0] > self._ttl and project not in self._refreshing:
+            self._refreshing.add(project)
+            threading.Thread(target=self._refresh, args=(project,), name="stratus-limits", daemon=True).start()
         return cached[1], cached[2]
+
+    def _read_limits(self, project: str) -> tuple[float, float | None, int | None]:
+        info = self.keys.get_project(project)
+        cached = (time.monotonic(), info.rate_limit_rps, info.monthly_item_quota)
+        with self._lock:
+            self._project_limits[project] = cached
+        return cached
+
+    def _refresh(self, project: str) -> None:
+        try:
+            self._read_limits(project)
+        except Exception:  # the project is gone or the DB briefly away: the next request reads in line
+            with self._lock:
+                self._project_limits.pop(project, None)
+        finally:
+            self._refreshing.discard(project)
 
     def forget_project(self, project: str) -> None:
         with self._lock:
