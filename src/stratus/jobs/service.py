@@ -512,6 +512,8 @@ class JobService:
             row.state = state
             row.error = error
             row.finished_at = utcnow()
+            if "waiting" in (row.progress or {}):  # it no longer waits for room
+                row.progress = {}
             row.cpu_seconds = cpu
             if metrics is not None:
                 row.metrics = metrics
