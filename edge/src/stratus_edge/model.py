@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from stratus.runtime import ModelPool, ModelRunner, ServedModel, ServingConfig
-from stratus.runtime.pipeline import ModelRef, PipelineRunner, PipelineSpec
 from stratus.runtime.session import Runner
 from stratus.types import Signature
 from stratus_edge.bundle import Verified
@@ -51,12 +50,13 @@ def load(verified: Verified, executor: Executor, threads: int) -> Loaded:
 
     def factory(per_instance: int) -> Runner:
         if manifest["model_format"] == "pipeline":
-            spec = PipelineSpec.parse(artifact)
+            # Imported here: its step models cost a plain ONNX model's cold start a tenth of a second.
+            from stratus.runtime.pipeline import ModelRef, PipelineRunner, PipelineSpec
 
             def fetch_ref(ref: ModelRef) -> bytes:
                 return files[refs[f"{ref.name}:{ref.version}"]]
 
-            return PipelineRunner(spec, files.__getitem__, fetch_ref, threads=per_instance)
+            return PipelineRunner(PipelineSpec.parse(artifact), files.__getitem__, fetch_ref, threads=per_instance)
         return ModelRunner(artifact, signature, threads=per_instance)
 
     # One pool per bundle: a switch drops the old bundle's sessions as its last request finishes.
