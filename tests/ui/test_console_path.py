@@ -10,13 +10,14 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 from playwright.sync_api import Page, expect
 
 from conftest import LiveServer, scaled
-from ui.conftest import check_page
+from ui.conftest import check_page, sign_in_http
 
 DATASET, MODEL, ENDPOINT = "c2-digits", "c2-cnn", "c2-digits-ep"
 #: Predictions sent from the try-it panel: dataset rows, then one drawn digit.
@@ -170,3 +171,28 @@ def test_a_read_key_sees_the_pages_without_actions(
         reader.goto(path)
         assert reader.locator("form.api-form, form.tryit-form").count() == 0, path
     check_page(reader, "path-read-jobs")
+
+
+def test_the_pages_keep_to_the_session_s_project_and_scope(
+    console_server: LiveServer, console_keys: Callable[..., str]
+) -> None:
+    """Over HTTP (no browser): another project's session finds none of the default project's models, datasets or
+    jobs; a read session is refused an action sent through the bridge anyway (403), which changes nothing."""
+    other, csrf = sign_in_http(console_server, console_keys("read", "c2-elsewhere"))
+    with closing(other):
+        assert other.get("/ui/models/digits").status_code == 404
+        listed = other.get("/ui/models")
+        assert listed.status_code == 200 and "/ui/models/digits" not in listed.text
+        assert other.get("/ui/models/digits/versions/1").status_code == 404
+        assert other.get("/ui/endpoints").status_code == 200
+    reader, csrf = sign_in_http(console_server, console_keys("read"))
+    with closing(reader):
+        assert reader.get("/ui/models/digits").status_code == 200
+        refused = reader.put(
+            "/ui/bridge/api/v1/models/digits/aliases/c2-read", json={"version": 1}, headers={"x-csrf-token": csrf}
+        )
+        assert refused.status_code == 403, refused.text
+        assert (
+            console_server.get(f"{console_server.url}/api/v1/models/digits/aliases").json()["aliases"].get("c2-read")
+            is None
+        )

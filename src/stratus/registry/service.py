@@ -137,35 +137,56 @@ class RegistryService(BlobAccess):
 
     def page_models(self, offset: int = 0, limit: int = 50, search: str = "") -> tuple[list[ModelInfo], int]:
         """One page of the caller's models by name (``search``: part of the name), and how many match: what a
-        list that pages shows, since ``list_models`` loads every model with its versions."""
+        list that pages shows. Only the page's version numbers and aliases are read, not the versions' rows
+        (their metrics and files), which ``list_models`` loads for every model."""
         project_id = self.projects.current_id()
         where = [Model.project_id == project_id]
         if search:
             where.append(Model.name.contains(search, autoescape=True))
         with self.db.read() as s:
             total = s.scalar(select(func.count(Model.id)).where(*where)) or 0
-            rows = s.scalars(
-                select(Model)
-                .where(*where)
-                .order_by(Model.name)
-                .offset(max(0, offset))
-                .limit(max(1, limit))
-                .options(selectinload(Model.versions).selectinload(ModelVersion.files), selectinload(Model.aliases))
-            ).all()
-            return [ModelInfo.from_row(r) for r in rows], total
+            rows = s.scalars(select(Model).where(*where).order_by(Model.name).offset(max(0, offset)).limit(limit)).all()
+            ids = [r.id for r in rows]
+            numbers: dict[int, dict[int, int]] = {i: {} for i in ids}
+            for model_id, version_id, version in s.execute(
+                select(ModelVersion.model_id, ModelVersion.id, ModelVersion.version)
+                .where(ModelVersion.model_id.in_(ids))
+                .order_by(ModelVersion.version)
+            ):
+                numbers[model_id][version_id] = version
+            aliases: dict[int, dict[str, int]] = {i: {} for i in ids}
+            for model_id, alias, version_id in s.execute(
+                select(Alias.model_id, Alias.name, Alias.version_id).where(Alias.model_id.in_(ids)).order_by(Alias.name)
+            ):
+                if version_id in numbers[model_id]:
+                    aliases[model_id][alias] = numbers[model_id][version_id]
+            return [
+                ModelInfo(
+                    name=r.name,
+                    description=r.description,
+                    task=r.task,
+                    tags=dict(r.tags),
+                    created_at=r.created_at,
+                    updated_at=r.updated_at,
+                    versions=tuple(numbers[r.id].values()),
+                    aliases=aliases[r.id],
+                    allow_download=r.allow_download,
+                )
+                for r in rows
+            ], total
 
-    def versions_on_dataset(self, dataset: str, limit: int = 100) -> list[VersionInfo]:
-        """The caller's versions whose lineage names ``dataset`` (``name@digest``), newest first."""
+    def versions_on_dataset(self, dataset: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The caller's newest versions whose lineage names ``dataset`` (``name@digest``): model, version, source
+        and when, without the versions' metrics (a dataset may have trained thousands)."""
         with self.db.read() as s:
             rows = s.execute(
-                select(ModelVersion, Model.name)
+                select(Model.name, ModelVersion.version, ModelVersion.source, ModelVersion.created_at)
                 .join(Model, Model.id == ModelVersion.model_id)
                 .where(Model.project_id == self.projects.current_id(), ModelVersion.dataset == dataset)
-                .order_by(ModelVersion.created_at.desc())
+                .order_by(ModelVersion.created_at.desc(), ModelVersion.id.desc())
                 .limit(limit)
-                .options(selectinload(ModelVersion.files))
             ).all()
-            return [VersionInfo.from_row(row, name) for row, name in rows]
+        return [{"model": m, "version": v, "source": src, "created_at": at} for m, v, src, at in rows]
 
     def delete_model(self, name: str) -> None:
         with self.db.exclusive():

@@ -55,7 +55,10 @@ class Model(Base):
 
 class ModelVersion(Base):
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("model_id", "version", name="uq_versions_model_version"),)
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", name="uq_versions_model_version"),
+        Index("ix_model_versions_dataset", "dataset"),  # the versions trained on a dataset (its console page)
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
@@ -140,6 +143,8 @@ class Job(Base):
     """A training or compression job. Its state moves queued -> running -> succeeded|failed|cancelled."""
 
     __tablename__ = "jobs"
+    #: A project's jobs newest first, a page at a time (the console's lists), without sorting them all.
+    __table_args__ = (Index("ix_jobs_project_created", "project_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)

@@ -77,13 +77,11 @@ def _unix(iso: str) -> float:
 async def endpoint_list(request: Request) -> Response:
     host = host_of(request)
     endpoints = await run_in_threadpool(host.endpoints.list_all)
-    models, _ = await run_in_threadpool(host.registry.page_models, 0, 200)
     return render(
         request,
         "pages/endpoints.html",
         title="Endpoints",
         endpoints=endpoints,
-        models=[m.name for m in models],
         rows=range(TARGET_ROWS),
         targets=[],
         scaling={"min_replicas": 1, "max_replicas": 1},

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from stratus.errors import InvalidInput
+from stratus.errors import InvalidInput, NotFound
+from stratus.registry import DEFAULT_ALIAS
 from stratus.registry.records import VersionInfo
 from stratus.ui.pages import svg, views
 from stratus.ui.pages.common import size, tryit
@@ -52,13 +53,8 @@ def _model_data(request: Request, name: str) -> dict[str, Any]:
     model = host.registry.get_model(name)
     versions = host.registry.list_versions(name)
     nodes, edges = views.lineage(name, versions, "/ui")
-    served = None
     panel = None
-    if versions:
-        try:
-            served = host.registry.resolve(name)
-        except Exception:  # no active version: the page still shows the model
-            served = None
+    served = _served(model.aliases, versions)
     if served is not None:
         panel = tryit(host, served, f"model {name} (version {served.version})", f"/v2/models/{name}/infer")
     return {
@@ -72,6 +68,16 @@ def _model_data(request: Request, name: str) -> dict[str, Any]:
     }
 
 
+def _served(aliases: dict[str, int], versions: list[VersionInfo]) -> VersionInfo | None:
+    """What the model's name serves, as RegistryService.resolve(name) picks it (the production alias, else the
+    newest active version), from the versions already read."""
+    by_number = {v.version: v for v in versions}
+    if DEFAULT_ALIAS in aliases and aliases[DEFAULT_ALIAS] in by_number:
+        return by_number[aliases[DEFAULT_ALIAS]]
+    active = [v for v in versions if v.status == "active"]
+    return max(active, key=lambda v: v.version) if active else None
+
+
 @router.get("/models/{name}")
 async def model_page(request: Request, name: str) -> Response:
     data = await run_in_threadpool(_model_data, request, name)
@@ -80,8 +86,11 @@ async def model_page(request: Request, name: str) -> Response:
 
 def _version_data(request: Request, name: str, number: int) -> dict[str, Any]:
     host = host_of(request)
-    version = host.registry.get_version(name, number)
     model = host.registry.get_model(name)
+    every = host.registry.list_versions(name)
+    version = next((v for v in every if v.version == number), None)
+    if version is None:
+        raise NotFound(f"model {name!r} has no version {number}")
     metrics = version.metrics
     classes = views.classes_of(metrics)
     matrix = metrics.get("confusion_matrix")
@@ -94,7 +103,7 @@ def _version_data(request: Request, name: str, number: int) -> dict[str, Any]:
     precision = (
         svg.bars([(r["name"], round(float(r["precision"]), 3)) for r in rows], "Precision per class") if rows else None
     )
-    children = [v for v in host.registry.list_versions(name) if v.parent_version == number]
+    children = [v for v in every if v.parent_version == number]
     facts = views.version_facts(version)
     scalar_metrics = {k: v for k, v in facts.items() if k.startswith("metrics.")}
     params = {k: v for k, v in facts.items() if k.startswith("params.")}

@@ -1,7 +1,8 @@
 """Charts drawn on the server as SVG: the lineage graph, the confusion-matrix heat map, histograms and bars.
 
-Server-rendered, so they need no JavaScript, weigh a few kilobytes and show in a screenshot at once. Every
-figure has role="img" (the lineage graph, whose boxes are links, role="group") and a <title> (axe-core's svg-img-alt rule); text in it is escaped here.
+Server-rendered, so they need no JavaScript, weigh a few kilobytes and show in a screenshot at once. Every figure
+has role="img" (the lineage graph, whose boxes are links, role="group") and a <title> (axe-core's svg-img-alt
+rule); text in it is escaped here.
 """
 
 from __future__ import annotations
