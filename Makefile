@@ -60,9 +60,14 @@ pytest: $(STAMP) $(UI_STAMP) chromium
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(UI_STAMP) chromium
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.edge
+	$(BIN)/python -m benchmarks.console
+
+# The console's pages with 1,000 models x 10 versions and 10,000 jobs; --write records them in docs/benchmarks.md.
+bench-console: $(STAMP) $(UI_STAMP) chromium
+	$(BIN)/python -m benchmarks.console --write
 
 # The edge runner (from a venv of its own, installed from edge/) against the platform; --write records it in docs/benchmarks.md.
 bench-edge: $(STAMP)

@@ -421,7 +421,7 @@ gRPC batches average 15-16 rows too. Five alternating rounds on one server (iris
     # Keep the sections that `python -m benchmarks.startup --write` and `benchmarks.sdk_encoding --write`
     # record in the same file.
     previous = doc.read_text() if doc.exists() else ""
-    for name in ("startup", "sdk"):
+    for name in ("startup", "sdk", "console"):
         begin, end = f"<!-- bench-{name}:begin -->", f"<!-- bench-{name}:end -->"
         if begin in previous and end in previous:
             text = text.rstrip("\n") + "\n\n" + begin + previous.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
