@@ -143,7 +143,9 @@ def write(rows: list[str], args: argparse.Namespace) -> None:
         f"{args.epochs} epochs) as a Ray Train job on a two-node Ray cluster (one CPU each) in a network namespace of "
         "the benchmark's own, one torch thread a worker; medians of the runs. samples/s: the job's training rows per "
         "second over all workers (epochs after the first); checkpoint: rank 0 packing, sealing and reporting the state "
-        "to Ray Train each epoch (the server then keeps it in the artifact store, off the workers' path)."
+        "to Ray Train each epoch (the server then keeps it in the artifact store, off the workers' path). "
+        f"One-minute load average when it ended: {os.getloadavg()[0]:.1f} (above about 2, other work shared the "
+        "machine)."
     )
     block = "\n".join([_BEGIN, lead, "", HEADER, "|---|---|---|---|---|---|---|---|", *rows, _END])
     if _BEGIN in text:
