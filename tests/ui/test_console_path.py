@@ -59,8 +59,8 @@ def test_the_whole_path_in_a_browser(
     # Start a CNN; the job page follows its events: the bar and the curve move while it runs.
     page.select_option("#train-model", "cnn")
     page.fill("#train-name", MODEL)
-    page.fill("#train-epochs", "8")
-    page.fill("#train-batch", "8")
+    page.fill("#train-epochs", "6")
+    page.fill("#train-batch", "16")
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url(re.compile(r".*/ui/jobs/[0-9a-f]{32}$"), timeout=timeout)
     job_url = page.url
@@ -82,7 +82,7 @@ def test_the_whole_path_in_a_browser(
     version_link = page.get_by_role("link", name=f"{MODEL} v1")
     expect(version_link).to_be_visible(timeout=job_timeout)
     assert page.url == job_url
-    assert number(page, "#job-progress", "value") == number(page, "#job-progress", "max") == 8
+    assert number(page, "#job-progress", "value") == number(page, "#job-progress", "max") == 6
     check_page(page, "path-training-job")
 
     # The version: its confusion matrix as a heat map and per-class figures.
@@ -143,7 +143,7 @@ def test_the_whole_path_in_a_browser(
     page.mouse.move(pad["x"] + 112, pad["y"] + 200, steps=8)
     page.mouse.up()
     page.get_by_role("button", name="Predict").click()
-    expect(answer).to_contain_text(f"Served by {MODEL} version")
+    expect(answer).to_contain_text(f"Served by {ENDPOINT} version")
 
     # The requests on the usage page (metered by model), then on the endpoint's charts (10 s intervals).
     sent = ROWS + 1

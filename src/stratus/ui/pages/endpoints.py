@@ -35,8 +35,13 @@ def charts(host: Any, project: str, name: str) -> dict[str, Any]:
     xs = [t for t, _ in series[CHART_METRICS[0]]]
     values = {m: [v for _, v in points] for m, points in series.items()}
     return {
-        "traffic": {"x": xs, "series": {"requests/s": values["requests_per_s"], "errors/s": values["errors_per_s"]}},
-        "latency": {"x": xs, "series": {"p50 ms": values["p50_ms"], "p99 ms": values["p99_ms"]}, "y_label": "ms"},
+        # Series as [label, values] pairs: the page's JSON block sorts an object's keys, and the order is the colour.
+        "traffic": {
+            "x": xs,
+            "series": [["requests/s", values["requests_per_s"]], ["errors/s", values["errors_per_s"]]],
+            "y_label": "per second",
+        },
+        "latency": {"x": xs, "series": [["p50 ms", values["p50_ms"]], ["p99 ms", values["p99_ms"]]], "y_label": "ms"},
         "requests": round(sum((v or 0.0) * CHART_STEP_S for v in values["requests_per_s"])),
         "refresh": {
             "url": f"/ui/bridge/api/v1/metrics/series?scope=endpoint&name={name}&metric={','.join(CHART_METRICS)}"

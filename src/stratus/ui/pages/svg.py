@@ -20,14 +20,14 @@ _FONT = 'font-family="system-ui, sans-serif" font-size="12"'
 class Node:
     key: str
     label: str
-    kind: str  #: dataset, job, version or variant: the column and the colour
+    kind: str  #: dataset, job, version, compression (a compression job) or variant: the column and the colour
     href: str | None = None
     detail: str = ""
 
 
-_COLUMNS = ("dataset", "job", "version", "variant")
-_FILL = {"dataset": "#e8f1fb", "job": "#fdf3e1", "version": "#e6f4ea", "variant": "#f1e8fb"}
-_STROKE = {"dataset": "#1f5fa8", "job": "#9a6400", "version": "#1e7a3a", "variant": "#6a3aa8"}
+_COLUMNS = ("dataset", "job", "version", "compression", "variant")
+_FILL = {"dataset": "#e8f1fb", "job": "#fdf3e1", "version": "#e6f4ea", "compression": "#fdf3e1", "variant": "#f1e8fb"}
+_STROKE = {"dataset": "#1f5fa8", "job": "#9a6400", "version": "#1e7a3a", "compression": "#9a6400", "variant": "#6a3aa8"}
 
 
 def _svg(width: int, height: int, title: str, body: str, role: str = "img") -> Markup:
@@ -39,7 +39,7 @@ def _svg(width: int, height: int, title: str, body: str, role: str = "img") -> M
 
 
 def lineage(nodes: Sequence[Node], edges: Sequence[tuple[str, str]], title: str) -> Markup:
-    """A layered graph: datasets, then jobs, then versions, then compressed variants, left to right."""
+    """A layered graph, left to right: datasets, training jobs, versions, compression jobs, compressed variants."""
     box_w, box_h, gap_x, gap_y, pad = 170, 38, 60, 14, 10
     columns: dict[str, list[Node]] = {kind: [] for kind in _COLUMNS}
     for node in nodes:

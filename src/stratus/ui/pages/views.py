@@ -127,7 +127,9 @@ def lineage(model: str, versions: Iterable[VersionInfo], prefix: str) -> tuple[l
             source = f"v{v.parent_version}"
             if isinstance(job, str):
                 jkey = f"j{job}"
-                nodes.setdefault(jkey, Node(jkey, f"compress {job[:8]}", "job", f"{prefix}/compression/{job}", "job"))
+                nodes.setdefault(
+                    jkey, Node(jkey, f"compress {job[:8]}", "compression", f"{prefix}/compression/{job}", "job")
+                )
                 edges += [(source, jkey), (jkey, key)] if (source, jkey) not in edges else [(jkey, key)]
             else:
                 edges.append((source, key))

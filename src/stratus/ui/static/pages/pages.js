@@ -181,12 +181,29 @@
   }
 
   // -- an endpoint's charts, refreshed from the metrics history -------------------------------------------
+  // spec: {x: [unix seconds], series: [[label, values], ...], y_label}: a list, so the order (and colours) hold.
+  // Points are drawn too: a few requests make isolated steps, which a line alone would not show.
+  const LINE_COLOURS = ["#1f4e79", "#a4161a"];
+  function timeChart(el, spec) {
+    if (!el || !window.uPlot) return null;
+    const series = [{}].concat(spec.series.map((pair, i) => ({
+      label: pair[0], stroke: LINE_COLOURS[i % LINE_COLOURS.length], width: 2, spanGaps: false,
+      points: { show: true, size: 5 },
+    })));
+    const options = {
+      width: Math.max(320, el.clientWidth - 16), height: 220, series: series,
+      axes: [{}, { label: spec.y_label || "" }],
+    };
+    el.textContent = "";
+    return new window.uPlot(options, [spec.x].concat(spec.series.map((pair) => pair[1])), el);
+  }
+
   function endpointCharts() {
     const holder = document.querySelector("[data-endpoint-charts]");
     if (!holder) return;
     const spec = S().data(holder.dataset.endpointCharts);
-    const traffic = S().chart(document.getElementById("chart-traffic"), spec.traffic, "time");
-    const latency = S().chart(document.getElementById("chart-latency"), spec.latency, "time");
+    const traffic = timeChart(document.getElementById("chart-traffic"), spec.traffic);
+    const latency = timeChart(document.getElementById("chart-latency"), spec.latency);
     const count = document.querySelector(".endpoint-requests");
     const refresh = async () => {
       try {
@@ -220,7 +237,11 @@
     })));
     const options = {
       width: Math.max(320, el.clientWidth - 16), height: 300, series: series,
-      scales: { x: { time: false } },
+      scales: {
+        x: { time: false },
+        // Around the models' quality, not from 0: the differences are what the plot is for.
+        y: { range: (u, min, max) => { const pad = (max - min) * 0.25 || Math.abs(max) * 0.02 || 0.01; return [min - pad, max + pad]; } },
+      },
       axes: [{ label: spec.x_label }, { label: spec.y_label }],
       cursor: { points: { size: 16 } },
     };
