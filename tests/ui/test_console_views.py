@@ -10,6 +10,7 @@ from typing import Any
 from stratus.platform import Platform
 from stratus.registry.records import VersionInfo
 from stratus.settings import Settings
+from stratus.store.tables import Model
 from stratus.types import Signature, TensorSpec
 from stratus.ui.pages import svg, views
 from stratus.ui.pages.endpoints import drift
@@ -114,8 +115,9 @@ def test_the_model_list_reads_one_page(tmp_path: Path) -> None:
     platform = Platform(Settings(home=tmp_path, samples=False))
     try:
         platform.db.migrate()
-        for i in range(60):
-            platform.registry.create_model(f"model-{i:03d}")
+        project = platform.registry.projects.current_id()
+        with platform.db.write() as s:  # one transaction: the page is what is tested, not 60 registrations
+            s.add_all([Model(project_id=project, name=f"model-{i:03d}") for i in range(60)])
         page, total = platform.registry.page_models(50, 50)
         assert total == 60 and [m.name for m in page] == [f"model-{i:03d}" for i in range(50, 60)]
         found, count = platform.registry.page_models(0, 50, "-05")
