@@ -347,7 +347,9 @@ def write(lines: list[str], verdict: str, args: argparse.Namespace, seeded: floa
             f"{machine()}.",
             f"The store holds {args.models:,} models of {args.versions} versions each and {args.jobs:,} jobs with "
             f"their events (seeded in bulk in {seeded:.0f} s), a dataset and one endpoint. HTML: sequential GETs "
-            f"with a signed-in session's cookie, {args.rounds} rounds over all pages after two warm-up rounds. "
+            f"with a signed-in session's cookie, {args.rounds} rounds over all pages after two warm-up rounds; "
+            "server CPU is the server process's CPU time per view (from /proc, averaged over the rounds), which "
+            "other work on the machine does not inflate as it does the wall time. "
             "Weight and paint: one first visit per page in headless Chromium (a new context, nothing cached).",
             "",
             *lines,
