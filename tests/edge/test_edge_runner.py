@@ -113,8 +113,9 @@ def test_serves_the_synced_bundle_and_hands_hard_cases_to_the_cloud(world: dict[
     device = world["cloud"].get(f"{world['cloud'].url}/api/v1/devices").json()["devices"][0]
     assert device["name"] == "till-1" and device["encrypted_bundles"] and device["last_seen"]
     # On disk the bundle is encrypted to this device: no plain ONNX file in the state folder.
-    stored = [p for p in (world["state"] / "bundles").rglob("*.onnx")]
-    assert stored and all(b"onnx" not in p.read_bytes()[:64].lower() for p in stored)
+    plain = (world["sample_cache"] / "digits.onnx").read_bytes()
+    stored = [p.read_bytes() for p in (world["state"] / "bundles").rglob("*.onnx")]
+    assert stored and all(plain[:4096] not in data and plain[-4096:] not in data for data in stored)
     assert _infer(world, world["sure"]).headers["stratus-answered-by"] == "edge"
     r = _infer(world, world["unsure"])
     assert r.headers["stratus-answered-by"] == "cloud"
