@@ -20,6 +20,8 @@ from stratus.deploy.lease import LeaseKeeper
 from stratus.deploy.replicas import Placement
 from stratus.devices import DeviceService
 from stratus.errors import Conflict
+from stratus.explain.pool import ExplainPool
+from stratus.explain.service import ExplainService
 from stratus.files import write_private
 from stratus.jobs import Executor, JobService, LocalProcessExecutor
 from stratus.metering import Prices, UsageMeter
@@ -238,6 +240,13 @@ class Platform:
             min_rows=settings.drift_min_rows,
         )
         self.drift_monitor = DriftMonitor(self.db, self.drift, interval_s=settings.drift_interval_seconds)
+        # Explanations run in worker processes (started on first use) that import shap; the server never does.
+        self.explain = ExplainService(
+            self.dataplane,
+            self.registry.read_artifact,
+            self.drift.reference,
+            ExplainPool(settings.explain_workers, settings.explain_queue, settings.explain_timeout_seconds),
+        )
         # Alert rules read the history and drift, and are evaluated as each history interval closes.
         self.alerts.source = AlertMetrics(
             self.history if settings.metrics_history else None,
@@ -365,6 +374,7 @@ class Platform:
                 self.endpoints.controller.stand_down()
             self.endpoints.controller.close()
         self.drift_monitor.close()
+        self.explain.pool.close()
         self.alerts.close()
         self.jobs.close()
         self.artifact_gc.close()

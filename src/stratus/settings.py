@@ -165,6 +165,18 @@ class Settings(BaseSettings):
     drift_history_days: float = Field(
         default=30.0, gt=0, le=3650, description="Stored drift reports older than this are deleted."
     )
+    explain_workers: int = Field(
+        default=1, ge=1, le=64, description="Explanation worker processes (started on the first explain request)."
+    )
+    explain_queue: int = Field(
+        default=32,
+        ge=0,
+        le=10_000,
+        description="Explain requests that may wait for a worker; beyond workers + this, 429 at once.",
+    )
+    explain_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="Time limit of one explanation in a worker; over it, 504."
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the metadata DB. Default: SQLite in WAL mode at HOME/stratus.db. Several "

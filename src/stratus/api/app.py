@@ -11,7 +11,18 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from stratus import __version__
-from stratus.api import alerts, control, devices, drift, endpoints, inference_log, monitoring, security, training
+from stratus.api import (
+    alerts,
+    control,
+    devices,
+    drift,
+    endpoints,
+    explain,
+    inference_log,
+    monitoring,
+    security,
+    training,
+)
 from stratus.api.edge import CatchAll, StrictJSONBodies, method_not_allowed
 from stratus.api.encoding import ContentCoding
 from stratus.api.errors import install_error_handlers
@@ -87,5 +98,6 @@ def build_app(plat: ControlHost, on_started: Callable[[], None] | None = None) -
     app.include_router(endpoints.router)
     app.include_router(alerts.router)
     app.include_router(drift.router)
+    app.include_router(explain.router)
     app.include_router(devices.router)
     return app

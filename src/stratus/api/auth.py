@@ -52,6 +52,11 @@ POLICY: dict[tuple[str, str], str] = {
     ("POST", "/v1/models/{name}:predict"): PREDICT,
     ("POST", "/v1/models/{name}/versions/{version}:predict"): PREDICT,
     ("GET", "/v1/models/{name}"): READ,
+    # Explanations (docs/explain.md): computed by worker processes beside serving, with the predict scope
+    ("POST", "/v1/models/{name}:explain"): PREDICT,
+    ("POST", "/v1/models/{name}/versions/{version}:explain"): PREDICT,
+    ("POST", "/v2/models/{name}/explain"): PREDICT,
+    ("POST", "/v2/models/{name}/versions/{version}/explain"): PREDICT,
     ("GET", "/v1/models/{name}/versions/{version}"): READ,
     # OpenAI-compatible
     ("POST", "/openai/v1/embeddings"): PREDICT,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from stratus.compress.service import CompressionService
     from stratus.deploy.service import EndpointService
     from stratus.devices import DeviceService
+    from stratus.explain.service import ExplainService
     from stratus.jobs import JobService
     from stratus.metering import UsageMeter
     from stratus.monitoring.alerts_service import AlertService
@@ -59,6 +60,8 @@ class ControlHost(Host, Protocol):
     def usage(self) -> UsageMeter: ...
     @property
     def drift(self) -> DriftService: ...
+    @property
+    def explain(self) -> ExplainService: ...
     @property
     def inference_log(self) -> InferenceLog: ...
     @property

@@ -14,6 +14,7 @@ from stratus.cli.connection import client, set_api_key
 from stratus.cli.devices import devices_app, export_edge
 from stratus.cli.drift import drift, drift_reference
 from stratus.cli.endpoints import endpoints_app, export_app, serve_endpoint
+from stratus.cli.explain import explain
 from stratus.cli.monitoring import logging_app, logging_line, logs, metrics
 from stratus.cli.output import console, print_table, reported_errors, show
 from stratus.cli.security import audit, keys_app, projects_app, usage
@@ -44,6 +45,7 @@ app.command("metrics")(metrics)
 app.add_typer(logging_app, name="logging")
 app.command("drift")(drift)
 app.command("drift-reference")(drift_reference)
+app.command("explain")(explain)
 app.add_typer(alerts_app, name="alerts")
 
 UrlOption = Annotated[str | None, typer.Option("--url", envvar="STRATUS_URL", help="Server URL.")]

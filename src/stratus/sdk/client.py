@@ -20,6 +20,7 @@ from stratus.sdk.devices import DeviceCalls
 from stratus.sdk.drift import DriftCalls
 from stratus.sdk.endpoints import EndpointCalls
 from stratus.sdk.errors import error_for_response
+from stratus.sdk.explain import ExplainCalls
 from stratus.sdk.jobs import Job
 from stratus.sdk.monitoring import MonitoringCalls
 
@@ -47,7 +48,7 @@ def discover_api_key() -> str | None:
         return None
 
 
-class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls, DeviceCalls):
+class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls, DeviceCalls, ExplainCalls):
     """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL; the API key to STRATUS_API_KEY or
     the local server's admin key file (see ``discover_api_key``)."""
 

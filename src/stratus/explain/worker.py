@@ -1,0 +1,89 @@
+"""An explanation worker: ``python -m stratus.explain.worker``, started by the server's pool (pool.py).
+
+It reads request frames on stdin and writes one answer frame per request on stdout (wire.py) until stdin
+closes, which is also how it learns that its server is gone. It imports shap, numba and ONNX Runtime
+itself, so the server never does; it lowers its own priority and runs ONNX Runtime on one thread, so
+explanations take what serving leaves. Before it says it is ready, it imports shap and explains a toy
+model once (seconds on a loaded machine), which must not be charged to a request's time limit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from stratus.explain import methods, wire
+from stratus.types import Array
+
+_SESSIONS: OrderedDict[str, Any] = OrderedDict()
+_KEEP_SESSIONS = 4
+_DTYPES = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32}
+
+
+def _session(digest: str, model: bytes) -> Any:
+    import onnxruntime as ort
+
+    if digest in _SESSIONS:
+        _SESSIONS.move_to_end(digest)
+        return _SESSIONS[digest]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    _SESSIONS[digest] = session
+    while len(_SESSIONS) > _KEEP_SESSIONS:
+        _SESSIONS.popitem(last=False)
+    return session
+
+
+def handle(
+    meta: dict[str, Any], arrays: dict[str, Array], blobs: dict[str, bytes]
+) -> tuple[dict[str, Any], dict[str, Array]]:
+    request = methods.Request.from_dict(meta["request"])
+    session = _session(str(meta["digest"]), blobs["model"])
+    scores = methods.onnx_scores(session, request, _DTYPES.get(str(meta.get("datatype")), np.float32))
+    if request.kind == "tabular":
+        result = methods.tabular(scores, arrays["rows"], arrays["background"], request)
+    elif request.kind == "image":
+        result = methods.occlusion_image(scores, arrays["rows"], request)
+    else:
+        raise ValueError(f"no explanation for a {request.kind} model here")
+    return {"ok": True}, result
+
+
+def warm_up() -> None:
+    """Import shap and run the kernel method once, so the first request pays neither. (The permutation and
+    exact methods go through shap's numba code, compiled on a worker's first use of them: about 10 s of CPU,
+    and numba cannot cache it on disk, as it takes a function as an argument.)"""
+    request = methods.Request("tabular", "kernel", "x", "y", "raw", "raw")
+    weights = np.array([1.0, -2.0])
+    methods.tabular(lambda x: x @ weights, np.ones((1, 2)), np.zeros((3, 2)), request)
+
+
+def main() -> None:
+    os.nice(5)  # explanations yield the CPU to serving in the same machine
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but frames on the real stdout (shap or numba may print)
+    warm_up()
+    stdout.write(wire.encode({"ready": True}, {}))
+    stdout.flush()
+    while (body := wire.read_frame(stdin)) is not None:
+        try:
+            meta, arrays, blobs = wire.decode(body)
+            answer, result = handle(meta, arrays, blobs)
+        except (ValueError, KeyError) as error:  # a request the method refuses: the caller's error
+            answer, result = {"ok": False, "invalid": True, "error": str(error)}, {}
+        except Exception as error:  # reported to the server, which answers 500 and logs it
+            traceback.print_exc()
+            answer, result = {"ok": False, "invalid": False, "error": f"{type(error).__name__}: {error}"}, {}
+        stdout.write(wire.encode(answer, result))
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

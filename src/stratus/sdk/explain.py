@@ -1,0 +1,73 @@
+"""Explanations in the Python client: ``Client.explain`` returns the attributions as numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stratus.types import Array
+
+
+@dataclass
+class Explanation:
+    """Attributions of each row: [rows, features] (tabular) or the images' shape (occlusion); ``base_values``
+    is E[f(X)] over the background (tabular), so an additive method's rows sum to ``scores - base_values``."""
+
+    attributions: Array
+    scores: Array
+    targets: Array
+    base_values: Array | None
+    feature_names: list[str] = field(default_factory=list)
+    method: str = ""
+    additive: bool = False
+    output_space: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _query(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class ExplainCalls:
+    """Mixed into ``Client``; every call goes through its ``_json``."""
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:  # provided by Client
+        raise NotImplementedError
+
+    def explain(
+        self,
+        name: str,
+        rows: Any,
+        *,
+        version: int | str | None = None,
+        method: str | None = None,
+        output: str | None = None,
+        target: int | None = None,
+        background: int | None = None,
+        max_evals: int | None = None,
+        patch: int | None = None,
+    ) -> Explanation:
+        """Explain the predictions of ``rows`` (an array: [n, features] or images [n, C, H, W]), sent as a V1
+        ``:explain`` request; options as in docs/explain.md."""
+        instances = np.asarray(rows).tolist()
+        where = f"/versions/{version}" if version is not None else ""
+        params = _query(
+            method=method, output=output, target=target, background=background, max_evals=max_evals, patch=patch
+        )
+        result: dict[str, Any] = self._json(
+            "POST", f"/v1/models/{name}{where}:explain", json={"instances": instances}, params=params
+        )
+        base = result.get("base_values")
+        return Explanation(
+            attributions=np.asarray(result["attributions"], dtype=np.float64),
+            scores=np.asarray(result["scores"], dtype=np.float64),
+            targets=np.asarray(result["targets"]),
+            base_values=None if base is None else np.asarray(base, dtype=np.float64),
+            feature_names=list(result.get("feature_names", [])),
+            method=str(result["method"]),
+            additive=bool(result["additive"]),
+            output_space=str(result["output_space"]),
+            raw=result,
+        )

@@ -1,0 +1,164 @@
+"""Explanations through the server: the V1 and V2 routes, the SDK, clear 4xx answers, the workers' bounds,
+and that the server process itself never imports shap (it runs in the explanation workers).
+
+One server for the module: a child process runs the real app (TestClient, as tests/test_layering.py does) so
+its ``sys.modules`` is the server's own, not this test process's (which imports shap for other tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from skl2onnx import to_onnx
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from tests.conftest import scaled
+
+from stratus.errors import DeadlineExceeded, RateLimited
+from stratus.explain.methods import Request
+from stratus.explain.pool import ExplainPool
+
+_SERVER = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from fastapi.testclient import TestClient
+from stratus.platform import create_app
+from stratus.sdk import Client
+from stratus.settings import Settings
+
+home, cache, folder = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+settings = Settings(home=home, sample_cache_dir=cache, allowed_hosts=["testserver"], intra_op_threads=1)
+out = {}
+with TestClient(create_app(settings)) as client:
+    client.headers["Authorization"] = "Bearer " + settings.resolved_admin_key_file.read_text().strip()
+    model = (folder / "cancer.onnx").read_bytes()
+    assert client.post("/api/v1/models/cancer/versions", files={"file": ("m.onnx", model)}).status_code == 201
+    csv = (folder / "train.csv").read_bytes()
+    r = client.put("/api/v1/models/cancer/versions/1/reference", files={"file": ("train.csv", csv)})
+    assert r.status_code == 200, r.text
+    rows = np.load(folder / "rows.npy")
+    out["predict"] = client.post("/v1/models/cancer:predict", json={"instances": rows.tolist()}).status_code
+    out["modules_after_inference"] = sorted(m for m in sys.modules if m.split(".")[0] in ("shap", "numba"))
+    r = client.post("/v1/models/cancer:explain", params={"output": "logit"}, json={"instances": rows.tolist()})
+    out["v1"] = [r.status_code, r.json()]
+    body = {"inputs": [{"name": "X", "shape": [1, 30], "datatype": "FP32", "data": rows[0].tolist()}]}
+    r = client.post("/v2/models/cancer/versions/1/explain", params={"target": 1}, json=body)
+    out["v2"] = [r.status_code, r.json()]
+    r = client.post("/v1/models/cancer:explain", json={"instances": rows[:, :29].tolist()})
+    out["wrong_width"] = [r.status_code, r.json()]
+    r = client.post("/v1/models/iris:explain", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
+    out["no_background"] = [r.status_code, r.json()]
+    r = client.post("/v1/models/cancer:explain", params={"method": "occlusion"}, json={"instances": rows.tolist()})
+    out["wrong_method"] = [r.status_code, r.json()]
+    r = client.post("/v1/models/cancer:explain", params={"method": "lime"}, json={"instances": rows.tolist()})
+    out["unknown_method"] = r.status_code
+    images = np.load(folder / "digits.npy")
+    body = {"inputs": [{"name": "input", "shape": list(images.shape), "datatype": "FP32",
+                        "data": images.ravel().tolist()}]}
+    r = client.post("/v2/models/digits/explain", params={"patch": 2}, json=body)
+    out["digits"] = [r.status_code, r.json()]
+    sdk = Client("http://testserver", api_key="unused")
+    sdk._http = client  # the SDK's calls through the app itself (TestClient is an httpx.Client)
+    explanation = sdk.explain("cancer", rows[:1], output="logit", target=1)
+    out["sdk"] = [list(explanation.attributions.shape), explanation.base_values.tolist(), explanation.additive]
+    out["modules_after_explain"] = sorted(m for m in sys.modules if m.split(".")[0] in ("shap", "numba"))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def served(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("explain")
+    data = load_breast_cancer()
+    x, y = data.data, data.target
+    model = LogisticRegression(max_iter=5000).fit(x, y)
+    onnx = to_onnx(model, x[:1].astype(np.float32), options={id(model): {"zipmap": False}}, target_opset=17)
+    (folder / "cancer.onnx").write_bytes(onnx.SerializeToString())
+    header = ",".join(f'"{n}"' for n in data.feature_names)
+    (folder / "train.csv").write_text(header + "\n" + "\n".join(",".join(map(str, row)) for row in x[:300]) + "\n")
+    np.save(folder / "rows.npy", x[300:303].astype(np.float32))
+    from sklearn.datasets import load_digits
+
+    np.save(folder / "digits.npy", (load_digits().data[:2] / 16.0).reshape(2, 1, 8, 8).astype(np.float32))
+    result = subprocess.run(
+        [sys.executable, "-c", _SERVER, str(folder / "home"), str(sample_cache), str(folder)],
+        capture_output=True, text=True, timeout=scaled(200), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    served: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return served
+
+
+def test_the_server_process_never_imports_shap(served: dict[str, Any]) -> None:
+    assert served["predict"] == 200
+    assert served["modules_after_inference"] == []
+    assert served["modules_after_explain"] == []  # the explanations ran, in the workers
+
+
+def test_v1_explains_each_row_additively_against_the_training_background(served: dict[str, Any]) -> None:
+    status, body = served["v1"]
+    assert status == 200, body
+    attributions = np.array(body["attributions"])
+    assert attributions.shape == (3, 30) and len(body["feature_names"]) == 30
+    assert (body["method"], body["additive"], body["output_space"], body["background_rows"]) == (
+        "kernel", True, "logit", 50,
+    )  # fmt: skip
+    gap = attributions.sum(axis=1) - (np.array(body["scores"]) - np.array(body["base_values"]))
+    assert np.abs(gap).max() < 1e-3
+
+
+def test_v2_and_the_sdk_explain_a_chosen_class(served: dict[str, Any]) -> None:
+    status, body = served["v2"]
+    assert status == 200, body
+    assert (body["model_version"], body["targets"], np.array(body["attributions"]).shape) == ("1", [1], (1, 30))
+    shape, base, additive = served["sdk"]
+    assert shape == [1, 30] and len(base) == 1 and additive is True
+
+
+def test_image_models_get_per_pixel_occlusion_maps(served: dict[str, Any]) -> None:
+    status, body = served["digits"]
+    assert status == 200, body
+    assert (body["kind"], body["method"], body["additive"], body["patch"]) == ("image", "occlusion", False, 2)
+    maps = np.array(body["attributions"])
+    assert maps.shape == (2, 1, 8, 8) and np.abs(maps).sum() > 0
+    assert body["targets"] == [0, 1]  # the first two digits of the set, both predicted right
+
+
+def test_bad_requests_get_clear_4xx(served: dict[str, Any]) -> None:
+    status, body = served["wrong_width"]
+    assert status == 400 and "shape" in body["error"], body
+    status, body = served["no_background"]
+    assert status == 409 and "no background data" in body["error"], body
+    status, body = served["wrong_method"]
+    assert status == 400 and "does not explain tabular models" in body["error"], body
+    assert served["unknown_method"] == 422
+
+
+def test_the_pool_refuses_over_its_bound_and_stops_an_explanation_over_its_time_limit() -> None:
+    """One worker, no queue: a second request while the first runs is refused at once (429); the first, the
+    permutation method on a fresh worker (numba compiles shap's code: seconds), outlives a 1 s limit (504)."""
+    pool = ExplainPool(workers=1, queue_size=0, timeout_s=1.0, start_timeout_s=scaled(60))
+    x = load_breast_cancer().data
+    model = LogisticRegression(max_iter=5000).fit(x, load_breast_cancer().target)
+    onnx = to_onnx(model, x[:1].astype(np.float32), options={id(model): {"zipmap": False}}, target_opset=17)
+    request = Request("tabular", "permutation", "X", "probabilities", "probabilities", "probability")
+    meta = {"request": request.to_dict(), "digest": "d", "datatype": "FP32"}
+    arrays = {"rows": x[:1], "background": x[:20]}
+
+    async def both() -> list[BaseException | Any]:
+        calls = [pool.run(meta, arrays, {"model": onnx.SerializeToString()}) for _ in range(2)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        first, second = asyncio.run(both())
+    finally:
+        pool.close()
+    assert isinstance(first, DeadlineExceeded) and "limit of 1 s" in str(first)
+    assert isinstance(second, RateLimited)
