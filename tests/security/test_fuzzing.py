@@ -35,6 +35,10 @@ NOT_STATABLE = {
     ("POST", "/v2/models/{name}/versions/{version}/infer"): "each tensor's data must hold as many values as its shape",
     ("POST", "/v1/models/{name}:predict"): "instances must have the shape of the model's input",
     ("POST", "/v1/models/{name}/versions/{version}:predict"): "instances must have the shape of the model's input",
+    ("POST", "/v1/models/{name}:explain"): "the body is a :predict body: instances of the model's input shape",
+    ("POST", "/v1/models/{name}/versions/{version}:explain"): "the body is a :predict body of the input's shape",
+    ("POST", "/v2/models/{name}/explain"): "the body is an infer body: data as many values as its shape says",
+    ("POST", "/v2/models/{name}/versions/{version}/explain"): "the body is an infer body of the input's shape",
 }
 
 
