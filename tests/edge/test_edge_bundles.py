@@ -131,3 +131,42 @@ def test_the_int8_variant_within_budget_is_shipped() -> None:
     assert bundles.int8_variant(base, [base, quantized, too_lossy, pruned], 0.01) == quantized
     assert bundles.int8_variant(base, [base, quantized, too_lossy, pruned], 0.001) is None
     assert bundles.int8_variant(base, [base, too_lossy], 0.1) == too_lossy
+
+
+def test_the_signing_key_is_sealed_and_survives_a_master_key_rotation(tmp_path: Path) -> None:
+    from stratus.security.encryption import Keyring
+    from stratus.security.signing import FILE_NAME, rewrap_signing_key
+
+    old = Keyring.generate()
+    created = SigningKey.load_or_create(tmp_path, old)
+    sealed = (tmp_path / FILE_NAME).read_bytes()
+    assert (tmp_path / FILE_NAME).stat().st_mode & 0o777 == 0o600
+    assert b"PRIVATE" not in sealed and len(sealed) < 200  # a wrapped 32-byte key, not a PEM
+    new = Keyring(Keyring.generate().current, [old.current])
+    assert rewrap_signing_key(tmp_path, new) == 1
+    # Only the new master key is needed now, and the platform's public key is unchanged.
+    assert SigningKey.load_or_create(tmp_path, Keyring(new.current)).public_b64 == created.public_b64
+
+
+def test_telemetry_spool_survives_a_torn_line_and_keeps_its_bound(tmp_path: Path) -> None:
+    from stratus_edge.telemetry import Telemetry
+
+    spool = Telemetry(tmp_path, max_batches=2)
+    for _ in range(3):
+        spool.record("digits", 1, 2, 0.004, "edge")
+    spool.seal()
+    with open(tmp_path / "open.log", "ab") as log:  # a line cut short, as a crash mid-write would leave it
+        log.write(b"digits\t1\t")
+    spool.close()
+    again = Telemetry(tmp_path, max_batches=2)  # a restart seals what the last run left open
+    batches = again.batches()
+    assert len(batches) == 2
+    assert Telemetry.summarize(batches[0])["records"] == [
+        {"model": "digits", "requests": 3, "items": 6, "compute_ms": 12.0}
+    ]
+    assert Telemetry.summarize(batches[1])["records"] == []
+    for _ in range(2):
+        again.record("digits", 1, 1, 0.001, "edge")
+        again.seal()
+    assert len(again.batches()) == 2 and again.dropped == 2  # the oldest went first
+    again.close()
