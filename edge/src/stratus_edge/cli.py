@@ -64,9 +64,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # The runner has no pydantic plugins: looking for them reads every installed package's metadata, a tenth of
-    # the cold start.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from stratus_edge.bundle import BundleRefused
@@ -144,6 +141,9 @@ def _check_exposure(args: argparse.Namespace) -> str | None:
 
 def _serve(args: argparse.Namespace) -> None:
     started = time.monotonic()
+    # The runner has no pydantic plugins: looking for them (when the runtime's models are built, imported below)
+    # reads every installed package's metadata, a tenth of the cold start.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     token_sha256 = _check_exposure(args)
     from concurrent.futures import ThreadPoolExecutor
 
