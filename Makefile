@@ -64,6 +64,11 @@ bench: $(STAMP) $(UI_STAMP) chromium
 	$(BIN)/python -m benchmarks
 	$(BIN)/python -m benchmarks.edge
 	$(BIN)/python -m benchmarks.console
+	$(BIN)/python -m benchmarks.explain
+
+# Explanations: one breast-cancer row's latency; iris at concurrency 8 beside 20 explain requests (docs/explain.md).
+bench-explain: $(STAMP)
+	$(BIN)/python -m benchmarks.explain --write
 
 # The console's pages with 1,000 models x 10 versions and 10,000 jobs; --write records them in docs/benchmarks.md.
 bench-console: $(STAMP) $(UI_STAMP) chromium
