@@ -244,6 +244,7 @@ class Platform:
         self.explain = ExplainService(
             self.dataplane,
             self.registry.read_artifact,
+            self.registry.read_file,
             self.drift.reference,
             ExplainPool(settings.explain_workers, settings.explain_queue, settings.explain_timeout_seconds),
         )

@@ -64,6 +64,14 @@ with TestClient(create_app(settings)) as client:
                         "data": images.ravel().tolist()}]}
     r = client.post("/v2/models/digits/explain", params={"patch": 2}, json=body)
     out["digits"] = [r.status_code, r.json()]
+    files = [("file", ("pipeline.json", (folder / "pipeline.json").read_bytes()))]
+    files += [("files", (name, (folder / name).read_bytes())) for name in ("tokenizer.json", "sentiment.onnx")]
+    r = client.post("/api/v1/models/sentiment/versions", files=files, data={"format": "pipeline"})
+    assert r.status_code == 201, r.text
+    texts = ["the movie was good", "bad movie"]
+    body = {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": texts}]}
+    r = client.post("/v2/models/sentiment/explain", json=body)
+    out["text"] = [r.status_code, r.json()]
     sdk = Client("http://testserver", api_key="unused")
     sdk._http = client  # the SDK's calls through the app itself (TestClient is an httpx.Client)
     explanation = sdk.explain("cancer", rows[:1], output="logit", target=1)
@@ -71,6 +79,42 @@ with TestClient(create_app(settings)) as client:
     out["modules_after_explain"] = sorted(m for m in sys.modules if m.split(".")[0] in ("shap", "numba"))
 print(json.dumps(out))
 """
+
+
+def _sentiment_pipeline(folder: Path) -> None:
+    """A text classifier served as a pipeline: words, then the mean of each word's two class logits ("good"
+    votes for class 1, "bad" for class 0, the other words for neither)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "good": 2, "bad": 3, "movie": 4, "the": 5, "was": 6}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    (folder / "tokenizer.json").write_text(tokenizer.to_str())
+    table = np.zeros((len(vocab), 2), dtype=np.float32)
+    table[vocab["good"]], table[vocab["bad"]] = [0, 3], [3, 0]
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["per_token"], axis=0)],
+        "sentiment",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("per_token", TensorProto.FLOAT, ["batch", "sequence", 2])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (folder / "sentiment.onnx").write_bytes(model.SerializeToString())
+    spec = {
+        "kind": "pipeline",
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 2]}],
+        "steps": [
+            {"op": "tokenize", "file": "tokenizer.json", "input": "text"},
+            {"op": "onnx", "file": "sentiment.onnx", "inputs": {"input_ids": "input_ids"},
+             "outputs": {"per_token": "t"}},
+            {"op": "mean_pool", "input": "t", "mask": "attention_mask", "output": "logits"},
+        ],
+    }  # fmt: skip
+    (folder / "pipeline.json").write_text(json.dumps(spec))
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +131,7 @@ def served(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     from sklearn.datasets import load_digits
 
     np.save(folder / "digits.npy", (load_digits().data[:2] / 16.0).reshape(2, 1, 8, 8).astype(np.float32))
+    _sentiment_pipeline(folder)
     result = subprocess.run(
         [sys.executable, "-c", _SERVER, str(folder / "home"), str(sample_cache), str(folder)],
         capture_output=True, text=True, timeout=scaled(200), check=False,
@@ -129,6 +174,16 @@ def test_image_models_get_per_pixel_occlusion_maps(served: dict[str, Any]) -> No
     maps = np.array(body["attributions"])
     assert maps.shape == (2, 1, 8, 8) and np.abs(maps).sum() > 0
     assert body["targets"] == [0, 1]  # the first two digits of the set, both predicted right
+
+
+def test_text_classifiers_get_per_token_attributions(served: dict[str, Any]) -> None:
+    status, body = served["text"]
+    assert status == 200, body
+    assert (body["kind"], body["method"], body["targets"]) == ("text", "occlusion", [1, 0])
+    assert body["tokens"] == [["the", "movie", "was", "good"], ["bad", "movie"]]
+    for tokens, attributions, word in zip(body["tokens"], body["attributions"], ("good", "bad"), strict=True):
+        assert len(attributions) == len(tokens) and tokens[int(np.argmax(attributions))] == word
+        assert all(a < 0 for t, a in zip(tokens, attributions, strict=True) if t != word)  # fewer words dilute it
 
 
 def test_bad_requests_get_clear_4xx(served: dict[str, Any]) -> None:

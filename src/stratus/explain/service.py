@@ -17,6 +17,7 @@ from stratus.errors import Conflict, InvalidInput, NotFound
 from stratus.explain.methods import ADDITIVE, MAX_EXACT_FEATURES, TABULAR_METHODS, Request
 from stratus.explain.pool import ExplainPool
 from stratus.registry.records import VersionInfo
+from stratus.runtime.pipeline import PipelineSpec
 from stratus.training.drift_reference import Reference
 from stratus.types import Tensor
 
@@ -56,9 +57,56 @@ def _output_of(version: VersionInfo) -> tuple[str, str]:
 class ExplainService:
     def __init__(
         self, versions: Versions, read_model: Callable[[VersionInfo], bytes],
-        references: Callable[[VersionInfo], Reference], pool: ExplainPool,
+        read_file: Callable[[VersionInfo, str], bytes], references: Callable[[VersionInfo], Reference],
+        pool: ExplainPool,
     ) -> None:  # fmt: skip
-        self.versions, self.read_model, self.references, self.pool = versions, read_model, references, pool
+        self.versions, self.read_model, self.read_file = versions, read_model, read_file
+        self.references, self.pool = references, pool
+
+    async def _explain_text(
+        self, version: VersionInfo, inputs: Mapping[str, Tensor], options: Options
+    ) -> dict[str, Any]:
+        """A text classifier served as a pipeline (tokenizer, then ONNX): each whitespace token's occlusion."""
+        specs = version.signature.inputs
+        if len(specs) != 1 or specs[0].datatype != "BYTES":
+            raise InvalidInput(f"pipeline {version.model!r} is not a text model (one BYTES input); not explained")
+        spec = specs[0]
+        if set(inputs) != {spec.name}:
+            raise InvalidInput(f"the request must hold exactly the input {spec.name!r}")
+        texts = [
+            t.decode("utf-8", errors="replace") if isinstance(t, bytes) else str(t)
+            for t in np.asarray(inputs[spec.name], dtype=object).ravel()
+        ]
+        if not 1 <= len(texts) <= MAX_ROWS:
+            raise InvalidInput(f"an explanation takes 1 to {MAX_ROWS} texts, not {len(texts)}")
+        method = options.method or "occlusion"
+        if method != "occlusion":
+            raise InvalidInput(f"method {method!r} does not explain text models: occlusion")
+        output, form = _output_of(version)
+        space = options.output or ("probability" if form != "raw" else "raw")
+        if form == "raw" and space != "raw":
+            raise InvalidInput(f"model {version.model!r} outputs raw values ({output!r}); explain them with output=raw")
+        spec_bytes = self.read_model(version)
+        pipeline = PipelineSpec.parse(spec_bytes)
+        if pipeline.model_refs():
+            raise InvalidInput(f"pipeline {version.model!r} names other registered models: not explained yet")
+        blobs = {"model": spec_bytes, **{f"file/{n}": self.read_file(version, n) for n in pipeline.files()}}
+        request = Request("text", method, spec.name, output, form, space, options.target)
+        meta = {"request": request.to_dict(), "digest": version.digest, "texts": texts}
+        answer, result = await self.pool.run(meta, {}, blobs)
+        return {
+            "model_name": version.model,
+            "model_version": str(version.version),
+            "kind": "text",
+            "method": method,
+            "additive": False,
+            "output": output,
+            "output_space": space,
+            "targets": result["targets"].tolist(),
+            "scores": result["scores"].tolist(),
+            "tokens": answer["tokens"],
+            "attributions": answer["attributions"],
+        }
 
     def _background(self, version: VersionInfo, width: int, rows: int) -> tuple[Any, list[str]]:
         try:
@@ -84,6 +132,8 @@ class ExplainService:
         self, name: str, ref: str | None, inputs: Mapping[str, Tensor], options: Options
     ) -> dict[str, Any]:
         version = self.versions.resolve(name, ref)
+        if version.format == "pipeline":
+            return await self._explain_text(version, inputs, options)
         if version.format != "onnx":
             raise InvalidInput(f"model {name!r} is a {version.format}; explanations take a single ONNX model")
         if len(version.signature.inputs) != 1:

@@ -41,10 +41,43 @@ def _session(digest: str, model: bytes) -> Any:
     return session
 
 
-def handle(
-    meta: dict[str, Any], arrays: dict[str, Array], blobs: dict[str, bytes]
-) -> tuple[dict[str, Any], dict[str, Array]]:
+Result = tuple[dict[str, Any], dict[str, Array]]
+
+
+def _pipeline(digest: str, blobs: dict[str, bytes]) -> Any:
+    """A text model's pipeline (tokenizer, then ONNX), kept like a session."""
+    from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+
+    if digest not in _SESSIONS:
+
+        def no_ref(ref: Any) -> bytes:
+            raise ValueError("pipelines that name other registered models are not explained yet")
+
+        spec = PipelineSpec.parse(blobs["model"])
+        _SESSIONS[digest] = PipelineRunner(spec, lambda name: blobs[f"file/{name}"], no_ref, threads=1)
+        while len(_SESSIONS) > _KEEP_SESSIONS:
+            _SESSIONS.popitem(last=False)
+    _SESSIONS.move_to_end(digest)
+    return _SESSIONS[digest]
+
+
+def _text(meta: dict[str, Any], request: methods.Request, blobs: dict[str, bytes]) -> Result:
+    runner = _pipeline(str(meta["digest"]), blobs)
+
+    def scores(texts: list[str]) -> Array:
+        feeds = {request.input: np.array([t.encode() for t in texts], dtype=object)}
+        out = runner.run_checked(runner.check_inputs(feeds), [request.output])[request.output]
+        return methods.scores_from(out, request.output_form, request.space)
+
+    result = methods.occlusion_text(scores, [str(t) for t in meta["texts"]], request)
+    answer = {"ok": True, "tokens": result["tokens"], "attributions": [a.tolist() for a in result["attributions"]]}
+    return answer, {"scores": result["scores"], "targets": result["targets"]}
+
+
+def handle(meta: dict[str, Any], arrays: dict[str, Array], blobs: dict[str, bytes]) -> Result:
     request = methods.Request.from_dict(meta["request"])
+    if request.kind == "text":
+        return _text(meta, request, blobs)
     session = _session(str(meta["digest"]), blobs["model"])
     scores = methods.onnx_scores(session, request, _DTYPES.get(str(meta.get("datatype")), np.float32))
     if request.kind == "tabular":
