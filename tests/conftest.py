@@ -38,12 +38,41 @@ def scaled(seconds: float) -> float:
     return seconds * float(os.environ.get("STRATUS_TEST_TIMEOUT_SCALE", "3"))
 
 
+#: Modules (or folders) that take longest, started first so that no parallel worker ends the run alone with one of
+#: them; the rest keep their order. tests/scaleout shares one Ray cluster: one group, one worker.
+_LONGEST_FIRST = (
+    "tests/scaleout/",
+    "tests/e2e/test_compression.py",
+    "tests/ui/",
+    "tests/e2e/test_training.py",
+    "tests/edge/",
+    "tests/security/test_fuzzing.py",
+    "tests/monitoring/test_alerts_live.py",
+    "tests/e2e/test_replica_lifeline.py",
+)
+
+
+def _group_of(path: str) -> str:
+    return "tests/scaleout/" if path.startswith("tests/scaleout/") else path
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """pytest-timeout's per-test limit, scaled like every other deadline here (600 s at the default scale): it
-    catches hangs, and must never be what stops a test that is still making progress on a slow machine."""
+    catches hangs, and must never be what stops a test that is still making progress on a slow machine.
+
+    The tests run in parallel workers (pytest-xdist, ``--dist loadgroup``): each module is one group, so its
+    module fixtures (servers) start once, on one worker; the longest groups go first."""
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(scaled(200)))
+        item.add_marker(pytest.mark.xdist_group(_group_of(item.nodeid.split("::", 1)[0])))
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, p in enumerate(_LONGEST_FIRST) if path.startswith(p)), len(_LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: each module's tests stay together and in order
 
 
 @pytest.fixture(scope="session")
@@ -220,7 +249,25 @@ def start_server(
     home: Path, sample_cache: Path | None, *extra: str, env: dict[str, str] | None = None, scheme: str = "http"
 ) -> LiveServer:
     """`stratus serve` in a child process on a free loopback port; returns once /v2/health/ready is 200.
-    With ``scheme="https"`` (the caller passes --tls-cert/--tls-key), readiness is polled without verifying."""
+    With ``scheme="https"`` (the caller passes --tls-cert/--tls-key), readiness is polled without verifying.
+
+    A port found free can be taken before the server binds it (tests run in parallel workers): a server that
+    exits because its address is in use is started again on another port."""
+    for _ in range(4):
+        try:
+            return _start_server(home, sample_cache, *extra, env=env, scheme=scheme)
+        except _PortTaken:
+            continue
+    raise RuntimeError("no free port could be bound in four tries")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _start_server(
+    home: Path, sample_cache: Path | None, *extra: str, env: dict[str, str] | None, scheme: str
+) -> LiveServer:
     port = free_port()
     log = home.parent / f"server-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
@@ -239,7 +286,10 @@ def start_server(
     deadline = time.monotonic() + scaled(120)
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+            text = log.read_text()
+            if "address already in use" in text:
+                raise _PortTaken(text)
+            raise RuntimeError(f"server exited with {process.returncode}:\n{text}")
         try:
             if httpx.get(f"{server.url}/v2/health/ready", timeout=2, verify=False).status_code == 200:
                 return server
