@@ -209,8 +209,10 @@ class LiveServer:
         return bearer(self.admin_key)
 
     def request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
-        """httpx.request with the admin key added to the headers given."""
+        """httpx.request with the admin key added to the headers given, and an outer deadline scaled for a busy
+        machine instead of httpx's 5 s (a 90 MB model file read back timed out on a machine at load 20)."""
         headers = {**self.headers, **(kwargs.pop("headers", None) or {})}  # type: ignore[dict-item]
+        kwargs.setdefault("timeout", scaled(30))
         return httpx.request(method, url, headers=headers, **kwargs)  # type: ignore[arg-type]
 
     def get(self, url: str, **kwargs: object) -> httpx.Response:
@@ -229,7 +231,8 @@ class LiveServer:
         return self.request("DELETE", url, **kwargs)
 
     def client(self, **kwargs: object) -> httpx.Client:
-        """An httpx client on this server that sends the admin key."""
+        """An httpx client on this server that sends the admin key (deadline as in ``request``)."""
+        kwargs.setdefault("timeout", scaled(30))
         return httpx.Client(base_url=self.url, headers=self.headers, **kwargs)  # type: ignore[arg-type]
 
     def stop(self, kill: bool = False) -> None:

@@ -107,9 +107,11 @@ def test_docker_export_serves_v2_from_its_folder_without_a_database(
             client.infer("pack", [inp], headers=dict(headers)).get_response()["model_version"] for _ in range(40)
         }
         assert versions == {"1", "2"}
-        assert httpx.post(f"{url}/v2/models/pack/infer", json=IRIS_BODY).status_code == 401
-        assert httpx.get(f"{url}/v2/health/ready").status_code == 200
-        assert "stratus_inference_requests_total" in httpx.get(f"{url}/metrics", headers=headers).text
+        assert httpx.post(f"{url}/v2/models/pack/infer", json=IRIS_BODY, timeout=scaled(30)).status_code == 401
+        assert httpx.get(f"{url}/v2/health/ready", timeout=scaled(30)).status_code == 200
+        assert (
+            "stratus_inference_requests_total" in httpx.get(f"{url}/metrics", headers=headers, timeout=scaled(30)).text
+        )
         assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()
         client.close()
     finally:

@@ -32,13 +32,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 def _infer(server: LiveServer, key: str, body: dict[str, object] = ROW) -> httpx.Response:
-    return httpx.post(f"{server.url}/v2/models/affine/infer", json=body, headers=bearer(key))
+    return httpx.post(f"{server.url}/v2/models/affine/infer", json=body, headers=bearer(key), timeout=scaled(30))
 
 
 def test_unauthenticated_infer_is_401_and_health_is_open(server: LiveServer) -> None:
-    r = httpx.post(f"{server.url}/v2/models/affine/infer", json=ROW)
+    r = httpx.post(f"{server.url}/v2/models/affine/infer", json=ROW, timeout=scaled(30))
     assert r.status_code == 401
-    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    assert httpx.get(f"{server.url}/v2/health/ready", timeout=scaled(30)).status_code == 200
 
 
 def test_key_revoked_by_another_process_fails_within_a_second(server: LiveServer) -> None:
@@ -126,7 +126,7 @@ def test_no_auth_mode_on_loopback(tmp_path: Path) -> None:
             timeout=scaled(30),
         )
         assert r.status_code == 201
-        assert httpx.post(f"{server.url}/v2/models/affine/infer", json=ROW).status_code == 200
+        assert httpx.post(f"{server.url}/v2/models/affine/infer", json=ROW, timeout=scaled(30)).status_code == 200
     finally:
         server.stop()
 
@@ -142,7 +142,9 @@ def test_bootstrap_key_printed_once_and_kept_private(tmp_path: Path) -> None:
     second = start_server(home, None, "--admin-key-file", str(key_file))
     try:
         assert key not in second.log.read_text()
-        assert httpx.get(f"{second.url}/api/v1/whoami", headers=bearer(key)).json()["scopes"] == ["admin"]
+        assert httpx.get(f"{second.url}/api/v1/whoami", headers=bearer(key), timeout=scaled(30)).json()["scopes"] == [
+            "admin"
+        ]
     finally:
         second.stop()
 
@@ -151,9 +153,13 @@ def test_keys_and_audit_through_the_cli(server: LiveServer) -> None:
     created = json.loads(run_cli("keys", "create", "--scopes", "read", "--name", "ci", "--json", url=server.url).stdout)
     listed = json.loads(run_cli("keys", "list", "--json", url=server.url).stdout)
     assert created["id"] in {k["id"] for k in listed} and all("key" not in k for k in listed)
-    assert httpx.get(f"{server.url}/api/v1/models", headers=bearer(created["key"])).status_code == 200
+    assert (
+        httpx.get(f"{server.url}/api/v1/models", headers=bearer(created["key"]), timeout=scaled(30)).status_code == 200
+    )
     run_cli("keys", "revoke", created["id"], url=server.url)
-    assert httpx.get(f"{server.url}/api/v1/models", headers=bearer(created["key"])).status_code == 401
+    assert (
+        httpx.get(f"{server.url}/api/v1/models", headers=bearer(created["key"]), timeout=scaled(30)).status_code == 401
+    )
     events = json.loads(run_cli("audit", "--limit", "20", "--json", url=server.url).stdout)
     revoke = next(e for e in events if e["action"] == "DELETE /api/v1/keys/{key_id}")
     assert revoke["target"] == f"/api/v1/keys/{created['id']}" and revoke["status"] == 200
@@ -215,7 +221,7 @@ def test_tls(tmp_path: Path) -> None:
         context = ssl.create_default_context(cafile=str(cert))
         https = server.url
         assert https.startswith("https://")
-        r = httpx.get(f"{https}/api/v1/whoami", headers=server.headers, verify=context)
+        r = httpx.get(f"{https}/api/v1/whoami", headers=server.headers, verify=context, timeout=scaled(30))
         assert r.status_code == 200 and r.json()["scopes"] == ["admin"]
         with pytest.raises(httpx.TransportError):  # plain HTTP is not served on the TLS port
             httpx.get(https.replace("https://", "http://") + "/v2/health/live", timeout=5)

@@ -52,14 +52,19 @@ def test_a_key_made_on_one_server_works_on_the_other_and_its_revocation_reaches_
     pair: tuple[LiveServer, LiveServer, str],
 ) -> None:
     one, two, admin = pair
-    made = httpx.post(f"{one.url}/api/v1/keys", json={"scopes": ["read"], "name": "x"}, headers=_headers(admin))
+    made = httpx.post(
+        f"{one.url}/api/v1/keys", json={"scopes": ["read"], "name": "x"}, headers=_headers(admin), timeout=scaled(30)
+    )
     assert made.status_code == 201, made.text
     key, key_id = made.json()["key"], made.json()["id"]
-    assert httpx.get(f"{two.url}/api/v1/models", headers=_headers(key)).status_code == 200
-    assert httpx.delete(f"{one.url}/api/v1/keys/{key_id}", headers=_headers(admin)).status_code in (200, 204)
+    assert httpx.get(f"{two.url}/api/v1/models", headers=_headers(key), timeout=scaled(30)).status_code == 200
+    assert httpx.delete(f"{one.url}/api/v1/keys/{key_id}", headers=_headers(admin), timeout=scaled(30)).status_code in (
+        200,
+        204,
+    )
     # The other server trusts its cached check at most STRATUS_KEY_CACHE_SECONDS (0.5 s).
     wait_for(
-        lambda: httpx.get(f"{two.url}/api/v1/models", headers=_headers(key)).status_code == 401,
+        lambda: httpx.get(f"{two.url}/api/v1/models", headers=_headers(key), timeout=scaled(30)).status_code == 401,
         10,
         "the revocation to reach the other server",
     )
@@ -90,7 +95,9 @@ def test_eight_uploads_of_one_version_on_two_servers_one_wins(pair: tuple[LiveSe
         t.join()
     assert sorted(statuses) == [201] + [409] * 7
     for server in (one, two):
-        versions = httpx.get(f"{server.url}/api/v1/models/race/versions", headers=_headers(admin)).json()["versions"]
+        versions = httpx.get(
+            f"{server.url}/api/v1/models/race/versions", headers=_headers(admin), timeout=scaled(30)
+        ).json()["versions"]
         assert [v["version"] for v in versions] == [3]
 
 
@@ -101,18 +108,22 @@ def test_an_alias_moved_on_one_server_is_served_by_the_other(pair: tuple[LiveSer
             f"{one.url}/api/v1/models/moved/versions",
             files={"file": ("m.onnx", affine_model(scale=scale))},
             headers=_headers(admin),
+            timeout=scaled(30),
         )
         assert r.status_code == 201, r.text
     body = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.0, 1.0, 1.0]}]}
 
     def served_by_two() -> int:
-        r = httpx.post(f"{two.url}/v2/models/moved/infer", json=body, headers=_headers(admin))
+        r = httpx.post(f"{two.url}/v2/models/moved/infer", json=body, headers=_headers(admin), timeout=scaled(30))
         assert r.status_code == 200, r.text
         return int(r.json()["model_version"])
 
     for version in (1, 2):
         set_alias = httpx.put(
-            f"{one.url}/api/v1/models/moved/aliases/production", json={"version": version}, headers=_headers(admin)
+            f"{one.url}/api/v1/models/moved/aliases/production",
+            json={"version": version},
+            headers=_headers(admin),
+            timeout=scaled(30),
         )
         assert set_alias.status_code == 200, set_alias.text
         # The other server's name/alias cache lives at most its TTL (2 s): it serves the new target after that.
@@ -127,19 +138,26 @@ def test_a_training_job_submitted_to_one_server_runs_once(pair: tuple[LiveServer
         f"{one.url}/api/v1/jobs",
         json={"dataset": "iris", "model": "logistic_regression", "name": "trained"},
         headers=_headers(admin),
+        timeout=scaled(30),
     )
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
 
     def ended() -> dict[str, object] | None:
-        job: dict[str, object] = httpx.get(f"{two.url}/api/v1/jobs/{job_id}", headers=_headers(admin)).json()
+        job: dict[str, object] = httpx.get(
+            f"{two.url}/api/v1/jobs/{job_id}", headers=_headers(admin), timeout=scaled(30)
+        ).json()
         return job if job["state"] in ("succeeded", "failed", "cancelled") else None
 
     job = wait_for(ended, 120, "the training job to end")
     assert job["state"] == "succeeded" and job["attempts"] == 1, job
-    events = httpx.get(f"{one.url}/api/v1/jobs/{job_id}/logs", headers=_headers(admin)).json()["events"]
+    events = httpx.get(f"{one.url}/api/v1/jobs/{job_id}/logs", headers=_headers(admin), timeout=scaled(30)).json()[
+        "events"
+    ]
     assert [e["data"]["state"] for e in events if e["kind"] == "state"] == ["queued", "running", "succeeded"]
-    versions = httpx.get(f"{two.url}/api/v1/models/trained/versions", headers=_headers(admin)).json()["versions"]
+    versions = httpx.get(
+        f"{two.url}/api/v1/models/trained/versions", headers=_headers(admin), timeout=scaled(30)
+    ).json()["versions"]
     assert [v["version"] for v in versions] == [1]
 
 
@@ -149,16 +167,20 @@ def test_kill_9_of_the_control_holder_hands_endpoints_to_the_other(pair: tuple[L
     assert "now holds endpoint-control" not in two.log.read_text()
     # Made on the follower: recorded there, rolled out by the holder (its sync, within a renewal or two).
     spec = {"name": "flowers", "targets": [{"model": "iris", "version": "1"}], "scaling": {"min_replicas": 1}}
-    r = httpx.post(f"{two.url}/api/v1/endpoints", json=spec, headers=_headers(admin))
+    r = httpx.post(f"{two.url}/api/v1/endpoints", json=spec, headers=_headers(admin), timeout=scaled(30))
     assert r.status_code == 201, r.text
     one_view = LiveServer(one.url, one.port, one.home, one.process, one.log)
     wait_live(one_view, "flowers")
-    served = httpx.post(f"{one.url}/v2/models/flowers/infer", json=IRIS_BODY, headers=_headers(admin))
+    served = httpx.post(
+        f"{one.url}/v2/models/flowers/infer", json=IRIS_BODY, headers=_headers(admin), timeout=scaled(30)
+    )
     assert served.status_code == 200, served.text
 
     # The follower routes the endpoint's requests to the holder's replicas, through the routes it published.
     def follower_serves() -> bool:
-        r = httpx.post(f"{two.url}/v2/models/flowers/infer", json=IRIS_BODY, headers=_headers(admin))
+        r = httpx.post(
+            f"{two.url}/v2/models/flowers/infer", json=IRIS_BODY, headers=_headers(admin), timeout=scaled(30)
+        )
         return r.status_code == 200 and r.json()["model_name"] == "flowers"
 
     wait_for(follower_serves, 30, "the follower to serve the endpoint through the published routes")
@@ -178,6 +200,6 @@ def test_kill_9_of_the_control_holder_hands_endpoints_to_the_other(pair: tuple[L
     took = time.monotonic() - killed_at
     wait_for(serving, 60, "server two to serve the endpoint")
     ready = time.monotonic() - killed_at
-    endpoint = httpx.get(f"{two.url}/api/v1/endpoints/flowers", headers=_headers(admin)).json()
+    endpoint = httpx.get(f"{two.url}/api/v1/endpoints/flowers", headers=_headers(admin), timeout=scaled(30)).json()
     assert endpoint["state"] == "ready" and endpoint["live"] is not None
     print(f"\ncontrol taken over {took:.1f} s after kill -9 of its holder; endpoint served again after {ready:.1f} s")

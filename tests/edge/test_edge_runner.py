@@ -233,7 +233,7 @@ def test_telemetry_reaches_usage_once_and_a_revoked_device_is_locked_out(
     # The same bundle by hand: `stratus export edge`, checked by `stratus-edge verify` with the published key.
     out = world["state"].parent / "exported"
     run_cli("export", "edge", "digits@production", "--out", str(out), url=cloud.url)
-    published = httpx.get(f"{cloud.url}/.well-known/stratus-edge-key").json()["public_key"]
+    published = httpx.get(f"{cloud.url}/.well-known/stratus-edge-key", timeout=scaled(30)).json()["public_key"]
     edge_main(["--state", str(world["state"].parent / "other-device"), "verify", str(out), "--trust-key", published])
     assert capsys.readouterr().out.startswith("ok: digits:")
     key = (world["state"] / "device.json").read_text()
@@ -243,13 +243,17 @@ def test_telemetry_reaches_usage_once_and_a_revoked_device_is_locked_out(
         "POST", f"{cloud.url}/api/v1/models/x/versions", headers=bearer(edge_key), files={"file": ("x.onnx", b"x")}
     )
     assert upload.status_code == 403
-    assert httpx.get(f"{cloud.url}/api/v1/models", headers=bearer(edge_key)).status_code == 403
+    assert httpx.get(f"{cloud.url}/api/v1/models", headers=bearer(edge_key), timeout=scaled(30)).status_code == 403
     assert (
-        httpx.post(f"{cloud.url}/v2/models/digits/infer", headers=bearer(edge_key), json=world["sure"]).status_code
+        httpx.post(
+            f"{cloud.url}/v2/models/digits/infer", headers=bearer(edge_key), json=world["sure"], timeout=scaled(30)
+        ).status_code
         == 403
     )
     assert cloud.delete(f"{cloud.url}/api/v1/devices/{device['id']}").status_code == 200
-    sync = httpx.get(f"{cloud.url}/api/v1/device/bundle", params={"model": "digits"}, headers=bearer(edge_key))
+    sync = httpx.get(
+        f"{cloud.url}/api/v1/device/bundle", params={"model": "digits"}, headers=bearer(edge_key), timeout=scaled(30)
+    )
     assert sync.status_code == 401
     _wait_for(lambda: "401" in runner.status()["sync"]["cloud"], "the runner to see its key revoked")
     # It keeps serving what it has.

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from threaded_server import serve
 
-from conftest import admin_key_of, as_admin, bearer, free_port, make_settings
+from conftest import admin_key_of, as_admin, bearer, free_port, make_settings, scaled
 from onnx_factory import affine_model
 from stratus import protocol
 from stratus.api import create_app
@@ -147,7 +147,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[s
     servers = serve(app, port)
     url = next(servers)
     headers = bearer(admin_key_of(TestClient(app)))
-    r = httpx.post(f"{url}/api/v1/models/affine/versions", files={"file": ("m.onnx", affine_model())}, headers=headers)
+    r = httpx.post(
+        f"{url}/api/v1/models/affine/versions",
+        files={"file": ("m.onnx", affine_model())},
+        headers=headers,
+        timeout=scaled(30),
+    )
     assert r.status_code == 201, r.text
     yield url, headers
     servers.close()

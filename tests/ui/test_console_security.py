@@ -10,7 +10,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from conftest import LiveServer, bearer
+from conftest import LiveServer, bearer, scaled
 from onnx_factory import affine_model
 from stratus.security.sessions import ConsoleSessionRow, session_hash
 from stratus.settings import Settings
@@ -92,7 +92,9 @@ def test_sign_in_cookie_csp_and_sign_out(
             assert s.get(ConsoleSessionRow, session_hash(session_id)) is None  # ended on the server
     finally:
         db.dispose()
-    replay = httpx.get(f"{console_server.url}/ui/", headers={"cookie": f"stratus_console={session_id}"})
+    replay = httpx.get(
+        f"{console_server.url}/ui/", headers={"cookie": f"stratus_console={session_id}"}, timeout=scaled(30)
+    )
     assert replay.status_code == 303
 
 
@@ -165,6 +167,7 @@ def test_project_a_never_sees_project_b(
         f"{console_server.url}/api/v1/models/secret-of-b/versions",
         files={"file": ("m.onnx", affine_model())},
         headers=bearer(key_b),
+        timeout=scaled(30),
     )
     assert made.status_code == 201, made.text
     client_a, _ = http_session(console_keys("manage", "default"))
@@ -229,7 +232,7 @@ def test_the_serve_banner_names_the_console(console_server: LiveServer) -> None:
     text = banner(Settings(host="127.0.0.1", port=console_server.port, home=console_server.home))
     url = text.split("console:", 1)[1].split()[0]
     assert url == f"{console_server.url}/ui/"
-    answer = httpx.get(url, follow_redirects=False)
+    answer = httpx.get(url, follow_redirects=False, timeout=scaled(30))
     assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/sign-in")
 
 
@@ -238,7 +241,9 @@ def test_an_edge_device_key_cannot_use_the_console(console_server: LiveServer) -
     token = console_server.post(f"{console_server.url}/api/v1/device-tokens", json={})
     assert token.status_code == 201, token.text
     enrolled = httpx.post(
-        f"{console_server.url}/api/v1/device/enroll", json={"token": token.json()["token"], "name": "console-probe"}
+        f"{console_server.url}/api/v1/device/enroll",
+        json={"token": token.json()["token"], "name": "console-probe"},
+        timeout=scaled(30),
     )
     assert enrolled.status_code == 201, enrolled.text
     with httpx.Client(base_url=console_server.url, follow_redirects=False) as device:
