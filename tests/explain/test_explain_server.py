@@ -76,6 +76,14 @@ with TestClient(create_app(settings)) as client:
     sdk._http = client  # the SDK's calls through the app itself (TestClient is an httpx.Client)
     explanation = sdk.explain("cancer", rows[:1], output="logit", target=1)
     out["sdk"] = [list(explanation.attributions.shape), explanation.base_values.tolist(), explanation.additive]
+    import contextlib
+    from typer.testing import CliRunner
+    import stratus.cli.explain as cli_explain
+    from stratus.cli.app import app
+    cli_explain.client = lambda url: contextlib.nullcontext(sdk)  # the CLI's calls through this app
+    ran = CliRunner().invoke(app, ["explain", "cancer", "--data", str(folder / "rows.csv"), "--output", "logit",
+                                   "--top", "3"], terminal_width=200)
+    out["cli"] = [ran.exit_code, ran.output]
     out["modules_after_explain"] = sorted(m for m in sys.modules if m.split(".")[0] in ("shap", "numba"))
 print(json.dumps(out))
 """
@@ -128,6 +136,7 @@ def served(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     header = ",".join(f'"{n}"' for n in data.feature_names)
     (folder / "train.csv").write_text(header + "\n" + "\n".join(",".join(map(str, row)) for row in x[:300]) + "\n")
     np.save(folder / "rows.npy", x[300:303].astype(np.float32))
+    (folder / "rows.csv").write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in x[300:302]) + "\n")
     from sklearn.datasets import load_digits
 
     np.save(folder / "digits.npy", (load_digits().data[:2] / 16.0).reshape(2, 1, 8, 8).astype(np.float32))
@@ -165,6 +174,17 @@ def test_v2_and_the_sdk_explain_a_chosen_class(served: dict[str, Any]) -> None:
     assert (body["model_version"], body["targets"], np.array(body["attributions"]).shape) == ("1", [1], (1, 30))
     shape, base, additive = served["sdk"]
     assert shape == [1, 30] and len(base) == 1 and additive is True
+
+
+def test_the_cli_draws_the_largest_attributions_of_each_row_as_bars(served: dict[str, Any]) -> None:
+    code, output = served["cli"]
+    assert code == 0, output
+    rows = [line for line in output.splitlines() if line.startswith("row ")]
+    assert len(rows) == 2 and all("logit of class" in r and "kernel" in r for r in rows)
+    bars = [line for line in output.splitlines() if "│" in line]
+    assert len(bars) == 6 and all("█" in line for line in bars), output  # --top 3 per row
+    first = [float(line.rsplit(" ", 1)[1]) for line in bars[:3]]
+    assert first == sorted(first, key=abs, reverse=True)
 
 
 def test_image_models_get_per_pixel_occlusion_maps(served: dict[str, Any]) -> None:

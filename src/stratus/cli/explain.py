@@ -18,9 +18,11 @@ BAR_WIDTH = 30
 
 
 def read_rows(path: Path) -> list[Any]:
-    """Rows from a JSON file (a list of rows, or a V1 body's ``instances``) or a CSV of numbers (a header row of
-    names is skipped)."""
+    """Rows from a JSON file (a list of rows, or a V1 body's ``instances``), a .txt file (a text per line) or a
+    CSV of numbers (a header row of names is skipped)."""
     text = path.read_text()
+    if path.suffix.lower() == ".txt":  # one text per line (text classifiers)
+        return [line for line in text.splitlines() if line.strip()]
     if path.suffix.lower() == ".json":
         data = json.loads(text)
         rows = data["instances"] if isinstance(data, dict) else data
@@ -56,7 +58,10 @@ def render(result: dict[str, Any], top: int) -> None:
     attributions = result["attributions"]
     for row, values in enumerate(attributions):
         flat: list[float] = list(_flatten(values))
-        names = result.get("feature_names") or [f"pixel {i}" for i in range(len(flat))]
+        if result.get("tokens"):
+            names = [f"{i}:{word}" for i, word in enumerate(result["tokens"][row])]
+        else:
+            names = result.get("feature_names") or [f"pixel {i}" for i in range(len(flat))]
         head = f"row {row}: {result['output_space']} of class {result['targets'][row]} = {result['scores'][row]:.4g}"
         if result.get("base_values"):
             head += f" (base {result['base_values'][row]:.4g})"
@@ -75,7 +80,10 @@ def _flatten(value: Any) -> Any:
 
 def explain(
     model: str,
-    data: Annotated[Path, typer.Option("--data", help="JSON (rows, or a V1 body) or CSV of the rows to explain.")],
+    data: Annotated[
+        Path,
+        typer.Option("--data", help="JSON rows (or a V1 body), a CSV of numbers, or .txt: a text a line."),
+    ],
     version: Annotated[str | None, typer.Option(help="Version number or alias. Default: the one served.")] = None,
     method: Annotated[str | None, typer.Option(help="kernel, permutation, exact (tabular) or occlusion.")] = None,
     output: Annotated[str | None, typer.Option(help="Output space: probability, logit or raw.")] = None,

@@ -12,10 +12,11 @@ from stratus.types import Array
 
 @dataclass
 class Explanation:
-    """Attributions of each row: [rows, features] (tabular) or the images' shape (occlusion); ``base_values``
-    is E[f(X)] over the background (tabular), so an additive method's rows sum to ``scores - base_values``."""
+    """Attributions of each row: [rows, features] (tabular) or the images' shape (occlusion), or for text one
+    array per text, a value per word of ``tokens``. ``base_values`` is E[f(X)] over the background (tabular),
+    so an additive method's rows sum to ``scores - base_values``."""
 
-    attributions: Array
+    attributions: Array | list[Array]
     scores: Array
     targets: Array
     base_values: Array | None
@@ -23,6 +24,7 @@ class Explanation:
     method: str = ""
     additive: bool = False
     output_space: str = ""
+    tokens: list[list[str]] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -49,9 +51,10 @@ class ExplainCalls:
         max_evals: int | None = None,
         patch: int | None = None,
     ) -> Explanation:
-        """Explain the predictions of ``rows`` (an array: [n, features] or images [n, C, H, W]), sent as a V1
-        ``:explain`` request; options as in docs/explain.md."""
-        instances = np.asarray(rows).tolist()
+        """Explain the predictions of ``rows`` (an array: [n, features], images [n, C, H, W], or a list of texts),
+        sent as a V1 ``:explain`` request; options as in docs/explain.md."""
+        texts = isinstance(rows, list | tuple) and bool(rows) and isinstance(rows[0], str)
+        instances = list(rows) if texts else np.asarray(rows).tolist()
         where = f"/versions/{version}" if version is not None else ""
         params = _query(
             method=method, output=output, target=target, background=background, max_evals=max_evals, patch=patch
@@ -60,8 +63,10 @@ class ExplainCalls:
             "POST", f"/v1/models/{name}{where}:explain", json={"instances": instances}, params=params
         )
         base = result.get("base_values")
+        values = result["attributions"]
+        text = result.get("kind") == "text"  # one array per text, of its own length
         return Explanation(
-            attributions=np.asarray(result["attributions"], dtype=np.float64),
+            attributions=[np.asarray(v, dtype=np.float64) for v in values] if text else np.asarray(values, np.float64),
             scores=np.asarray(result["scores"], dtype=np.float64),
             targets=np.asarray(result["targets"]),
             base_values=None if base is None else np.asarray(base, dtype=np.float64),
@@ -69,5 +74,6 @@ class ExplainCalls:
             method=str(result["method"]),
             additive=bool(result["additive"]),
             output_space=str(result["output_space"]),
+            tokens=list(result.get("tokens", [])),
             raw=result,
         )
