@@ -7,6 +7,9 @@ then hands all of it to a worker. Nothing here imports shap. See docs/explain.md
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +26,7 @@ from stratus.types import Tensor
 
 MAX_ROWS = 100  # rows (or images) per explanation request
 MAX_BACKGROUND = 200
+_CACHED = 16  # models, files and backgrounds kept
 SPACES = ("probability", "logit", "raw")
 _NUMERIC = ("FP16", "FP32", "FP64", "INT32", "INT64")
 
@@ -60,8 +64,34 @@ class ExplainService:
         read_file: Callable[[VersionInfo, str], bytes], references: Callable[[VersionInfo], Reference],
         pool: ExplainPool,
     ) -> None:  # fmt: skip
-        self.versions, self.read_model, self.read_file = versions, read_model, read_file
+        self.versions, self._read_model, self._read_file = versions, read_model, read_file
         self.references, self.pool = references, pool
+        # What each explanation reads from the sealed store (a DB lookup, a decryption, the reference's parse),
+        # kept for the next: an explain request is then no more work for the event loop than an inference.
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _cached(self, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        value = read()  # outside the lock: two first readers may both read, and store the same value
+        with self._lock:
+            self._cache[key] = value
+            while len(self._cache) > _CACHED:
+                self._cache.popitem(last=False)
+        return value
+
+    def read_model(self, version: VersionInfo) -> bytes:
+        """The version's model (content-addressed by its digest: never stale)."""
+        data: bytes = self._cached(("model", version.digest), lambda: self._read_model(version))
+        return data
+
+    def read_file(self, version: VersionInfo, name: str) -> bytes:
+        digest = version.files.get(name, "")
+        data: bytes = self._cached(("file", version.id, name, digest), lambda: self._read_file(version, name))
+        return data
 
     async def _explain_text(
         self, version: VersionInfo, inputs: Mapping[str, Tensor], options: Options
@@ -86,11 +116,7 @@ class ExplainService:
         space = options.output or ("probability" if form != "raw" else "raw")
         if form == "raw" and space != "raw":
             raise InvalidInput(f"model {version.model!r} outputs raw values ({output!r}); explain them with output=raw")
-        spec_bytes = self.read_model(version)
-        pipeline = PipelineSpec.parse(spec_bytes)
-        if pipeline.model_refs():
-            raise InvalidInput(f"pipeline {version.model!r} names other registered models: not explained yet")
-        blobs = {"model": spec_bytes, **{f"file/{n}": self.read_file(version, n) for n in pipeline.files()}}
+        blobs = await asyncio.to_thread(self._pipeline_blobs, version)
         request = Request("text", method, spec.name, output, form, space, options.target)
         meta = {"request": request.to_dict(), "digest": version.digest, "texts": texts}
         answer, result = await self.pool.run(meta, {}, blobs)
@@ -108,7 +134,20 @@ class ExplainService:
             "attributions": answer["attributions"],
         }
 
+    def _pipeline_blobs(self, version: VersionInfo) -> dict[str, bytes]:
+        spec_bytes = self.read_model(version)
+        pipeline = PipelineSpec.parse(spec_bytes)
+        if pipeline.model_refs():
+            raise InvalidInput(f"pipeline {version.model!r} names other registered models: not explained yet")
+        return {"model": spec_bytes, **{f"file/{n}": self.read_file(version, n) for n in pipeline.files()}}
+
     def _background(self, version: VersionInfo, width: int, rows: int) -> tuple[Any, list[str]]:
+        # A version's files (and so its reference) change only by an upload, which changes this key.
+        key = ("background", version.id, tuple(sorted(version.files.items())), width, rows)
+        found: tuple[Any, list[str]] = self._cached(key, lambda: self._read_background(version, width, rows))
+        return found
+
+    def _read_background(self, version: VersionInfo, width: int, rows: int) -> tuple[Any, list[str]]:
         try:
             reference = self.references(version)
         except NotFound as missing:
@@ -164,7 +203,9 @@ class ExplainService:
                 raise InvalidInput(f"method {method!r} does not explain tabular models: {', '.join(TABULAR_METHODS)}")
             if method == "exact" and rows.shape[1] > MAX_EXACT_FEATURES:
                 raise InvalidInput(f"the exact method takes at most {MAX_EXACT_FEATURES} features")
-            arrays["background"], features = self._background(version, rows.shape[1], options.background)
+            # Reads from the sealed store (the first time: DB, decryption, parsing) stay off the event loop.
+            background = await asyncio.to_thread(self._background, version, rows.shape[1], options.background)
+            arrays["background"], features = background
         elif method != "occlusion":
             raise InvalidInput(f"method {method!r} does not explain image models: occlusion")
         patch = options.patch or max(1, max(rows.shape[-2:]) // 16)
@@ -173,7 +214,8 @@ class ExplainService:
             options.baseline, feature_names=features,
         )  # fmt: skip
         meta = {"request": request.to_dict(), "digest": version.digest, "datatype": spec.datatype}
-        _, result = await self.pool.run(meta, arrays, {"model": self.read_model(version)})
+        model = await asyncio.to_thread(self.read_model, version)
+        _, result = await self.pool.run(meta, arrays, {"model": model})
         answer: dict[str, Any] = {
             "model_name": version.model,
             "model_version": str(version.version),
