@@ -53,6 +53,8 @@ async def _v1(request: Request, name: str, version: str | None, options: Options
 
 
 async def _v2(request: Request, name: str, version: str | None, options: Options) -> dict[str, Any]:
+    # The model first, as V1 does: another project's model, or none, is 404 whatever the body holds.
+    platform(request).dataplane.resolve(name, version)
     header_length = protocol.parse_header_length(request.headers.get("inference-header-content-length"))
     decoded = protocol.decode_infer_request(await request.body(), header_length, tensor_limits(request))
     return await platform(request).explain.explain(name, version, decoded.inputs, options)
