@@ -39,7 +39,7 @@ def scaled(seconds: float) -> float:
 
 
 #: Modules (or folders) that take longest, started first so that no parallel worker ends the run alone with one of
-#: them; the rest keep their order. tests/scaleout shares one Ray cluster: one group, one worker.
+#: them; the rest keep their order.
 _LONGEST_FIRST = (
     "tests/scaleout/",
     "tests/e2e/test_compression.py",
@@ -52,8 +52,12 @@ _LONGEST_FIRST = (
 )
 
 
+#: Folders whose modules share session servers (one Ray cluster; one console server and browser): each is one group.
+_SHARED_FOLDERS = ("tests/scaleout/", "tests/ui/")
+
+
 def _group_of(path: str) -> str:
-    return "tests/scaleout/" if path.startswith("tests/scaleout/") else path
+    return next((folder for folder in _SHARED_FOLDERS if path.startswith(folder)), path)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
