@@ -18,8 +18,8 @@ import pytest
 from skl2onnx import to_onnx
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
-from tests.conftest import scaled
 
+from conftest import scaled
 from stratus.errors import DeadlineExceeded, RateLimited
 from stratus.explain.methods import Request
 from stratus.explain.pool import ExplainPool
