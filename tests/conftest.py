@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -50,33 +50,43 @@ _LONGEST_FIRST = (
     "tests/monitoring/test_alerts_live.py",
     "tests/e2e/test_replica_lifeline.py",
 )
-
-
-#: Folders whose modules share session servers (one Ray cluster; one console server and browser): each is one group.
+#: Folders whose modules share session servers (one Ray cluster; one console server and browser): each folder runs
+#: on one worker, like a module.
 _SHARED_FOLDERS = ("tests/scaleout/", "tests/ui/")
 
 
-def _group_of(path: str) -> str:
+def _group_of(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
     return next((folder for folder in _SHARED_FOLDERS if path.startswith(folder)), path)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """pytest-timeout's per-test limit, scaled like every other deadline here (600 s at the default scale): it
-    catches hangs, and must never be what stops a test that is still making progress on a slow machine.
-
-    The tests run in parallel workers (pytest-xdist, ``--dist loadgroup``): each module is one group, so its
-    module fixtures (servers) start once, on one worker; the longest groups go first."""
+    catches hangs, and must never be what stops a test that is still making progress on a slow machine. The longest
+    groups go first (see pytest_xdist_make_scheduler)."""
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(scaled(200)))
-        item.add_marker(pytest.mark.xdist_group(_group_of(item.nodeid.split("::", 1)[0])))
 
     def rank(item: pytest.Item) -> int:
         path = item.nodeid.split("::", 1)[0]
         return next((i for i, p in enumerate(_LONGEST_FIRST) if path.startswith(p)), len(_LONGEST_FIRST))
 
     items.sort(key=rank)  # stable: each module's tests stay together and in order
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """The tests run in parallel workers (pytest-xdist, ``-n auto``), a module at a time per worker so that its module
+    fixtures (servers) start once, and the folders of _SHARED_FOLDERS whole. xdist's own ``--dist loadgroup`` cannot
+    do the folders with pytest 9 (it renames items through an attribute pytest no longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group_of(nodeid)
+
+    return ByGroup(config, log)
 
 
 @pytest.fixture(scope="session")
