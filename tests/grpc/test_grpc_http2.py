@@ -349,6 +349,9 @@ def test_stop_lets_a_call_in_flight_finish_and_takes_no_new_ones() -> None:
             in_flight = _live_call(channel, "/test.S/Held").future(pb.ServerLiveRequest(), timeout=scaled(30))
             assert arrived.wait(scaled(30))
             stopping = asyncio.run_coroutine_threadsafe(server.stop(scaled(30)), loop)
+            deadline = time.monotonic() + scaled(30)  # the stop runs on the server's loop: wait for its first step
+            while server.accepting and time.monotonic() < deadline:
+                time.sleep(0.01)
             with grpc.insecure_channel(f"127.0.0.1:{bound}") as late, pytest.raises(grpc.RpcError) as caught:
                 _live_call(late, "/test.S/Held")(pb.ServerLiveRequest(), timeout=scaled(5))
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

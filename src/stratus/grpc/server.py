@@ -102,6 +102,11 @@ class GrpcServer:
         self._connections.add(connection)
         return connection
 
+    @property
+    def accepting(self) -> bool:
+        """Whether the port takes new connections (False from the first moment of ``stop``)."""
+        return self._server is not None and self._server.is_serving()
+
     async def stop(self, grace: float) -> None:
         if self._server is None:
             return
