@@ -41,6 +41,13 @@ def job_id(server: LiveServer) -> str:
         while client.get(f"/api/v1/jobs/{job_id}").json()["state"] not in ("succeeded", "failed", "cancelled"):
             assert time.monotonic() < deadline, "the cancelled job did not end"
             time.sleep(0.1)
+        # A job cancelled while its process starts may still record that process's last event just after its
+        # state ended: wait until two reads of the stream agree.
+        previous = None
+        while (current := client.get(f"/api/v1/jobs/{job_id}/events").text) != previous:
+            assert time.monotonic() < deadline, "the ended job's events kept changing"
+            previous = current
+            time.sleep(0.5)
         return job_id
 
 

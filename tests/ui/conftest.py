@@ -91,8 +91,11 @@ def http_session(console_server: LiveServer) -> Iterator[Callable[[str], tuple[h
         client.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for one module. Not for the session: Playwright's sync API keeps an asyncio loop running in the main
+    thread while it is started, and every later test in the same worker that runs a loop of its own (asyncio.run)
+    would fail."""
     executable = shutil.which("chromium")
     if executable is None:
         pytest.skip("Debian's chromium is not installed (make chromium installs it): browser tests skipped")

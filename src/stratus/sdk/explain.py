@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from stratus.types import Array
+if TYPE_CHECKING:  # numpy (and stratus.types) load when an explanation is asked for, not with the client
+    from stratus.types import Array
 
 
 @dataclass
@@ -53,6 +52,8 @@ class ExplainCalls:
     ) -> Explanation:
         """Explain the predictions of ``rows`` (an array: [n, features], images [n, C, H, W], or a list of texts),
         sent as a V1 ``:explain`` request; options as in docs/explain.md."""
+        import numpy as np
+
         texts = isinstance(rows, list | tuple) and bool(rows) and isinstance(rows[0], str)
         instances = list(rows) if texts else np.asarray(rows).tolist()
         where = f"/versions/{version}" if version is not None else ""
