@@ -29,6 +29,7 @@ import httpx
 from sqlalchemy import insert, select
 
 from benchmarks.__main__ import free_port, machine
+from benchmarks.report import write_section
 from stratus.platform import Platform
 from stratus.samples import ensure_samples
 from stratus.settings import Settings
@@ -358,14 +359,7 @@ def write(lines: list[str], verdict: str, args: argparse.Namespace, seeded: floa
             END,
         ]
     )
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text()
-    if BEGIN in text:
-        text = text.split(BEGIN, 1)[0] + block + text.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.write_text(text)
-    print("\nwrote docs/benchmarks.md")
+    write_section(BEGIN, END, block)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import httpx
 
 from benchmarks.__main__ import free_port, machine, rss_mb, start_server
 from benchmarks.load import LoadResult, ensure_wrk, run_wrk
+from benchmarks.report import write_section
 from benchmarks.workloads import iris_v2_body, sentences, wrk_script
 from stratus.samples import ensure_samples
 from stratus.sdk import Client
@@ -240,15 +241,7 @@ def main() -> None:
     lines += ["", f"The runner's venv (`pip list`): {', '.join(packages)}.", END]
     print("\n".join(lines))
     if args.write and not args.only:
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text()
-        block = "\n".join(lines)
-        if BEGIN in text:
-            head, rest = text.split(BEGIN, 1)
-            text = head + block + rest.split(END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n## Edge runner\n\n" + block + "\n"
-        doc.write_text(text)
+        write_section(BEGIN, END, "\n".join(lines), heading="## Edge runner")
 
 
 if __name__ == "__main__":

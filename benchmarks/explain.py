@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.__main__ import ROOT, machine, start_server
+from benchmarks.__main__ import machine, start_server
+from benchmarks.report import write_section
 from stratus.samples import ensure_samples
 from stratus.settings import Settings
 
@@ -187,14 +188,7 @@ def main() -> None:
                 END,
             ]
         )
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text()
-        if BEGIN in text:
-            text = text.split(BEGIN, 1)[0] + block + text.split(END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        doc.write_text(text)
-        print("wrote docs/benchmarks.md")
+        write_section(BEGIN, END, block)
 
 
 if __name__ == "__main__":

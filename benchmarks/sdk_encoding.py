@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.__main__ import ROOT, free_port, machine
+from benchmarks.__main__ import free_port, machine
+from benchmarks.report import write_section
 from stratus import Client
 from stratus.sdk.client import BINARY_FROM_ELEMENTS
 
@@ -102,14 +103,7 @@ def main() -> None:
                 END,
             ]
         )
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text()
-        if BEGIN in text and END in text:
-            text = text.split(BEGIN, 1)[0] + section + text.split(END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        doc.write_text(text)
-        print("wrote docs/benchmarks.md")
+        write_section(BEGIN, END, section)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.__main__ import ROOT, free_port, machine
+from benchmarks.__main__ import free_port, machine
+from benchmarks.report import write_section
 from stratus.samples import ensure_samples
 from stratus.settings import Settings
 
@@ -152,14 +153,7 @@ def main() -> None:
                 END,
             ]
         )
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text()
-        if BEGIN in text:
-            text = text.split(BEGIN, 1)[0] + block + text.split(END, 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        doc.write_text(text)
-        print("wrote docs/benchmarks.md")
+        write_section(BEGIN, END, block)
 
 
 if __name__ == "__main__":
