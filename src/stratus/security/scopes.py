@@ -9,11 +9,14 @@ RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
 #: An edge device's key (docs/edge.md): off the ladder. It may use the device routes (bundle sync, telemetry)
 #: and nothing else, and no scope of the ladder may use those.
 EDGE = "edge"
+#: A federation client's key (docs/federated.md): off the ladder too, bound to one federated job; it may join that
+#: job's federation and nothing else.
+FEDERATED = "federated"
 
 
 def satisfies(scopes: frozenset[str], required: str) -> bool:
     """Whether a key with ``scopes`` may use a route that requires ``required``."""
-    if required == EDGE:
-        return EDGE in scopes
+    if required in (EDGE, FEDERATED):
+        return required in scopes
     need = RANK[required]
     return any(RANK.get(scope, -1) >= need for scope in scopes)
