@@ -18,7 +18,8 @@ $(BIN)/python:
 # see src/stratus/samples/cache.py); a new home only imports them. A no-op when that cache is already there.
 # The .proto too: installing generates the gRPC code from it (setup.py).
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt setup.py src/stratus/grpc/inference.proto | $(UI_STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,dev,scale,explain]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,dev,scale,explain,federated]"
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt flwr
 	$(BIN)/python -m pip download --quiet --no-deps -c constraints.txt -d $(VENV)/wheels kserve
 	$(BIN)/python -m stratus.samples
 	@touch $(STAMP)
