@@ -22,6 +22,7 @@ from stratus.devices import DeviceService
 from stratus.errors import Conflict
 from stratus.explain.pool import ExplainPool
 from stratus.explain.service import ExplainService
+from stratus.federated.service import FederatedJobs
 from stratus.files import write_private
 from stratus.jobs import Executor, JobService, LocalProcessExecutor
 from stratus.metering import Prices, UsageMeter
@@ -34,6 +35,7 @@ from stratus.monitoring.history import MetricsHistory, registry_gauges
 from stratus.monitoring.log import InferenceLog
 from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
 from stratus.monitoring.webhooks_delivery import WebhookSender
+from stratus.personalize.service import PersonalizeJobs
 from stratus.registry import RegistryService
 from stratus.registry.blobs import Collector
 from stratus.registry.records import VersionMeta
@@ -175,6 +177,14 @@ class Platform:
         # The job kinds register themselves with the queue.
         self.training = TrainingJobs(self.registry, self.datasets, self.jobs)
         self.compression = CompressionService(self.registry, self.datasets, self.jobs)
+        self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)
+        self.federated = FederatedJobs(
+            self.registry,
+            self.jobs,
+            self.keys,
+            load_or_create_secret_file(settings.home / "federated.key"),
+            settings.federated_host,
+        )
         self.jobs.cpu_listeners.append(
             lambda caller, kind, model, cpu: self.usage.record_job(caller.project, caller.key_id, kind, model, cpu)
         )
@@ -204,6 +214,7 @@ class Platform:
                 timeout_s=settings.webhook_timeout_seconds,
             ),
             interval_s=settings.alert_eval_seconds,
+            history_days=settings.alert_history_days,
         )
         self.dataplane.metrics.registry.register(self.alerts.collector())
         # Endpoint control: this server at once on SQLite; on a shared PostgreSQL, whichever server holds the lease.

@@ -245,6 +245,12 @@ class Settings(BaseSettings):
     job_threads: int = Field(
         default_factory=_default_threads, ge=1, le=256, description="CPU threads each job's process may use."
     )
+    federated_host: str = Field(
+        default="127.0.0.1",
+        max_length=255,
+        description="Address a federated job's Flower server (its relay) binds to; loopback unless clients on other "
+        "machines must reach it (then put TLS in front of it, see docs/federated.md).",
+    )
     replica_threads: int = Field(
         default=1,
         ge=1,
@@ -286,6 +292,12 @@ class Settings(BaseSettings):
         description="How often alert rules are evaluated: right after the metrics history closes a 10 s interval, "
         "once at least this long has passed since the last evaluation. Each evaluation judges the metric over the "
         "time since the previous one; a rule fires at the first evaluation after its condition held for its duration.",
+    )
+    alert_history_days: float = Field(
+        default=90.0,
+        gt=0,
+        le=3650,
+        description="Alert events (fired, resolved) and their webhook delivery attempts older than this are deleted.",
     )
     outbound_allowed_networks: list[str] = Field(
         default_factory=list,

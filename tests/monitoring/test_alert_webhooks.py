@@ -23,7 +23,7 @@ from stratus.security.encryption import Keyring
 from stratus.security.outbound import OutboundPolicy
 from stratus.security.webhook_secrets import open_secret, rewrap_secrets
 from stratus.store import Database
-from stratus.store.tables import AlertEvent, AlertRule
+from stratus.store.tables import AlertDelivery, AlertEvent, AlertRule
 from stratus.tenancy import Caller, acting_as
 from webhook_receiver import Receiver, receiver
 
@@ -334,3 +334,32 @@ def test_a_master_key_rotation_keeps_rule_secrets_usable(tmp_path: Path) -> None
             assert open_secret(rotated, row.id, row.secret) == secret.encode()
     finally:
         database.dispose()
+
+
+def test_events_and_their_deliveries_older_than_the_history_limit_are_deleted(any_db: Database) -> None:
+    db = any_db
+    source = Metric()
+    policy = OutboundPolicy(LOOPBACK)
+    sender = WebhookSender(db, policy, attempts=1, backoff_s=0.05, timeout_s=scaled(10))
+    alerts = AlertService(
+        db, Keyring.generate(), AuditLog(db), policy, sender, interval_s=1.0, source=source, history_days=1
+    )
+    alerts.create(
+        {"name": "slow", "target": "flowers", "target_kind": "endpoint", "metric": "p99_ms", "threshold": 100.0}
+    )
+    key = ("default", "endpoint", "flowers", "p99_ms")
+    day = 86_400.0
+    source.values[key] = 150.0
+    assert alerts.evaluate(now=0.0) == [("default", "slow", "firing")]
+    with db.write() as s:  # an attempt recorded for the old event: it must go with it
+        event_id = s.scalars(select(AlertEvent.id)).one()
+        s.add(AlertDelivery(event_id=event_id, attempt=1, status_code=500))
+    source.values[key] = None
+    assert alerts.evaluate(now=0.5 * day) == [("default", "slow", "resolved")]
+    assert [e["status"] for e in alerts.history("slow")] == ["resolved", "firing"]  # both within a day
+    source.values[key] = 150.0
+    assert alerts.evaluate(now=1.6 * day) == [("default", "slow", "firing")]
+    # The first firing (1.6 days old) is gone with its delivery; the resolution (1.1 days) too; the new one stays.
+    assert [e["status"] for e in alerts.history("slow")] == ["firing"]
+    with db.read() as s:
+        assert s.scalars(select(AlertDelivery)).all() == []

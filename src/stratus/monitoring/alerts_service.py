@@ -18,13 +18,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 
 from stratus.errors import Conflict, InvalidInput, NotFound, StratusError
@@ -96,6 +96,7 @@ class AlertService:
         sender: WebhookSender,
         *,
         interval_s: float,
+        history_days: float = 90.0,
         min_window_s: float = 10.0,
         source: MetricSource | None = None,
         clock: Callable[[], float] = time.time,
@@ -106,6 +107,7 @@ class AlertService:
         self.policy = policy
         self.sender = sender
         self.interval_s = interval_s
+        self.history_limit = timedelta(days=history_days)
         #: The metrics history's resolution: a shorter window could fall between two of its intervals.
         self.min_window_s = min_window_s
         self.source = source
@@ -388,6 +390,9 @@ class AlertService:
             )
             s.add(event)
             s.flush()  # gives the event its id
+            # Retention, enforced by the writer (as for drift reports): the table never grows past its age
+            # limit; the deliveries go with their events (ON DELETE CASCADE).
+            s.execute(delete(AlertEvent).where(AlertEvent.at < _moment(now) - self.history_limit))
         detail = f"{row.target_kind} {row.target}: {condition}; value {value if value is None else round(value, 6)}"
         self.audit.record(Caller(project=project), f"alert {transition}", f"alert/{row.name}", "", 200, detail)
         log.warning("alert %s/%s %s: %s", project, row.name, transition, detail)
