@@ -36,6 +36,7 @@ from stratus.monitoring.log import InferenceLog
 from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
 from stratus.monitoring.webhooks_delivery import WebhookSender
 from stratus.personalize.service import PersonalizeJobs
+from stratus.personalize.service import PersonalizeJobs
 from stratus.registry import RegistryService
 from stratus.registry.blobs import Collector
 from stratus.registry.records import VersionMeta
@@ -177,6 +178,7 @@ class Platform:
         # The job kinds register themselves with the queue.
         self.training = TrainingJobs(self.registry, self.datasets, self.jobs)
         self.compression = CompressionService(self.registry, self.datasets, self.jobs)
+        self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)
         self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)
         self.federated = FederatedJobs(
             self.registry,

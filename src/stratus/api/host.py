@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from stratus.monitoring.history import MetricsHistory
     from stratus.monitoring.log import InferenceLog
     from stratus.monitoring.policy import LogSettings
+    from stratus.personalize.service import PersonalizeJobs
     from stratus.registry import RegistryService
     from stratus.security.access import AccessControl
     from stratus.security.audit import AuditLog
@@ -54,6 +55,8 @@ class ControlHost(Host, Protocol):
     def training(self) -> TrainingJobs: ...
     @property
     def compression(self) -> CompressionService: ...
+    @property
+    def personalize(self) -> PersonalizeJobs: ...
     @property
     def endpoints(self) -> EndpointService: ...
     @property

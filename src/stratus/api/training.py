@@ -20,6 +20,7 @@ from stratus.api.openapi import json_body, model_schema
 from stratus.compress.methods import METHODS, PARAMS, CompressRequest
 from stratus.errors import InvalidInput
 from stratus.jobs import TERMINAL
+from stratus.personalize.request import PersonalizeRequest
 from stratus.training.params import TrainRequest
 
 router = APIRouter(prefix="/api/v1", tags=["training"], route_class=ScopedRoute)
@@ -118,6 +119,14 @@ async def compress_version(request: Request, name: Name, version: VersionRef) ->
     """A compression job: {"methods": [...], "params"?, "accuracy_budget"?, "promote_alias"?, "threads"?}."""
     body = json_object(await request.body())
     return await run_in_threadpool(platform(request).compression.submit, name, version, body)
+
+
+@router.post("/personalize", status_code=201, openapi_extra=json_body(PersonalizeRequest))
+async def personalize(request: Request) -> dict[str, Any]:
+    """A personalization job (docs/personalize.md): {"base"?, "dataset", "name"?, "params"?, "timeout_s"?}; the
+    model it registers belongs to the caller's project only."""
+    body = json_object(await request.body())
+    return await run_in_threadpool(platform(request).personalize.submit, body)
 
 
 @router.get("/jobs")

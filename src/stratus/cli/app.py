@@ -17,6 +17,7 @@ from stratus.cli.endpoints import endpoints_app, export_app, serve_endpoint
 from stratus.cli.explain import explain
 from stratus.cli.monitoring import logging_app, logging_line, logs, metrics
 from stratus.cli.output import console, print_table, reported_errors, show
+from stratus.cli.personalize import personalize
 from stratus.cli.security import audit, keys_app, projects_app, usage
 from stratus.cli.serve import run_server, settings_for
 from stratus.cli.training import datasets_app, jobs_app, train
@@ -31,6 +32,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.command("train")(train)
 app.command("compress")(compress)
+app.command("personalize")(personalize)
 app.add_typer(keys_app, name="keys")
 app.add_typer(projects_app, name="projects")
 app.command("audit")(audit)

@@ -294,6 +294,25 @@ class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls,
         job = Job(self, self._json("POST", path, json=body))
         return job.wait(timeout_s=timeout_s + 60) if wait else job
 
+    def personalize(
+        self,
+        dataset: str,
+        base: str = "minilm",
+        *,
+        name: str | None = None,
+        params: dict[str, Any] | None = None,
+        wait: bool = True,
+        timeout_s: int = 3600,
+    ) -> Job:
+        """Fine-tune the embedding model ``base`` on this project's pairs (CSV anchor,positive) or labelled texts
+        (text,label) as a job; the model it registers (default name BASE-DATASET) belongs to this project only.
+        ``job.metrics`` is then the report: base and personalized held-out figures (docs/personalize.md)."""
+        body: dict[str, Any] = {"base": base, "dataset": dataset, "params": params or {}, "timeout_s": timeout_s}
+        if name is not None:
+            body["name"] = name
+        job = Job(self, self._json("POST", "/api/v1/personalize", json=body))
+        return job.wait(timeout_s=timeout_s + 60) if wait else job
+
     def get_job(self, job_id: str) -> Job:
         return Job(self, self._json("GET", f"/api/v1/jobs/{job_id}"))
 
