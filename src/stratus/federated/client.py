@@ -239,3 +239,55 @@ def serve_rounds(
     finally:
         connection.leave()
     return answered
+
+
+@dataclass
+class Prepared:
+    """A client's local data, parsed and described for the join request (shape and class names, no values)."""
+
+    parsed: Any
+
+    @property
+    def description(self) -> dict[str, Any]:
+        shape = self.parsed.image_shape
+        described: dict[str, Any] = {"classes": [str(c) for c in self.parsed.classes]}
+        if shape is not None:
+            described["image_shape"] = [int(v) for v in shape]
+        else:
+            described["features"] = int(self.parsed.X.shape[1])
+        return described
+
+
+def prepare(data: bytes, filename: str | None = None, target: str | None = None) -> Prepared:
+    """Parse the local file with central training's parser (CSV, NPZ, image ZIP): the same checks and classes."""
+    from stratus.training.datasets import parse
+
+    if data[:4] == b"PK\x03\x04":
+        import io
+        import zipfile
+
+        names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        fmt = "npz" if names and all(n.endswith(".npy") for n in names) else "images"
+    else:
+        fmt = "npz" if (filename or "").lower().endswith(".npz") else "csv"
+    return Prepared(parse(fmt, data, target=target))
+
+
+def train_joined(
+    answer: dict[str, Any],
+    prepared: Prepared,
+    *,
+    mods: Sequence[Mod] = (),
+    observe: FitObserver | None = None,
+    threads: int = 1,
+) -> int:
+    """Take part in the federation the join ``answer`` names, until its server ends it. Returns how many of the
+    server's messages this client answered."""
+    torch.set_num_threads(threads)
+    spec = answer["spec"]
+    shape = fed.Shape.of(spec)
+    params = TrainParams.model_validate(spec["params"])
+    data = local_data(prepared.parsed, shape, params.test_split, params.seed)
+    client = FederatedClient(answer["client"], spec["model"], shape, params, data, observe)
+    connection = RelayConnection(answer["address"], answer["client"], answer["token"])
+    return serve_rounds(connection, client_app(client, bool(spec["secure_aggregation"]), mods))

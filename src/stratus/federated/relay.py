@@ -160,9 +160,11 @@ class RelayGrid(Grid):
         with self._lock:
             node = self._node(node_id, session)
             message.metadata.__dict__["_src_node_id"] = node_id
-            self._replies[message.metadata.reply_to_message_id] = message
+        # A copy as it arrived, before the workflow reads it: Flower's compat layer empties what it converts.
         for observer in self.observers:
-            observer(node.client, message)
+            observer(node.client, message_from_proto(message_to_proto(message)))
+        with self._lock:
+            self._replies[message.metadata.reply_to_message_id] = message
 
     def leave(self, node_id: int, session: str) -> None:
         with self._lock:

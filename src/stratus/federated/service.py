@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy import select
 
 from stratus import tenancy
-from stratus.errors import Conflict, Forbidden, InvalidInput, NotFound
+from stratus.errors import Conflict, Forbidden, InvalidInput, NotFound, NotReady
 from stratus.jobs import JobService
 from stratus.registry import RegistryService, check_name
 from stratus.security.keys import PREFIX, KeyService
@@ -175,8 +175,8 @@ class FederatedJobs:
             raise Conflict(f"federated job {job_id} has ended ({job['state']})")
         events = self.jobs.events(job_id)
         address = next((e["data"]["address"] for e in reversed(events) if e["kind"] == "listening"), None)
-        if job["state"] != "running" or address is None:
-            raise Conflict(f"federated job {job_id} has not started its server yet; join again in a moment")
+        if job["state"] != "running" or address is None:  # 503: the same request succeeds in a moment
+            raise NotReady(f"federated job {job_id} has not started its server yet; join again in a moment")
         if any(e["kind"] == "join" and e["data"].get("client") == request.client for e in events):
             raise Conflict(f"client {request.client!r} has joined this job already")
         self.jobs._record(job_id, {"event": "join", "client": request.client})
