@@ -18,6 +18,7 @@ from stratus.api import (
     drift,
     endpoints,
     explain,
+    federated,
     inference_log,
     monitoring,
     security,
@@ -100,4 +101,5 @@ def build_app(plat: ControlHost, on_started: Callable[[], None] | None = None) -
     app.include_router(drift.router)
     app.include_router(explain.router)
     app.include_router(devices.router)
+    app.include_router(federated.router)
     return app

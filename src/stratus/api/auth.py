@@ -27,7 +27,7 @@ from stratus.errors import StratusError
 from stratus.hosting import Host
 from stratus.protocol import status_for
 from stratus.security.access import PUBLIC
-from stratus.security.scopes import EDGE
+from stratus.security.scopes import EDGE, FEDERATED
 from stratus.tenancy import Caller
 
 READ, PREDICT, MANAGE, ADMIN = "read", "predict", "manage", "admin"
@@ -154,6 +154,11 @@ POLICY: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models/{name}/edge-bundle"): MANAGE,
     ("GET", "/api/v1/device/bundle"): EDGE,
     ("POST", "/api/v1/device/telemetry"): EDGE,
+    # Federated learning (docs/federated.md): a job and its client keys need manage; joining takes a federated key
+    # bound to the job (off the ladder, like an edge key), checked against the job by the service.
+    ("POST", "/api/v1/federated/jobs"): MANAGE,
+    ("POST", "/api/v1/federated/jobs/{job_id}/keys"): MANAGE,
+    ("POST", "/api/v1/federated/jobs/{job_id}/join"): FEDERATED,
 }
 
 #: ASGI scope key under which the web console's bridge (stratus.ui) hands over the signed-in session's caller and

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from stratus.deploy.service import EndpointService
     from stratus.devices import DeviceService
     from stratus.explain.service import ExplainService
+    from stratus.federated.service import FederatedJobs
     from stratus.jobs import JobService
     from stratus.metering import UsageMeter
     from stratus.monitoring.alerts_service import AlertService
@@ -55,6 +56,8 @@ class ControlHost(Host, Protocol):
     def training(self) -> TrainingJobs: ...
     @property
     def compression(self) -> CompressionService: ...
+    @property
+    def federated(self) -> FederatedJobs: ...
     @property
     def personalize(self) -> PersonalizeJobs: ...
     @property

@@ -15,6 +15,7 @@ from stratus.cli.devices import devices_app, export_edge
 from stratus.cli.drift import drift, drift_reference
 from stratus.cli.endpoints import endpoints_app, export_app, serve_endpoint
 from stratus.cli.explain import explain
+from stratus.cli.federated import federated_app
 from stratus.cli.monitoring import logging_app, logging_line, logs, metrics
 from stratus.cli.output import console, print_table, reported_errors, show
 from stratus.cli.personalize import personalize
@@ -49,6 +50,7 @@ app.command("drift")(drift)
 app.command("drift-reference")(drift_reference)
 app.command("explain")(explain)
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(federated_app, name="federated")
 
 UrlOption = Annotated[str | None, typer.Option("--url", envvar="STRATUS_URL", help="Server URL.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]

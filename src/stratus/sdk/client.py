@@ -21,6 +21,7 @@ from stratus.sdk.drift import DriftCalls
 from stratus.sdk.endpoints import EndpointCalls
 from stratus.sdk.errors import error_for_response
 from stratus.sdk.explain import ExplainCalls
+from stratus.sdk.federated import FederatedCalls
 from stratus.sdk.jobs import Job
 from stratus.sdk.monitoring import MonitoringCalls
 
@@ -48,7 +49,9 @@ def discover_api_key() -> str | None:
         return None
 
 
-class Client(AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls, DeviceCalls, ExplainCalls):
+class Client(
+    AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls, DeviceCalls, ExplainCalls, FederatedCalls
+):
     """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL; the API key to STRATUS_API_KEY or
     the local server's admin key file (see ``discover_api_key``)."""
 
