@@ -16,12 +16,8 @@ is killed by its pid. --write records the table in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import re
-import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,7 +30,8 @@ from typing import Any
 import httpx
 
 from benchmarks.__main__ import ROOT, machine, start_server
-from benchmarks.scale import _kill_all, _start_ray
+from benchmarks.report import write_section
+from benchmarks.scale import ray_cluster
 from stratus.samples import ensure_samples
 
 INSIDE = "STRATUS_BENCH_DISTRIBUTED_INSIDE"
@@ -81,20 +78,11 @@ def _train(url: str, auth: dict[str, str], workers: int, epochs: int) -> dict[st
 
 
 def inside(args: argparse.Namespace) -> dict[str, Any]:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    ctypes.CDLL("libc.so.6").prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: Ray's daemons stay ours
     cache = Path.home() / ".cache" / "stratus" / "bench-samples"
     ensure_samples(cache)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        token = tmp / "ray-token"
-        token.write_text(secrets.token_hex(32))
-        token.chmod(0o600)
-        env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
-        os.environ.update(env)
-        ray_temp = f"/tmp/sray-{secrets.token_hex(3)}"  # Ray's socket paths must stay short
-        try:
-            address = _start_ray(tmp, {**os.environ}, ray_temp)
+        with ray_cluster(tmp) as address:
             extra = {
                 "STRATUS_EXECUTOR": "ray",
                 "STRATUS_RAY_ADDRESS": address,
@@ -112,9 +100,6 @@ def inside(args: argparse.Namespace) -> dict[str, Any]:
                     results[str(workers)].append(result)
                     print(f"workers={workers}: {json.dumps(result)}", flush=True)
             return results
-        finally:
-            _kill_all()
-            shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> list[str]:
@@ -135,8 +120,6 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
 
 
 def write(rows: list[str], args: argparse.Namespace) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
     lead = (
         f"Measured {datetime.now(UTC):%Y-%m-%d} with `make bench-scale` (`.venv/bin/python -m benchmarks.distributed "
         f"--epochs {args.epochs} --runs {args.runs} --write`) on {machine()}: the digits CNN (batch 32, Adam, "
@@ -148,11 +131,7 @@ def write(rows: list[str], args: argparse.Namespace) -> None:
         "machine)."
     )
     block = "\n".join([_BEGIN, lead, "", HEADER, "|---|---|---|---|---|---|---|---|", *rows, _END])
-    if _BEGIN in text:
-        text = re.sub(re.escape(_BEGIN) + ".*?" + re.escape(_END), block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Data-parallel training (`make bench-scale`)\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(_BEGIN, _END, block, heading="## Data-parallel training (`make bench-scale`)")
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ import contextlib
 import ctypes
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -29,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import httpx
 
 from benchmarks.__main__ import ROOT, free_port, machine, start_server
 from benchmarks.load import LoadResult, ensure_wrk, run_wrk
+from benchmarks.report import write_section
 from benchmarks.workloads import iris_v2_body, sentences, wrk_script
 from stratus.samples import ensure_samples
 
@@ -85,6 +86,24 @@ def _start_ray(tmp: Path, env: dict[str, str], temp: str) -> str:
     return f"127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def ray_cluster(tmp: Path) -> Iterator[str]:
+    """Inside the benchmark's network namespace: loopback up, a two-node Ray cluster with token auth (its daemons
+    re-parented to this process, their subreaper), its address; everything this process started is killed after."""
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    ctypes.CDLL("libc.so.6").prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: Ray's daemons stay ours
+    token = tmp / "ray-token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"})
+    ray_temp = f"/tmp/sray-{secrets.token_hex(3)}"  # Ray's socket paths must stay short
+    try:
+        yield _start_ray(tmp, {**os.environ}, ray_temp)
+    finally:
+        _kill_all()
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
 def _endpoint(url: str, auth: dict[str, str], name: str, model: str) -> None:
     body = {
         "name": name,
@@ -125,21 +144,12 @@ def _job_latency(url: str, auth: dict[str, str]) -> tuple[float, float]:
 
 def inside(args: argparse.Namespace) -> dict[str, object]:
     """The measurement, run inside the namespace."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    ctypes.CDLL("libc.so.6").prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: Ray's daemons stay ours
     wrk = args.wrk
     cache = Path.home() / ".cache" / "stratus" / "bench-samples"  # shared with make bench
     ensure_samples(cache)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        token = tmp / "ray-token"
-        token.write_text(secrets.token_hex(32))
-        token.chmod(0o600)
-        env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
-        os.environ.update(env)
-        ray_temp = f"/tmp/sray-{secrets.token_hex(3)}"  # Ray's socket paths must stay short
-        try:
-            address = _start_ray(tmp, {**os.environ}, ray_temp)
+        with ray_cluster(tmp) as address:
             ray_env = {"STRATUS_EXECUTOR": "ray", "STRATUS_PLACEMENT": "ray", "STRATUS_RAY_ADDRESS": address}
             servers = {
                 "local": start_server(tmp / "local", cache, 1, env_extra={"STRATUS_JOB_THREADS": "1"}),
@@ -183,9 +193,6 @@ def inside(args: argparse.Namespace) -> dict[str, object]:
                 for name, (_, url) in servers.items():
                     jobs[name].append(_job_latency(url, auths[name]))
             return {"load": _summarise(results), "jobs": jobs}
-        finally:
-            _kill_all()
-            shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 def _summarise(results: dict[str, dict[str, list[LoadResult]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -225,8 +232,6 @@ def report(data: dict[str, object], args: argparse.Namespace) -> tuple[list[str]
 
 
 def write(rows: list[str], summary: str, args: argparse.Namespace) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text()
     block = "\n".join(
         [
             _BEGIN,
@@ -245,11 +250,7 @@ def write(rows: list[str], summary: str, args: argparse.Namespace) -> None:
             _END,
         ]
     )
-    if _BEGIN in text:
-        text = re.sub(re.escape(_BEGIN) + ".*?" + re.escape(_END), block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Ray placement and executor (`make bench-scale`)\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(_BEGIN, _END, block, heading="## Ray placement and executor (`make bench-scale`)")
 
 
 def main() -> None:
