@@ -98,6 +98,8 @@ class VersionInfo:
                     if "compression_method" in self.params
                     else {}
                 ),
+                # A federated version: the federation that trained it (clients, rounds, strategy), never their data.
+                **({"federation": self.params["federation"]} if "federation" in self.params else {}),
             },
             "description": self.description,
             "status": self.status,
