@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-deploy bench-startup bench-scale install clean ui-assets chromium
+.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-finetune bench-deploy bench-startup bench-scale install clean ui-assets chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,11 @@ bench-edge: $(STAMP)
 
 bench-compress: $(STAMP)
 	$(BIN)/python -m benchmarks.compression
+
+# fine_tune of MiniLM against the bag-of-embeddings classifier on the module-family docstring task, and
+# personalization's base/personalized figures (about 15 minutes on 2 cores); records them in docs/benchmarks.md.
+bench-finetune: $(STAMP)
+	$(BIN)/python -m benchmarks.finetune --write
 
 bench-deploy: $(STAMP)
 	$(BIN)/python -m benchmarks.deploy

@@ -157,3 +157,76 @@ def test_unusable_data_is_refused_at_submit(world: dict[str, Any]) -> None:
     assert [j["kind"] for j in server.get(f"{server.url}/api/v1/jobs", headers=headers).json()["jobs"]] == [
         "personalize"
     ]
+
+
+# -- fine_tune: MiniLM with a classification head, through a training job on the same server ----------------------
+
+
+def _reviews(rows: int) -> tuple[bytes, list[str], list[str]]:
+    rng = np.random.default_rng(1)
+    good = ["great", "wonderful", "excellent", "loved", "brilliant", "delightful"]
+    bad = ["awful", "terrible", "boring", "hated", "dreadful", "dull"]
+    filler = ["the", "film", "was", "really", "quite", "plot", "acting", "and", "a", "story"]
+    texts, labels = [], []
+    for i in range(rows):
+        positive = i % 2 == 0
+        words = [*rng.choice(filler, size=6), *rng.choice(good if positive else bad, size=2)]
+        rng.shuffle(words)
+        texts.append(f"{' '.join(words)} #{i}")
+        labels.append("pos" if positive else "neg")
+    return (
+        csv_bytes([[t, label] for t, label in zip(texts, labels, strict=True)], ["review", "sentiment"]),
+        texts,
+        labels,
+    )
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(world: dict[str, Any]) -> dict[str, Any]:
+    server = world["server"]
+    data, texts, labels = _reviews(24)
+    with Client(server.url, api_key=server.admin_key, timeout=scaled(30)) as client:
+        client.upload_dataset("reviews", data, target="sentiment")
+        job = client.train("reviews", "fine_tune", params={"epochs": 1, "batch_size": 16, "max_length": 32})
+    return {"job": job, "texts": texts, "labels": labels}
+
+
+def test_fine_tune_serves_tokenizer_encoder_head_as_evaluated(
+    world: dict[str, Any], fine_tuned: dict[str, Any]
+) -> None:
+    from stratus.training.worker import split
+
+    server, job = world["server"], fine_tuned["job"]
+    assert job.state == "succeeded" and 0.0 <= job.metrics["accuracy"] <= 1.0
+    version = server.get(f"{server.url}/api/v1/models/{job.model}/versions/{job.version}").json()
+    assert version["format"] == "pipeline" and version["lineage"]["source"] == "trainer:fine_tune"
+    assert {"tokenizer.json", "encoder.onnx", "head.onnx", "evaluation.json"} <= set(version["files"])
+    spec = server.get(f"{server.url}/api/v1/models/{job.model}/versions/{job.version}/artifact").json()
+    assert [s["op"] for s in spec["steps"]] == ["tokenize", "onnx", "mean_pool", "onnx"]
+    # The held-out texts, split as the job split them; raw text in through V2 BYTES and V1 gives the job's answers.
+    y = np.array([["neg", "pos"].index(label) for label in fine_tuned["labels"]])
+    _, test_rows, _, _ = split(np.arange(len(y)), y, 0.25, 0, True)
+    held_out = [fine_tuned["texts"][i] for i in test_rows]
+    evaluation = server.get(f"{server.url}/api/v1/models/{job.model}/versions/{job.version}/files/evaluation.json")
+    expected = evaluation.json()["test_predictions"]
+    body = {"inputs": [{"name": "text", "shape": [len(held_out)], "datatype": "BYTES", "data": held_out}]}
+    r = server.post(f"{server.url}/v2/models/{job.model}/infer", json=body)
+    assert r.status_code == 200, r.text
+    assert next(o for o in r.json()["outputs"] if o["name"] == "label")["data"] == expected
+    r = server.post(f"{server.url}/v1/models/{job.model}:predict", json={"instances": held_out})
+    assert r.status_code == 200, r.text
+    assert [p["label"] for p in r.json()["predictions"]] == expected
+
+
+def test_fine_tune_refuses_what_it_cannot_train(world: dict[str, Any], fine_tuned: dict[str, Any]) -> None:
+    server = world["server"]
+    with Client(server.url, api_key=server.admin_key, timeout=scaled(30)) as client:
+        client.upload_dataset("numeric", csv_bytes([[str(i), str(i % 2)] for i in range(20)], ["x", "y"]), target="y")
+    cases = [
+        ({"dataset": "numeric", "model": "fine_tune"}, "exactly one free-text column"),
+        ({"dataset": "reviews", "model": "fine_tune", "params": {"max_length": 1000}}, "at most 512 tokens"),
+        ({"dataset": "reviews", "model": "fine_tune", "workers": 2}, "cannot train data-parallel"),
+    ]
+    for body, message in cases:
+        r = server.post(f"{server.url}/api/v1/jobs", json=body)
+        assert r.status_code == 400 and message in r.json()["error"], (body, r.text)

@@ -15,7 +15,15 @@ WEIGHTS_FILE = "training-weights.npz"
 SKLEARN_MODELS = ("linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm")
 TORCH_MODELS = ("mlp", "cnn", "text_classifier")
 Trainer = Literal[
-    "linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm", "mlp", "cnn", "text_classifier"
+    "linear_regression",
+    "logistic_regression",
+    "decision_tree",
+    "random_forest",
+    "svm",
+    "mlp",
+    "cnn",
+    "text_classifier",
+    "fine_tune",
 ]
 
 
@@ -98,9 +106,11 @@ def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
     task = dataset["task"]
     image = "image" in dataset["schema"]
     kinds = [f["kind"] for f in dataset["schema"]["features"]]
-    if request.model == "text_classifier":
+    if request.model in ("text_classifier", "fine_tune"):
         if kinds.count("text") != 1 or task != "classification":
-            raise InvalidInput("text_classifier needs a classification dataset with exactly one free-text column")
+            raise InvalidInput(f"{request.model} needs a classification dataset with exactly one free-text column")
+        if request.model == "fine_tune" and request.params.max_length > 512:
+            raise InvalidInput("fine_tune reads at most 512 tokens per text (MiniLM's positions): max_length <= 512")
         return
     if "text" in kinds:
         raise InvalidInput(f"dataset {dataset['name']!r} has a free-text column: use the text_classifier trainer")

@@ -112,6 +112,11 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     if request.model == "text_classifier":
         run_text_classifier(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, fit)
         return
+    if request.model == "fine_tune":
+        from stratus.training.fine_tune import run_fine_tune
+
+        run_fine_tune(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads)
+        return
     X_numeric = parsed.X.astype(np.float32)
     categories: list[list[str]] = []
     if parsed.categorical is not None:

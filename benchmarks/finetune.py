@@ -1,0 +1,203 @@
+"""Fine-tuning benchmark: ``python -m benchmarks.finetune [--write]`` (``make bench-finetune``).
+
+On the module-family docstring task (the standard library's docstrings labelled by the top-level package they
+come from, six families; held-out 25%, stratified, seed 0, as a training job splits):
+
+1. the ``fine_tune`` trainer (MiniLM + a classification head, served as tokenizer -> encoder -> head) against the
+   bag-of-embeddings ``text_classifier``, best of its default and a tuned configuration;
+2. personalization in labels mode on the same texts: kNN accuracy of the held-out texts, base MiniLM against
+   the personalized one (the job's own report);
+3. personalization in pairs mode: a docstring's first sentence (the anchor) and the rest of it (the positive),
+   recall@10 of the held-out anchors among every positive.
+
+Each runs the trainers' own code in this process (training/fine_tune.py, training/text_trainer.py, the
+personalization child's run()), on ``--threads`` threads. --write records the table in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import inspect
+import io
+import json
+import pkgutil
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FAMILIES = ("asyncio", "email", "logging", "unittest", "xml", "turtle")
+BEGIN, END = "<!-- finetune:start -->", "<!-- finetune:end -->"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def _modules(family: str) -> list[Any]:
+    root = importlib.import_module(family)
+    found = [root]
+    for info in pkgutil.walk_packages(getattr(root, "__path__", []), family + "."):
+        if any(part.startswith("_") or part in ("test", "tests") for part in info.name.split(".")[1:]):
+            continue
+        try:
+            found.append(importlib.import_module(info.name))
+        except Exception:  # a submodule this platform cannot import (e.g. Windows-only) is skipped
+            continue
+    return found
+
+
+def docstring_task() -> tuple[list[str], list[str]]:
+    """(texts, family): every docstring of 6 words or more defined in a family's modules (module, classes,
+    functions, methods), whitespace normalised; a text found in two families is left out."""
+    seen: dict[str, set[str]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for family in FAMILIES:
+            for module in _modules(family):
+                docs = [inspect.getdoc(module)]
+                for _, member in sorted(vars(module).items()):
+                    if getattr(member, "__module__", None) != module.__name__:
+                        continue
+                    if inspect.isfunction(member) or inspect.isclass(member):
+                        docs.append(inspect.getdoc(member))
+                    if inspect.isclass(member):
+                        docs.extend(inspect.getdoc(f) for _, f in sorted(vars(member).items()) if inspect.isfunction(f))
+                for doc in docs:
+                    text = " ".join((doc or "").split())
+                    if len(text.split()) >= 6:
+                        seen.setdefault(text, set()).add(family)
+    rows = sorted((text, next(iter(f))) for text, f in seen.items() if len(f) == 1)
+    return [t for t, _ in rows], [f for _, f in rows]
+
+
+def _split(texts: list[str], labels: list[str]) -> tuple[list[str], Any, list[str], Any, list[str]]:
+    from stratus.training.worker import split
+
+    classes = sorted(set(labels))
+    y = np.array([classes.index(label) for label in labels])
+    train_rows, test_rows, y_train, y_test = split(np.arange(len(texts)), y, 0.25, 0, True)
+    return [texts[i] for i in train_rows], y_train, [texts[i] for i in test_rows], y_test, classes
+
+
+def classifiers(texts: list[str], labels: list[str], threads: int) -> list[dict[str, Any]]:
+    import torch
+
+    from stratus.training.fine_tune import train_fine_tune
+    from stratus.training.params import TrainParams
+    from stratus.training.text_trainer import train_text
+
+    torch.set_num_threads(threads)
+    train, y_train, test, y_test, classes = _split(texts, labels)
+    rows = []
+    quiet = lambda event: None  # noqa: E731 - progress is not needed here
+    for label, params in (
+        ("text_classifier (defaults)", TrainParams()),
+        ("text_classifier (epochs 40, lr 0.01)", TrainParams(epochs=40, lr=0.01)),
+    ):
+        started = time.monotonic()
+        served = train_text(train, y_train, test, classes, params, Path(tempfile.mkdtemp()), quiet)
+        rows.append(
+            {"trainer": label, "accuracy": float((served == y_test).mean()), "seconds": time.monotonic() - started}
+        )
+        print(rows[-1], flush=True)
+    started = time.monotonic()
+    params = TrainParams(batch_size=16, max_length=128)
+    served = train_fine_tune(train, y_train, test, classes, params, Path(tempfile.mkdtemp()), print, threads)
+    rows.append(
+        {
+            "trainer": "fine_tune (defaults: 3 epochs, lr 5e-5, batch 16, 128 tokens)",
+            "accuracy": float((served == y_test).mean()),
+            "seconds": time.monotonic() - started,
+        }
+    )
+    print(rows[-1], flush=True)
+    return rows
+
+
+def _csv(header: list[str], rows: list[tuple[str, str]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def personalize(name: str, data: bytes, params: dict[str, Any], threads: int) -> dict[str, Any]:
+    from stratus.personalize import worker
+
+    job = Path(tempfile.mkdtemp())
+    (job / "request.json").write_text(
+        json.dumps({"request": {"dataset": name, "params": params}, "dataset": {"name": name}})
+    )
+    started = time.monotonic()
+    worker.run(job, data, threads)
+    report: dict[str, Any] = json.loads((job / "personalize-report.json").read_text())
+    report["seconds"] = time.monotonic() - started
+    print(report, flush=True)
+    return report
+
+
+def pairs_of(texts: list[str]) -> list[tuple[str, str]]:
+    """(first sentence, the rest) of every docstring with a first sentence of 5+ words and 8+ words after it."""
+    pairs = []
+    for text in texts:
+        parts = _SENTENCE_END.split(text, maxsplit=1)
+        if len(parts) == 2 and len(parts[0].split()) >= 5 and len(parts[1].split()) >= 8:
+            pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=100, help="personalization steps")
+    parser.add_argument("--write", action="store_true", help="record the results in docs/benchmarks.md")
+    args = parser.parse_args()
+    texts, labels = docstring_task()
+    counts = {f: labels.count(f) for f in FAMILIES}
+    print(f"{len(texts)} docstrings: {counts}", flush=True)
+    rows = classifiers(texts, labels, args.threads)
+    tuning = {"steps": args.steps, "batch_size": 32, "max_length": 64, "lr": 3e-5}
+    labelled = personalize(
+        "families", _csv(["text", "label"], list(zip(texts, labels, strict=True))), tuning, args.threads
+    )
+    pairs = personalize("docpairs", _csv(["anchor", "positive"], pairs_of(texts)), tuning, args.threads)
+    if not args.write:
+        return
+    from benchmarks.report import write_section
+
+    table = "\n".join(f"| {r['trainer']} | {r['accuracy']:.4f} | {r['seconds']:.0f} |" for r in rows)
+    lines = [
+        BEGIN,
+        f"Measured by `make bench-finetune` ({time.strftime('%Y-%m-%d')}, {args.threads} threads, on a machine shared "
+        f"with other work): the module-family docstring task, {len(texts)} standard-library docstrings of six "
+        f"families ({', '.join(f'{f} {n}' for f, n in counts.items())}), 25% held out (stratified, seed 0).",
+        "",
+        "| trainer | held-out accuracy | seconds |",
+        "| --- | --- | --- |",
+        table,
+        "",
+        "Personalization of `minilm` (the job's own report: base and personalized on the held-out rows; "
+        f"{args.steps} steps, batch 32, 64 tokens, lr 3e-5):",
+        "",
+        "| data | metric | base | personalized | train / held-out rows | seconds |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for what, report in (
+        ("labels: the docstrings and their family", labelled),
+        ("pairs: a docstring's first sentence and the rest", pairs),
+    ):
+        lines.append(
+            f"| {what} | {report['metric']} | {report['base']:.4f} | {report['personalized']:.4f} | "
+            f"{report['train']} / {report['held_out']} | {report['seconds']:.0f} |"
+        )
+    lines.append(END)
+    write_section(BEGIN, END, "\n".join(lines), heading="## Fine-tuning and personalization (MiniLM)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The ``fine_tune`` trainer (training child only): the bundled MiniLM encoder with a classification head on its
+mean-pooled token states, both trained on the dataset's one free-text column. Served as a pipeline
+``tokenize -> encoder (ONNX) -> mean_pool -> head (ONNX)``, so clients send raw text, as to ``text_classifier``.
+
+Defaults differ from training from scratch where the shared ones would wreck a pretrained encoder: unless the
+request sets them, ``lr`` is 5e-5 (not 1e-3) and ``epochs`` 3 (not 20). The new head starts from random
+weights, so it learns at ``HEAD_LR_FACTOR`` times the encoder's rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stratus.training import minilm
+from stratus.training.params import TrainParams, TrainRequest
+from stratus.types import Array
+
+DEFAULT_LR = 5e-5
+DEFAULT_EPOCHS = 3
+HEAD_LR_FACTOR = 20.0
+FILES = ("tokenizer.json", "encoder.onnx", "head.onnx")
+Report = Callable[[dict[str, Any]], None]
+
+
+def settings_of(params: TrainParams) -> tuple[float, int]:
+    """(learning rate, epochs): the request's when it set them, else the fine-tuning defaults."""
+    lr = params.lr if "lr" in params.model_fields_set else DEFAULT_LR
+    epochs = params.epochs if "epochs" in params.model_fields_set else DEFAULT_EPOCHS
+    return lr, epochs
+
+
+def pipeline_spec(classes: int, max_length: int) -> bytes:
+    spec = {
+        "kind": "pipeline",
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "logits", "datatype": "FP32", "shape": [-1, classes]},
+        ],
+        "steps": [
+            minilm.tokenize_step(max_length),
+            minilm.encoder_step(),
+            {"op": "mean_pool", "input": "token_embeddings", "mask": "attention_mask", "output": "pooled"},
+            {
+                "op": "onnx",
+                "file": "head.onnx",
+                "inputs": {"pooled": "pooled"},
+                "outputs": {"logits": "logits", "label": "label"},
+            },
+        ],
+    }
+    return json.dumps(spec).encode()
+
+
+def train_fine_tune(
+    texts_train: list[str],
+    y_train: Array,
+    texts_test: list[str],
+    classes: list[str],
+    params: TrainParams,
+    job_dir: Path,
+    report: Report,
+    threads: int,
+) -> Array:
+    """Fine-tune, export, write the pipeline into job_dir and return its (served) predictions on the test texts."""
+    import torch
+    from torch import nn
+
+    from stratus.formats import bert_encoder_to_onnx, compare_outputs, torch_to_onnx
+
+    torch.manual_seed(params.seed)
+    encoder, tokenizer_json = minilm.load()
+    tok = minilm.tokenizer(tokenizer_json, params.max_length)
+    head = nn.Linear(encoder.config.hidden_size, len(classes))
+    lr, epochs = settings_of(params)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": encoder.parameters(), "lr": lr},
+            {"params": head.parameters(), "lr": lr * HEAD_LR_FACTOR},
+        ],
+        weight_decay=params.weight_decay,
+    )
+    per_epoch = math.ceil(len(texts_train) / params.batch_size)
+    total = per_epoch * epochs
+    warmup = max(1, total // 10)
+    # A short warm-up, then linear decay: the usual schedule for fine-tuning a pretrained transformer.
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    labels = torch.tensor(np.asarray(y_train), dtype=torch.long)
+    generator = torch.Generator().manual_seed(params.seed)
+    report({"event": "log", "message": f"fine_tune: {epochs} epochs of {per_epoch} steps, lr {lr:g}"})
+    encoder.train()
+    for epoch in range(1, epochs + 1):
+        order, losses = torch.randperm(len(texts_train), generator=generator), []
+        for start in range(0, len(order), params.batch_size):
+            index = order[start : start + params.batch_size]
+            batch = minilm.encode(tok, [texts_train[int(i)] for i in index])
+            loss: Any = nn.functional.cross_entropy(head(minilm.pooled(encoder, batch, normalize=False)), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([*encoder.parameters(), *head.parameters()], 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+        report({"event": "epoch", "epoch": epoch, "epochs": epochs, "loss": float(np.mean(losses))})
+    encoder.eval()
+    head.eval()
+
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = head
+
+        def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.linear(pooled)
+            return logits, logits.argmax(dim=1)
+
+    files = {
+        "tokenizer.json": tokenizer_json,
+        "encoder.onnx": bert_encoder_to_onnx(encoder).onnx_bytes,
+        "head.onnx": torch_to_onnx(
+            Head(),
+            torch.zeros(4, encoder.config.hidden_size),
+            input_names=("pooled",),
+            output_names=("logits", "label"),
+        ).onnx_bytes,
+    }
+    spec = pipeline_spec(len(classes), params.max_length)
+    served = minilm.run_pipeline(spec, files, texts_test, threads)
+    with torch.no_grad():
+        framework = np.concatenate(
+            [
+                head(minilm.pooled(encoder, minilm.encode(tok, chunk), normalize=False)).numpy()
+                for chunk in minilm.batches(texts_test, 64)
+            ]
+        )
+    # What is served (tokenizer + two ONNX graphs) must reproduce the trained model on the whole test split.
+    compare_outputs(framework, served["logits"], what="test split", rtol=1e-3, atol=1e-3)
+    (job_dir / "pipeline.json").write_bytes(spec)
+    for name, content in files.items():
+        (job_dir / name).write_bytes(content)
+    result: Array = served["label"]
+    return result
+
+
+def run_fine_tune(
+    job_dir: Path,
+    parsed: Any,
+    train_rows: Any,
+    test_rows: Any,
+    y_train: Any,
+    y_test: Any,
+    request: TrainRequest,
+    threads: int,
+) -> None:
+    """The training child's part for ``fine_tune``: train, then write the evaluation and result as for
+    ``text_classifier`` (training/worker.py)."""
+    import torch
+
+    from stratus import __version__
+    from stratus.training.evaluate import classification_metrics, confusion_png
+    from stratus.training.worker import report, write_reference
+
+    torch.set_num_threads(threads)
+    texts = [str(t) for t in parsed.text[:, 0]]
+    served = train_fine_tune(
+        [texts[i] for i in train_rows],
+        y_train,
+        [texts[i] for i in test_rows],
+        parsed.classes,
+        request.params,
+        job_dir,
+        report,
+        threads,
+    )
+    metrics = classification_metrics(y_test, served, parsed.classes)
+    (job_dir / "confusion_matrix.png").write_bytes(confusion_png(metrics["confusion_matrix"], parsed.classes))
+    write_reference(job_dir, parsed, train_rows, ["text"], ["label", "logits"], served)
+    evaluation = {"classes": parsed.classes, "test_predictions": served.ravel().tolist(), "seed": request.params.seed}
+    (job_dir / "evaluation.json").write_text(json.dumps(evaluation))
+    result = {
+        "metrics": metrics,
+        "task": parsed.task,
+        "source": "trainer:fine_tune",
+        "stratus_version": __version__,
+        "format": "pipeline",
+        "files": list(FILES),
+    }
+    (job_dir / "result.json").write_text(json.dumps(result))
+    report({"event": "done", "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}})
+
+
+__all__ = ["run_fine_tune", "train_fine_tune"]
