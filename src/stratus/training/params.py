@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stratus.errors import InvalidInput
 from stratus.registry.names import NAME_PATTERN
@@ -14,6 +14,9 @@ GRAPH_FILE = "training-graph.json"
 WEIGHTS_FILE = "training-weights.npz"
 SKLEARN_MODELS = ("linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm")
 TORCH_MODELS = ("mlp", "cnn", "text_classifier")
+#: The trainers DP-SGD can train (training/privacy.py): logistic_regression then trains as a torch linear model.
+#: Not text_classifier: its vocabulary is built from the training text outside any privacy budget.
+DP_MODELS = ("logistic_regression", "mlp", "cnn")
 Trainer = Literal[
     "linear_regression",
     "logistic_regression",
@@ -67,6 +70,18 @@ class TrainParams(BaseModel):
     max_depth: int | None = Field(default=None, ge=1, le=1000)
     n_estimators: int = Field(default=100, ge=1, le=5000)
     kernel: Literal["linear", "rbf", "poly"] = "rbf"
+    # differential privacy (DP-SGD, docs/privacy.md): the budget, and each example's gradient norm bound
+    dp_epsilon: float | None = Field(default=None, gt=0.0, le=100.0, description="DP-SGD privacy budget")
+    dp_delta: float | None = Field(default=None, gt=0.0, lt=0.01, description="DP-SGD delta (default 1e-5)")
+    dp_max_grad_norm: float = Field(default=1.0, gt=0.0, le=1000.0, description="DP-SGD per-example clipping")
+
+    @model_validator(mode="after")
+    def _dp_pair(self) -> TrainParams:
+        if self.dp_delta is not None and self.dp_epsilon is None:
+            raise ValueError("dp_delta is the delta of a DP-SGD budget: give dp_epsilon too")
+        if self.dp_epsilon is not None and self.dp_delta is None:
+            self.dp_delta = 1e-5
+        return self
 
 
 class TrainRequest(BaseModel):
@@ -103,6 +118,8 @@ def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
             f"{request.model} cannot train data-parallel (workers): only the torch trainers can "
             f"({', '.join(TORCH_MODELS)}); leave workers unset for scikit-learn trainers"
         )
+    if request.params.dp_epsilon is not None:
+        check_private(request, dataset)
     task = dataset["task"]
     image = "image" in dataset["schema"]
     kinds = [f["kind"] for f in dataset["schema"]["features"]]
@@ -124,3 +141,25 @@ def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
         raise InvalidInput("linear_regression needs a regression target; use logistic_regression to classify")
     if request.model == "logistic_regression" and task != "classification":
         raise InvalidInput("logistic_regression needs class labels; use linear_regression for a numeric target")
+
+
+def check_private(request: TrainRequest, dataset: dict[str, Any]) -> None:
+    """What DP-SGD cannot train with its guarantee intact is refused at submit, with the reason."""
+    params = request.params
+    if request.model not in DP_MODELS:
+        raise InvalidInput(
+            f"{request.model} cannot train with differential privacy (dp_epsilon): DP-SGD trains "
+            f"{', '.join(DP_MODELS)}"
+        )
+    if request.workers is not None:
+        raise InvalidInput("differential privacy (dp_epsilon) trains in one process: leave workers unset")
+    if params.patience is not None or params.schedule == "plateau":
+        # Both pick weights or steps by the validation rows or the un-noised loss, outside the budget.
+        raise InvalidInput("differential privacy (dp_epsilon) cannot use patience or the plateau schedule")
+    assert params.dp_delta is not None
+    rows = int(dataset["rows"])
+    if params.dp_delta >= 1 / rows:
+        raise InvalidInput(
+            f"dp_delta {params.dp_delta} is not below 1/rows ({rows} rows): a delta that large allows "
+            "publishing a row outright; use a smaller one (1e-5 is usual)"
+        )

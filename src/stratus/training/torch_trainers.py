@@ -197,7 +197,9 @@ def setup_torch(
         assert image_shape is not None
         body = cnn(image_shape, outputs, params.channels)
     else:
-        body = mlp(int(np.prod(image_shape) if image_shape else X_train.shape[1]), outputs, params.hidden)
+        # logistic_regression here is DP-SGD's (training/privacy.py): softmax regression, one linear layer.
+        hidden = [] if model_kind == "logistic_regression" else params.hidden
+        body = mlp(int(np.prod(image_shape) if image_shape else X_train.shape[1]), outputs, hidden)
         if image:
             body = nn.Sequential(nn.Flatten(), body)
     init_weights(body, params.init)

@@ -130,7 +130,8 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
 
     from stratus.formats import compare_outputs, sklearn_to_onnx, torch_to_onnx
 
-    if request.model in SKLEARN_MODELS:
+    privacy: dict[str, Any] | None = None  # DP-SGD's record (training/privacy.py), kept with the metrics
+    if request.model in SKLEARN_MODELS and params.dp_epsilon is None:
         from stratus.training.sklearn_trainers import build_estimator
 
         estimator = build_estimator(request.model, parsed.task, params)
@@ -162,6 +163,21 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
                 params=params,
             )
             model = fit(setup)
+        elif params.dp_epsilon is not None:  # DP-SGD: logistic_regression trains as a torch linear model
+            from stratus.training.privacy import train_private
+
+            model, privacy = train_private(
+                request.model,
+                X_fit,
+                y_fit,
+                X_val,
+                y_val,
+                task=task,
+                classes=classes,
+                image_shape=image_shape,
+                params=params,
+                report=report,
+            )
         else:
             model = train_torch(
                 request.model,
@@ -204,6 +220,8 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         (job_dir / "confusion_matrix.png").write_bytes(confusion_png(metrics["confusion_matrix"], parsed.classes))
     else:
         metrics = regression_metrics(y_test, served)
+    if privacy is not None:
+        metrics.update({"dp_epsilon": privacy["epsilon"], "dp_delta": privacy["delta"], "privacy": privacy})
     (job_dir / "model.onnx").write_bytes(onnx_bytes)
     write_reference(job_dir, parsed, train_rows, list(feeds), [o.name for o in converted.signature.outputs], served)
     evaluation = {"classes": parsed.classes, "test_predictions": served.ravel().tolist(), "seed": params.seed}
