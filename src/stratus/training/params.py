@@ -17,6 +17,8 @@ TORCH_MODELS = ("mlp", "cnn", "text_classifier")
 #: The trainers DP-SGD can train (training/privacy.py): logistic_regression then trains as a torch linear model.
 #: Not text_classifier: its vocabulary is built from the training text outside any privacy budget.
 DP_MODELS = ("logistic_regression", "mlp", "cnn")
+#: DP-SGD's logistic regression trains with this lr unless one is given (docs/privacy.md).
+DP_LOGISTIC_LR = 0.05
 Trainer = Literal[
     "linear_regression",
     "logistic_regression",
@@ -101,6 +103,15 @@ class TrainRequest(BaseModel):
     memory_mb_per_worker: int = Field(
         default=0, ge=0, le=4_194_304, description="memory each worker asks for (0: none)"
     )
+
+    @model_validator(mode="after")
+    def _dp_logistic_lr(self) -> TrainRequest:
+        # DP-SGD's logistic regression (one linear layer, noisy clipped gradients) needs larger steps than the
+        # torch trainers' default lr; it is set here, so the version's params say what it trained with.
+        dp_logistic = self.params.dp_epsilon is not None and self.model == "logistic_regression"
+        if dp_logistic and "lr" not in self.params.model_fields_set:
+            self.params.lr = DP_LOGISTIC_LR
+        return self
 
 
 def parse_train_request(raw: dict[str, Any]) -> TrainRequest:

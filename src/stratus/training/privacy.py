@@ -15,6 +15,7 @@ and tells the server the epsilon spent so far.
 from __future__ import annotations
 
 import functools
+import math
 import secrets
 import time
 import warnings
@@ -46,14 +47,15 @@ def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        sigma = get_noise_multiplier(
-            target_epsilon=epsilon,
-            target_delta=delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=ACCOUNTANT,
-            alphas=ALPHAS,
-        )
+        with quiet_opacus():
+            sigma = get_noise_multiplier(
+                target_epsilon=epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=ACCOUNTANT,
+                alphas=ALPHAS,
+            )
     except ValueError:  # Opacus gives up past a noise multiplier of 1e6
         raise InvalidInput(
             f"a privacy budget of epsilon {epsilon} (delta {delta}) is too small for {steps} steps: "
@@ -87,7 +89,8 @@ class Budget:
     def spent(self) -> float:
         if not self.accountant.history:
             return 0.0
-        return float(self.accountant.get_epsilon(delta=self.delta, alphas=ALPHAS))
+        with quiet_opacus():
+            return float(self.accountant.get_epsilon(delta=self.delta, alphas=ALPHAS))
 
     def fits(self, noise_multiplier: float, sample_rate: float) -> bool:
         """Whether one more step keeps the accountant's epsilon within the budget. The same computation as the
@@ -97,7 +100,8 @@ class Budget:
 
         history = [*self.accountant.history, (noise_multiplier, sample_rate, 1)]
         rdp = sum(_step_rdp(float(nm), float(q)) * int(n) for nm, q, n in history)
-        epsilon, _ = get_privacy_spent(orders=ALPHAS, rdp=rdp, delta=self.delta)
+        with quiet_opacus():
+            epsilon, _ = get_privacy_spent(orders=ALPHAS, rdp=rdp, delta=self.delta)
         return float(epsilon) <= self.epsilon_budget
 
     def step(self, noise_multiplier: float, sample_rate: float) -> None:
@@ -251,3 +255,94 @@ def privacy_metrics(privacy: dict[str, Any]) -> dict[str, Any]:
     """What a version's metrics keep: the spent epsilon and delta as scalars (shown in every metrics table) and
     the whole record."""
     return {"dp_epsilon": privacy["epsilon"], "dp_delta": privacy["delta"], "privacy": privacy}
+
+
+class FederatedBudget:
+    """A federated client's budget over a run's rounds: every round releases the client's update, clipped to
+    ``clipping_norm`` and noised, so ``rounds`` Gaussian releases (sample rate 1) must stay within (epsilon, delta)
+    by the RDP accountant. The sensitivity is twice the clipping norm: any two local datasets give updates at most
+    that far apart, so the guarantee covers the client's whole data, against the server and whoever sees an update.
+    The server can build the same object from the job's settings to report the epsilon spent after N rounds."""
+
+    def __init__(self, epsilon: float, delta: float, rounds: int, clipping_norm: float = 1.0) -> None:
+        if not (epsilon > 0 and 0 < delta < 1 and rounds >= 1 and clipping_norm > 0):
+            raise InvalidInput("a federated privacy budget needs epsilon > 0, 0 < delta < 1, rounds >= 1, clipping > 0")
+        self.epsilon, self.delta, self.rounds, self.clipping_norm = epsilon, delta, rounds, clipping_norm
+        self.sensitivity = 2 * clipping_norm
+        self.noise_multiplier = noise_multiplier_for(epsilon, delta, 1.0, rounds)
+        self.budget = Budget(epsilon, delta)
+
+    @property
+    def noise_std(self) -> float:
+        return self.noise_multiplier * self.sensitivity
+
+    @property
+    def rounds_done(self) -> int:
+        return self.budget.steps
+
+    def spent(self) -> float:
+        return self.budget.spent()
+
+    def spent_after(self, rounds: int) -> float:
+        """The accountant's epsilon after ``rounds`` releases at this noise (what the server reports)."""
+        probe = Budget(self.epsilon, self.delta)
+        for _ in range(rounds):
+            probe.step(self.noise_multiplier, 1.0)
+        return probe.spent()
+
+    def take_round(self) -> bool:
+        """Count one release, if it fits the budget."""
+        if not self.budget.fits(self.noise_multiplier, 1.0):
+            return False
+        self.budget.step(self.noise_multiplier, 1.0)
+        return True
+
+
+class LocalDpBudgetMod:
+    """A Flower client mod: each training round's update goes through Flower's ``LocalDpMod`` (clip the update to
+    the clipping norm, add Gaussian noise), its noise set to the standard deviation the RDP accountant chose for the
+    whole run; a round past the budget is refused (an error reply: the client drops out of that round, the job
+    goes on), and each reply's metrics carry ``dp_epsilon``, the accountant's epsilon spent so far.
+
+    ``LocalDpMod`` takes a per-round (epsilon, delta) and derives its noise by the classic Gaussian-mechanism formula,
+    std = sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon; the pair given to it is chosen so that std is the
+    accountant's. Only ``train`` fits are noised: the federation's preprocessing phases (``scale``, ``moments``)
+    return statistics, not an update (docs/privacy.md says what that leaves outside the budget)."""
+
+    def __init__(self, budget: FederatedBudget) -> None:
+        from flwr.client.mod import LocalDpMod
+
+        self.budget = budget
+        per_round_delta = budget.delta
+        per_round_epsilon = math.sqrt(2 * math.log(1.25 / per_round_delta)) / budget.noise_multiplier
+        self.local_dp = LocalDpMod(budget.clipping_norm, budget.sensitivity, per_round_epsilon, per_round_delta)
+
+    def __call__(self, msg: Any, ctxt: Any, call_next: Callable[[Any, Any], Any]) -> Any:
+        from flwr.app import Error, Message, MessageType
+        from flwr.common.constant import ErrorCode
+        from flwr.compat.common import recorddict_compat as compat
+
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, ctxt)
+        fit_ins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+        if str(fit_ins.config.get("phase", "train")) != "train":
+            return call_next(msg, ctxt)
+        if not self.budget.take_round():
+            reason = (
+                f"privacy budget spent: epsilon {self.budget.spent():.4f} of {self.budget.epsilon} after "
+                f"{self.budget.rounds_done} rounds; this client trains no further round"
+            )
+            return Message(Error(ErrorCode.MOD_FAILED_PRECONDITION, reason), reply_to=msg)
+        reply = self.local_dp(msg, ctxt, call_next)
+        if reply.has_error():
+            return reply
+        fit_res = compat.recorddict_to_fitres(reply.content, keep_input=True)
+        fit_res.metrics["dp_epsilon"] = self.budget.spent()
+        reply.content = compat.fitres_to_recorddict(fit_res, keep_input=True)
+        return reply
+
+
+def client_dp_mods(epsilon: float, delta: float, rounds: int, clipping_norm: float = 1.0) -> list[Any]:
+    """The mods a federated client runs with for a (epsilon, delta) budget over ``rounds`` rounds (put them inside
+    the SecAgg+ mod, so the masked update is the noised one)."""
+    return [LocalDpBudgetMod(FederatedBudget(epsilon, delta, rounds, clipping_norm))]
