@@ -177,6 +177,7 @@ class Platform:
         )
         # The job kinds register themselves with the queue.
         self.training = TrainingJobs(self.registry, self.datasets, self.jobs)
+        self.training.sequence_max_length = settings.sequence_max_length
         self.compression = CompressionService(self.registry, self.datasets, self.jobs)
         self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)
         self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)

@@ -245,6 +245,13 @@ class Settings(BaseSettings):
     job_threads: int = Field(
         default_factory=_default_threads, ge=1, le=256, description="CPU threads each job's process may use."
     )
+    sequence_max_length: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Longest numeric sequence (time steps) the rnn and transformer trainers accept: a dataset whose "
+        "longest sequence is over it is refused at submit (400), since every sequence is padded to the longest.",
+    )
     federated_host: str = Field(
         default="127.0.0.1",
         max_length=255,

@@ -13,14 +13,18 @@ evaluations use) are the core's whatever the extra adds.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib
 import inspect
+import io
 import re
 import sys
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
+from types import ModuleType
 
 #: Standard-library modules with plenty of prose in their docstrings.
 MODULES = (
@@ -119,4 +123,107 @@ def split(limit_train: int | None = None, limit_held_out: int | None = None) -> 
     return train[:limit_train], held_out[:limit_held_out]
 
 
-__all__ = ["sentences", "split"]
+# The module-family task: a labelled text-classification dataset from the same docstrings, for the text
+# trainers' benchmarks and tests (benchmarks/sequence.py records rnn, transformer and text_classifier on it).
+
+#: The families: the standard library's five largest packages by distinct docstrings (CPython 3.11), each a
+#: top-level module with its submodules. turtle needs tkinter, which every full CPython build has.
+FAMILIES = ("asyncio", "email", "logging", "turtle", "xml")
+#: Docstrings shorter than this many words say too little to classify ("Return self.").
+_MIN_WORDS = 6
+
+
+def _family_modules(family: str) -> list[ModuleType]:
+    import pkgutil
+
+    modules = [importlib.import_module(family)]
+    for info in pkgutil.walk_packages(getattr(modules[0], "__path__", []), family + "."):
+        if any(part.startswith("_") or part in ("test", "tests") for part in info.name.split(".")[1:]):
+            continue
+        try:
+            modules.append(importlib.import_module(info.name))
+        except Exception:  # noqa: S112 - a submodule this platform cannot import (e.g. Windows-only) is skipped
+            continue
+    return modules
+
+
+def _family_docstrings(family: str) -> list[str]:
+    """The docstrings of a family's modules, and of the functions, classes and methods each defines (not those
+    it imports from elsewhere), whitespace collapsed."""
+    texts: list[str] = []
+    for module in _family_modules(family):
+        name = getattr(module, "__name__", "")
+        texts.append(inspect.getdoc(module) or "")
+        for _, member in sorted(vars(module).items()):
+            if getattr(member, "__module__", None) != name:
+                continue
+            if inspect.isfunction(member) or inspect.isclass(member):
+                texts.append(inspect.getdoc(member) or "")
+            if inspect.isclass(member):
+                texts.extend(inspect.getdoc(f) or "" for _, f in sorted(vars(member).items()) if inspect.isfunction(f))
+    return [" ".join(t.split()) for t in texts]
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    """Texts and their class indices into ``classes`` (sorted, as a training job orders classes)."""
+
+    texts: tuple[str, ...]
+    labels: tuple[int, ...]
+    classes: tuple[str, ...]
+
+    def csv(self, text_column: str = "text", target: str = "family") -> bytes:
+        """The task as a CSV to upload: a free-text column and the target (the class names)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([text_column, target])
+        writer.writerows((text, self.classes[label]) for text, label in zip(self.texts, self.labels, strict=True))
+        return buffer.getvalue().encode()
+
+    def split(self, test_split: float = 0.25, seed: int = 0) -> tuple[list[str], list[int], list[str], list[int]]:
+        """(train texts, train labels, test texts, test labels): the very split a training job makes of ``csv()``
+        with the same test_split and seed (stratified, training/worker.py's split), so a model trained outside a
+        job is compared on the job's held-out rows."""
+        import numpy as np
+
+        from stratus.training.worker import split
+
+        rows = np.arange(len(self.texts))
+        train, test, _, _ = split(rows, np.asarray(self.labels), test_split, seed, True)
+        return (
+            [self.texts[i] for i in train],
+            [self.labels[i] for i in train],
+            [self.texts[i] for i in test],
+            [self.labels[i] for i in test],
+        )
+
+
+@cache
+def module_family_task(per_family: int | None = None) -> LabelledTexts:
+    """The docstring classification task: each docstring of ``FAMILIES`` (at least 6 words) labelled with its
+    family, in a stable order. A text found in two families (an inherited or copied docstring) is dropped, as
+    is a repeat. ``per_family`` keeps the first N of each family (for small tests). Train with any text trainer
+    on ``csv()`` (a job holds out its test split), or use ``split()`` for the same rows outside a job."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found: dict[str, set[str]] = {}
+        order: list[str] = []
+        for family in FAMILIES:
+            texts = [t for t in _family_docstrings(family) if len(t.split()) >= _MIN_WORDS]
+            if not texts:
+                raise RuntimeError(f"the standard library's {family} has no docstrings here (is it installed?)")
+            for text in texts:
+                if text not in found:
+                    found[text] = set()
+                    order.append(text)
+                found[text].add(family)
+    kept: dict[str, list[str]] = {family: [] for family in FAMILIES}
+    for text in order:
+        if len(found[text]) == 1:
+            kept[next(iter(found[text]))].append(text)
+    classes = tuple(sorted(FAMILIES))
+    pairs = [(t, classes.index(f)) for f in FAMILIES for t in kept[f][:per_family]]
+    return LabelledTexts(tuple(t for t, _ in pairs), tuple(label for _, label in pairs), classes)
+
+
+__all__ = ["FAMILIES", "LabelledTexts", "module_family_task", "sentences", "split"]

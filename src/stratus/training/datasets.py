@@ -20,6 +20,7 @@ from stratus.errors import InvalidInput, StratusError
 from stratus.training import drift_reference
 from stratus.training.archive import read_zip
 from stratus.training.drift_reference import Layout, Reference
+from stratus.training.sequence_data import describe, lengths_of, parse_list_column
 from stratus.types import Array
 
 Format = Literal["csv", "npz", "images"]
@@ -43,6 +44,10 @@ class ParsedDataset:
     categorical_names: list[str] = field(default_factory=list)
     text: Array | None = None  # free-text columns (for the text classifier)
     text_names: list[str] = field(default_factory=list)
+    sequences: list[Array] | None = None  # a column of JSON lists: one [steps, features] array per row
+    sequence_names: list[str] = field(default_factory=list)
+    sequence_info: dict[str, dict[str, int]] = field(default_factory=dict)  # min/max length, width, per column
+    sequence_lengths: dict[str, Array] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -115,11 +120,17 @@ def parse_csv(data: bytes, target: str | None, *, missing: str = "error", task: 
     names, kinds, features = [], [], []
     categorical_names, categorical = [], []
     text_names, texts = [], []
+    sequence_names, sequences = [], []
     for name in header:
         if name == target:
             continue
         values = [_float_or_nan(v) for v in columns[name]]
         if any(v is None for v in values):
+            found = parse_list_column(name, columns[name])
+            if found is not None:  # every cell a JSON list: a numeric sequence (training/sequence_data.py)
+                sequence_names.append(name)
+                sequences.append(found)
+                continue
             raw = [v.strip() for v in columns[name]]
             distinct = len(set(raw))
             if distinct > MAX_CATEGORIES or (distinct > 20 and distinct > 0.5 * len(raw)):
@@ -134,12 +145,13 @@ def parse_csv(data: bytes, target: str | None, *, missing: str = "error", task: 
         names.append(name)
         kinds.append("numeric")
         features.append(column)
-    if not features and not categorical and not texts:
+    if not features and not categorical and not texts and not sequences:
         raise InvalidInput("the CSV has no feature columns besides the target")
     X = np.stack(features, axis=1) if features else np.zeros((len(rows) - 1, 0))
     cats = np.array(categorical, dtype=object).T if categorical else None
-    all_names = names + categorical_names + text_names
+    all_names = names + categorical_names + text_names + sequence_names
     all_kinds = kinds + ["categorical"] * len(categorical_names) + ["text"] * len(text_names)
+    all_kinds += ["sequence"] * len(sequence_names)
     if target is None:
         parsed = ParsedDataset(X, None, all_names, all_kinds, "unsupervised")
     else:
@@ -147,6 +159,10 @@ def parse_csv(data: bytes, target: str | None, *, missing: str = "error", task: 
         parsed = ParsedDataset(X, y, all_names, all_kinds, found_task, classes)
     parsed.categorical, parsed.categorical_names = cats, categorical_names
     parsed.text, parsed.text_names = (np.array(texts, dtype=object).T if texts else None), text_names
+    # The sequence trainers take one sequence column (the submit check refuses more); the schema describes each.
+    parsed.sequences, parsed.sequence_names = (sequences[0] if sequences else None), sequence_names
+    parsed.sequence_info = {n: describe(seqs) for n, seqs in zip(sequence_names, sequences, strict=True)}
+    parsed.sequence_lengths = {n: lengths_of(seqs) for n, seqs in zip(sequence_names, sequences, strict=True)}
     return parsed
 
 
@@ -294,7 +310,10 @@ def schema_of(parsed: ParsedDataset) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "task": parsed.task,
         "rows": parsed.rows,
-        "features": [{"name": n, "kind": k} for n, k in zip(parsed.feature_names, parsed.feature_kinds, strict=True)],
+        "features": [
+            {"name": n, "kind": k, **parsed.sequence_info.get(n, {})}
+            for n, k in zip(parsed.feature_names, parsed.feature_kinds, strict=True)
+        ],
         "classes": parsed.classes,
     }
     if parsed.image_shape is not None:
@@ -333,6 +352,8 @@ def profile_of(parsed: ParsedDataset) -> dict[str, Any]:
             assert parsed.text is not None
             lengths = np.array([len(str(t).split()) for t in parsed.text[:, j]], dtype=np.float64)
             profile["features"][name] = {"count": int(lengths.size), "words": _numeric_profile(lengths)}
+        for name, lengths in parsed.sequence_lengths.items():
+            profile["features"][name] = {"count": int(lengths.size), "steps": _numeric_profile(lengths.astype(float))}
         for j, name in enumerate(parsed.categorical_names):
             assert parsed.categorical is not None
             values, counts = np.unique(parsed.categorical[:, j].astype(str), return_counts=True)

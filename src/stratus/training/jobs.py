@@ -11,7 +11,13 @@ from stratus import framing
 from stratus.jobs import JobService
 from stratus.registry import RegistryService, check_name
 from stratus.training.drift_reference import REFERENCE_FILE
-from stratus.training.params import GRAPH_FILE, WEIGHTS_FILE, check_applicable, parse_train_request
+from stratus.training.params import (
+    DEFAULT_SEQUENCE_MAX_LENGTH,
+    GRAPH_FILE,
+    WEIGHTS_FILE,
+    check_applicable,
+    parse_train_request,
+)
 from stratus.training.service import DatasetService
 from stratus.version import __version__
 
@@ -21,6 +27,8 @@ class TrainingJobs:
     what it trained. It registers itself with the job service, as compression does."""
 
     module = "stratus.training.worker"
+    #: settings.sequence_max_length (the platform sets it): the longest numeric sequence rnn/transformer accept.
+    sequence_max_length = DEFAULT_SEQUENCE_MAX_LENGTH
 
     def __init__(self, registry: RegistryService, datasets: DatasetService, jobs: JobService) -> None:
         self.registry = registry
@@ -31,7 +39,7 @@ class TrainingJobs:
     def submit(self, raw: dict[str, Any]) -> dict[str, Any]:
         request = parse_train_request(raw)
         dataset = self.datasets.get(request.dataset)
-        check_applicable(request, dataset)
+        check_applicable(request, dataset, self.sequence_max_length)
         name = request.name or f"{request.dataset}-{request.model}".replace("_", "-")[:64]
         check_name(name)
         spec: dict[str, Any] = {

@@ -12,6 +12,8 @@ from stratus.registry.names import NAME_PATTERN
 #: The training graph a torch-trained version keeps (see training/graph.py), for pruning and distilling.
 GRAPH_FILE = "training-graph.json"
 WEIGHTS_FILE = "training-weights.npz"
+#: The longest numeric sequence the sequence trainers accept by default (settings.sequence_max_length).
+DEFAULT_SEQUENCE_MAX_LENGTH = 1024
 SKLEARN_MODELS = ("linear_regression", "logistic_regression", "decision_tree", "random_forest", "svm")
 TORCH_MODELS = ("mlp", "cnn", "text_classifier")
 #: The trainers DP-SGD can train (training/privacy.py): logistic_regression then trains as a torch linear model.
@@ -19,6 +21,8 @@ TORCH_MODELS = ("mlp", "cnn", "text_classifier")
 DP_MODELS = ("logistic_regression", "mlp", "cnn")
 #: DP-SGD's logistic regression trains with this lr unless one is given (docs/privacy.md).
 DP_LOGISTIC_LR = 0.05
+#: Sequence trainers (training/sequence_trainers.py): text or numeric sequences, their own epoch loop, no workers.
+SEQUENCE_MODELS = ("rnn", "transformer")
 Trainer = Literal[
     "linear_regression",
     "logistic_regression",
@@ -29,6 +33,8 @@ Trainer = Literal[
     "cnn",
     "text_classifier",
     "fine_tune",
+    "rnn",
+    "transformer",
 ]
 
 
@@ -63,6 +69,13 @@ class TrainParams(BaseModel):
     embedding_dim: int = Field(default=64, ge=4, le=1024, description="text_classifier word vectors")
     vocab_size: int = Field(default=20_000, ge=100, le=500_000, description="text_classifier vocabulary")
     max_length: int = Field(default=128, ge=4, le=4096, description="text_classifier tokens per text")
+    # rnn and transformer (training/sequence_models.py)
+    rnn_cell: Literal["lstm", "gru"] = "lstm"
+    bidirectional: bool = False
+    hidden_size: int = Field(default=64, ge=4, le=2048, description="rnn state / transformer feed-forward width")
+    num_layers: int = Field(default=1, ge=1, le=8, description="rnn or transformer layers")
+    heads: int = Field(default=4, ge=1, le=32, description="transformer attention heads (divide embedding_dim)")
+    dropout: float = Field(default=0.1, ge=0.0, lt=0.9, description="rnn and transformer dropout")
     image_size: int | None = Field(
         default=None, ge=4, le=1024, description="train on images resized to this square size (inside the model)"
     )
@@ -122,7 +135,9 @@ def parse_train_request(raw: dict[str, Any]) -> TrainRequest:
         raise InvalidInput(f"invalid training request: {detail}") from None
 
 
-def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
+def check_applicable(
+    request: TrainRequest, dataset: dict[str, Any], sequence_max_length: int = DEFAULT_SEQUENCE_MAX_LENGTH
+) -> None:
     """Refuse at submit time what cannot train, with the reason."""
     if request.workers is not None and request.model not in TORCH_MODELS:
         raise InvalidInput(
@@ -131,6 +146,11 @@ def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
         )
     if request.params.dp_epsilon is not None:
         check_private(request, dataset)
+    if request.model in SEQUENCE_MODELS:
+        from stratus.training.sequence_data import check_sequence_request
+
+        check_sequence_request(request, dataset, sequence_max_length)
+        return
     task = dataset["task"]
     image = "image" in dataset["schema"]
     kinds = [f["kind"] for f in dataset["schema"]["features"]]
@@ -142,6 +162,8 @@ def check_applicable(request: TrainRequest, dataset: dict[str, Any]) -> None:
         return
     if "text" in kinds:
         raise InvalidInput(f"dataset {dataset['name']!r} has a free-text column: use the text_classifier trainer")
+    if "sequence" in kinds:
+        raise InvalidInput(f"dataset {dataset['name']!r} has a sequence column: use the rnn or transformer trainer")
     if task == "unsupervised":
         raise InvalidInput(f"dataset {dataset['name']!r} has no target; supervised trainers need one")
     if request.model == "cnn" and not image:

@@ -44,7 +44,7 @@ def build_tokenizer(texts: list[str], params: TrainParams) -> Any:
     return tokenizer
 
 
-def _encode(tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     encodings = tokenizer.encode_batch(texts)
     ids = torch.tensor([e.ids for e in encodings], dtype=torch.long)
     mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)
@@ -62,16 +62,13 @@ def train_text(
     fit: Callable[[TorchSetup], nn.Module] | None = None,
 ) -> Array:
     """Train, export, write the pipeline into job_dir and return its predictions on the test texts."""
-    from stratus.formats import compare_outputs, torch_to_onnx
-    from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
-
     torch.manual_seed(params.seed)
     generator = torch.Generator().manual_seed(params.seed)
     tokenizer = build_tokenizer(texts_train, params)
     report({"event": "log", "message": f"built a {tokenizer.get_vocab_size()}-word vocabulary from the training text"})
     model = BagOfWords(tokenizer.get_vocab_size(), params.embedding_dim, len(classes))
     init_weights(model, params.init)
-    ids, mask = _encode(tokenizer, texts_train)
+    ids, mask = encode(tokenizer, texts_train)
     labels = torch.tensor(y_train, dtype=torch.long)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -85,7 +82,19 @@ def train_text(
     else:
         run_epochs(model, len(ids), batch_loss, params, report, generator)
     model.eval()
-    example = _encode(tokenizer, texts_test[:4])
+    return export_text_pipeline(model, tokenizer, texts_test, classes, params, job_dir)
+
+
+def export_text_pipeline(
+    model: nn.Module, tokenizer: Any, texts_test: list[str], classes: list[str], params: TrainParams, job_dir: Path
+) -> Array:
+    """Export a trained text model (token ids and attention mask in; logits and label out) as the served pipeline
+    tokenize -> ONNX, check that the pipeline reproduces the model on the whole test split, write it into job_dir
+    and return its predictions. Every text trainer (text_classifier, rnn, transformer) is served this way."""
+    from stratus.formats import compare_outputs, torch_to_onnx
+    from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+
+    example = encode(tokenizer, texts_test[:4])
     converted = torch_to_onnx(
         model,
         example,
@@ -117,7 +126,7 @@ def train_text(
     runner = PipelineRunner(PipelineSpec.parse(spec_bytes), files.__getitem__, lambda ref: b"", threads=1)
     served = runner.run_checked({"text": np.array(texts_test, dtype=object)})["label"]
     with torch.no_grad():
-        framework = model(*_encode(tokenizer, texts_test))[1].numpy()
+        framework = model(*encode(tokenizer, texts_test))[1].numpy()
     # What is served (tokenizer + ONNX) must reproduce the trained model on the whole test split.
     compare_outputs(framework, served, what="test split", exact=True)
     (job_dir / "pipeline.json").write_bytes(spec_bytes)

@@ -24,7 +24,7 @@ from stratus import __version__, framing
 from stratus.training.datasets import ParsedDataset, parse, reference_of, schema_of
 from stratus.training.drift_reference import REFERENCE_FILE, layout_for
 from stratus.training.evaluate import classification_metrics, confusion_png, regression_metrics
-from stratus.training.params import SKLEARN_MODELS, TrainRequest
+from stratus.training.params import SEQUENCE_MODELS, SKLEARN_MODELS, TrainRequest
 
 
 def report(event: dict[str, Any]) -> None:
@@ -116,6 +116,11 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         from stratus.training.fine_tune import run_fine_tune
 
         run_fine_tune(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads)
+        return
+    if request.model in SEQUENCE_MODELS:  # rnn, transformer: text or numeric sequences
+        from stratus.training.sequence_trainers import run_sequence
+
+        run_sequence(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads, report)
         return
     X_numeric = parsed.X.astype(np.float32)
     categories: list[list[str]] = []
@@ -265,14 +270,18 @@ def run_text_classifier(
     y_test: Any,
     request: TrainRequest,
     fit: Callable[[Any], Any] | None = None,
+    train: Callable[..., Any] | None = None,
 ) -> None:
+    """Train a text model (``train``: the text classifier's train_text by default; the sequence trainers pass
+    theirs, which export the same pipeline) and write its evaluation and result."""
     import torch
 
     from stratus.training.text_trainer import train_text
 
-    torch.set_num_threads(1)
+    if train is None:
+        torch.set_num_threads(1)
     texts = [str(t) for t in parsed.text[:, 0]]
-    served = train_text(
+    served = (train or train_text)(
         [texts[i] for i in train_rows],
         y_train,
         [texts[i] for i in test_rows],
@@ -290,7 +299,7 @@ def run_text_classifier(
     result = {
         "metrics": metrics,
         "task": parsed.task,
-        "source": "trainer:text_classifier",
+        "source": f"trainer:{request.model}",
         "stratus_version": __version__,
         "format": "pipeline",
         "files": ["tokenizer.json", "classifier.onnx"],
