@@ -230,6 +230,10 @@ def train(
     ] = None,
     cpus_per_worker: Annotated[float, typer.Option(help="CPUs each worker asks Ray for.")] = 1.0,
     memory_mb_per_worker: Annotated[int, typer.Option(help="Memory each worker asks Ray for, MB (0: none).")] = 0,
+    dp_epsilon: Annotated[
+        float | None, typer.Option(help="Train with DP-SGD within this privacy budget (docs/privacy.md).")
+    ] = None,
+    dp_delta: Annotated[float | None, typer.Option(help="DP-SGD's delta (default 1e-5).")] = None,
     url: UrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -248,6 +252,8 @@ def train(
             workers=workers,
             cpus_per_worker=cpus_per_worker,
             memory_mb_per_worker=memory_mb_per_worker,
+            dp_epsilon=dp_epsilon,
+            dp_delta=dp_delta,
         )
         follow_job(job, wait=wait, timeout=timeout, as_json=as_json, render=render_metrics)
 

@@ -251,10 +251,14 @@ class Client(
         workers: int | None = None,
         cpus_per_worker: float = 1.0,
         memory_mb_per_worker: int = 0,
+        dp_epsilon: float | None = None,
+        dp_delta: float | None = None,
     ) -> Job:
         """Submit a training job; with wait=True, return once it has ended (raising if it failed). ``workers``
         trains a torch trainer data-parallel on the server's Ray cluster (each worker asking for
-        ``cpus_per_worker`` CPUs and ``memory_mb_per_worker`` MB); see docs/training.md."""
+        ``cpus_per_worker`` CPUs and ``memory_mb_per_worker`` MB); see docs/training.md. ``dp_epsilon`` (and
+        ``dp_delta``, default 1e-5) trains with DP-SGD within that budget; the version's metrics then hold the
+        epsilon spent (``dp_epsilon``), see docs/privacy.md."""
         body: dict[str, Any] = {
             "dataset": dataset,
             "model": model,
@@ -262,6 +266,9 @@ class Client(
             "timeout_s": timeout_s,
             "retries": retries,
         }
+        for key, value in (("dp_epsilon", dp_epsilon), ("dp_delta", dp_delta)):
+            if value is not None:
+                body["params"] = {**body["params"], key: value}
         if workers is not None:
             body.update(workers=workers, cpus_per_worker=cpus_per_worker, memory_mb_per_worker=memory_mb_per_worker)
         if name is not None:

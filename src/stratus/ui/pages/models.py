@@ -33,7 +33,8 @@ def _metric_columns(versions: list[VersionInfo]) -> list[str]:
         for key, value in v.metrics.items():
             if isinstance(value, int | float) and not isinstance(value, bool) and key not in names:
                 names.append(key)
-    preferred = [n for n in ("test_accuracy", "accuracy", "quality_drop", "speedup", "r2") if n in names]
+    # dp_epsilon: a DP-SGD version's spent privacy budget goes beside its accuracy (docs/privacy.md).
+    preferred = [n for n in ("test_accuracy", "accuracy", "dp_epsilon", "quality_drop", "speedup", "r2") if n in names]
     return (preferred + [n for n in names if n not in preferred])[:METRIC_COLUMNS]
 
 
