@@ -108,3 +108,14 @@ def test_the_preprocessing_phases_are_neither_noised_nor_counted() -> None:
 def test_bad_federated_budgets_are_refused(args: tuple[float, float, int, float]) -> None:
     with pytest.raises(InvalidInput):
         FederatedBudget(*args)
+
+
+def test_a_federated_versions_epsilon_is_the_accountants_after_the_rounds_run() -> None:
+    from stratus.training.params import TrainParams
+    from stratus.training.privacy import federated_privacy
+
+    params = TrainParams(dp_epsilon=4.0, dp_max_grad_norm=0.5)
+    full, short = federated_privacy(params, 10, 10), federated_privacy(params, 10, 4)
+    assert short["dp_epsilon"] < full["dp_epsilon"] <= 4.0 and full["dp_delta"] == 1e-5
+    assert full["privacy"]["sensitivity"] == 1.0 and full["privacy"]["rounds"] == 10
+    assert short["dp_epsilon"] == pytest.approx(FederatedBudget(4.0, 1e-5, 10, 0.5).spent_after(4), rel=1e-12)

@@ -287,6 +287,12 @@ def train_joined(
     spec = answer["spec"]
     shape = fed.Shape.of(spec)
     params = TrainParams.model_validate(spec["params"])
+    if params.dp_epsilon is not None and params.dp_delta is not None:
+        # Client-side DP (training/privacy.py): each round's update clipped and noised, within the job's budget.
+        from stratus.training.privacy import client_dp_mods
+
+        rounds = int(spec["rounds"])
+        mods = [*mods, *client_dp_mods(params.dp_epsilon, params.dp_delta, rounds, params.dp_max_grad_norm)]
     data = local_data(prepared.parsed, shape, params.test_split, params.seed)
     client = FederatedClient(answer["client"], spec["model"], shape, params, data, observe)
     connection = RelayConnection(answer["address"], answer["client"], answer["token"])

@@ -187,7 +187,8 @@ class FederatedJobs:
             "address": address,
             "token": token,
             "spec": {
-                k: spec[k] for k in ("model", "features", "image_shape", "classes", "params", "secure_aggregation")
+                k: spec[k]
+                for k in ("model", "features", "image_shape", "classes", "params", "secure_aggregation", "rounds")
             },
         }
 

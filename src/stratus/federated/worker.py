@@ -53,6 +53,12 @@ def run(job_dir: Path, _stdin: bytes, threads: int) -> None:
         "client_accuracy": last.get("clients", {}),
         "rounds": len(outcome.rounds),
     }
+    if spec["params"].get("dp_epsilon") is not None:  # the clients' DP budget: the accountant's epsilon spent
+        from stratus.training.params import TrainParams
+        from stratus.training.privacy import federated_privacy
+
+        params = TrainParams.model_validate(spec["params"])
+        metrics.update(federated_privacy(params, int(spec["rounds"]), len(outcome.rounds)))
     federation = {
         "clients": outcome.joined,
         "dropped": outcome.dropped,

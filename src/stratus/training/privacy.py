@@ -252,12 +252,6 @@ def _train(setup: TorchSetup, params: TrainParams, report: Report) -> tuple[nn.M
     return model, privacy
 
 
-def privacy_metrics(privacy: dict[str, Any]) -> dict[str, Any]:
-    """What a version's metrics keep: the spent epsilon and delta as scalars (shown in every metrics table) and
-    the whole record."""
-    return {"dp_epsilon": privacy["epsilon"], "dp_delta": privacy["delta"], "privacy": privacy}
-
-
 class FederatedBudget:
     """A federated client's budget over a run's rounds: every round releases the client's update, clipped to
     ``clipping_norm`` and noised, so ``rounds`` Gaussian releases (sample rate 1) must stay within (epsilon, delta)
@@ -347,3 +341,24 @@ def client_dp_mods(epsilon: float, delta: float, rounds: int, clipping_norm: flo
     """The mods a federated client runs with for a (epsilon, delta) budget over ``rounds`` rounds (put them inside
     the SecAgg+ mod, so the masked update is the noised one)."""
     return [LocalDpBudgetMod(FederatedBudget(epsilon, delta, rounds, clipping_norm))]
+
+
+def federated_privacy(params: TrainParams, rounds: int, rounds_done: int) -> dict[str, Any]:
+    """A federated version's privacy metrics: the accountant's epsilon after the rounds the federation ran, the most
+    any client spent (one that took part in every round)."""
+    assert params.dp_epsilon is not None and params.dp_delta is not None
+    budget = FederatedBudget(params.dp_epsilon, params.dp_delta, rounds, params.dp_max_grad_norm)
+    spent = budget.spent_after(rounds_done)
+    privacy = {
+        "mechanism": "client-side clipping and Gaussian noise (Flower LocalDpMod)",
+        "accountant": ACCOUNTANT,
+        "epsilon": spent,
+        "epsilon_budget": params.dp_epsilon,
+        "delta": params.dp_delta,
+        "noise_multiplier": budget.noise_multiplier,
+        "clipping_norm": budget.clipping_norm,
+        "sensitivity": budget.sensitivity,
+        "rounds": rounds_done,
+        "rounds_planned": rounds,
+    }
+    return {"dp_epsilon": spent, "dp_delta": params.dp_delta, "privacy": privacy}
