@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stratus.automl.jobs import AutoMLJobs
 from stratus.compress.service import CompressionService
 from stratus.dataplane import DataPlane, ServedRequest
 from stratus.deploy import Controller, DeployMetrics, EndpointService, LocalPlacement
@@ -179,6 +180,14 @@ class Platform:
         self.training = TrainingJobs(self.registry, self.datasets, self.jobs)
         self.training.sequence_max_length = settings.sequence_max_length
         self.compression = CompressionService(self.registry, self.datasets, self.jobs)
+        self.automl = AutoMLJobs(
+            self.registry,
+            self.datasets,
+            self.jobs,
+            self.training,
+            max_budget_s=settings.automl_max_budget_s,
+            trial_memory_mb=settings.automl_trial_memory_mb,
+        )
         self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)
         self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)
         self.federated = FederatedJobs(

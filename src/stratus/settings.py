@@ -245,6 +245,19 @@ class Settings(BaseSettings):
     job_threads: int = Field(
         default_factory=_default_threads, ge=1, le=256, description="CPU threads each job's process may use."
     )
+    automl_max_budget_s: float = Field(
+        default=6 * 3600.0,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="Largest time budget an AutoML job may ask for, in seconds (400 above it).",
+    )
+    automl_trial_memory_mb: int = Field(
+        default=2048,
+        ge=64,
+        le=1_048_576,
+        description="Memory each AutoML trial's process may allocate beyond its start (RLIMIT_AS), in MiB; a trial "
+        "over it is a failed trial. A request's trial_memory_mb overrides it.",
+    )
     sequence_max_length: int = Field(
         default=1024,
         ge=1,

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from stratus import __version__
 from stratus.api import (
     alerts,
+    automl,
     control,
     devices,
     drift,
@@ -101,5 +102,6 @@ def build_app(plat: ControlHost, on_started: Callable[[], None] | None = None) -
     app.include_router(drift.router)
     app.include_router(explain.router)
     app.include_router(devices.router)
+    app.include_router(automl.router)
     app.include_router(federated.router)
     return app

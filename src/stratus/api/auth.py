@@ -90,6 +90,8 @@ POLICY: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/datasets/{name}"): MANAGE,
     ("POST", "/api/v1/jobs"): MANAGE,
     ("POST", "/api/v1/models/{name}/versions/{version}/compress"): MANAGE,
+    ("POST", "/api/v1/automl"): MANAGE,
+    ("GET", "/api/v1/jobs/{job_id}/leaderboard"): READ,
     ("POST", "/api/v1/personalize"): MANAGE,
     ("GET", "/api/v1/jobs"): READ,
     ("GET", "/api/v1/jobs/{job_id}"): READ,

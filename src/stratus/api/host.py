@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from stratus.hosting import Host
 
 if TYPE_CHECKING:
+    from stratus.automl.jobs import AutoMLJobs
     from stratus.compress.service import CompressionService
     from stratus.deploy.service import EndpointService
     from stratus.devices import DeviceService
@@ -56,6 +57,8 @@ class ControlHost(Host, Protocol):
     def training(self) -> TrainingJobs: ...
     @property
     def compression(self) -> CompressionService: ...
+    @property
+    def automl(self) -> AutoMLJobs: ...
     @property
     def federated(self) -> FederatedJobs: ...
     @property

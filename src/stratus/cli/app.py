@@ -9,6 +9,7 @@ import orjson
 import typer
 
 from stratus.cli.alerts import alerts_app
+from stratus.cli.automl import automl, leaderboard
 from stratus.cli.compress import compress
 from stratus.cli.connection import client, set_api_key
 from stratus.cli.devices import devices_app, export_edge
@@ -33,6 +34,8 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 app.command("train")(train)
 app.command("compress")(compress)
+app.command("automl")(automl)
+app.command("leaderboard")(leaderboard)
 app.command("personalize")(personalize)
 app.add_typer(keys_app, name="keys")
 app.add_typer(projects_app, name="projects")

@@ -16,6 +16,7 @@ import orjson
 from stratus import errors
 from stratus.sdk.admin import AdminCalls
 from stratus.sdk.alerts import AlertCalls
+from stratus.sdk.automl import AutoMLCalls
 from stratus.sdk.devices import DeviceCalls
 from stratus.sdk.drift import DriftCalls
 from stratus.sdk.endpoints import EndpointCalls
@@ -50,7 +51,15 @@ def discover_api_key() -> str | None:
 
 
 class Client(
-    AdminCalls, EndpointCalls, DriftCalls, MonitoringCalls, AlertCalls, DeviceCalls, ExplainCalls, FederatedCalls
+    AdminCalls,
+    EndpointCalls,
+    DriftCalls,
+    MonitoringCalls,
+    AlertCalls,
+    DeviceCalls,
+    ExplainCalls,
+    FederatedCalls,
+    AutoMLCalls,
 ):
     """``Client("http://127.0.0.1:8080")``. The URL defaults to STRATUS_URL; the API key to STRATUS_API_KEY or
     the local server's admin key file (see ``discover_api_key``)."""

@@ -70,10 +70,13 @@ class TrainingJobs:
             bundle["checkpoint"] = found[1]
         return {**request, "framed": True, "job_id": spec["job_id"]}, framing.pack(bundle)
 
-    def register(self, job_id: str, spec: dict[str, Any], job_dir: Path) -> tuple[dict[str, Any], int | None]:
+    def register(
+        self, job_id: str, spec: dict[str, Any], job_dir: Path, *, attachments: dict[str, bytes] | None = None
+    ) -> tuple[dict[str, Any], int | None]:
+        """``attachments``: further files to keep with the version (an AutoML job's leaderboard)."""
         result = json.loads((job_dir / "result.json").read_text())
         request = spec["request"]
-        files = {"evaluation.json": (job_dir / "evaluation.json").read_bytes()}
+        files = {**(attachments or {}), "evaluation.json": (job_dir / "evaluation.json").read_bytes()}
         for optional in ("confusion_matrix.png", GRAPH_FILE, WEIGHTS_FILE, REFERENCE_FILE):
             if (job_dir / optional).exists():
                 files[optional] = (job_dir / optional).read_bytes()

@@ -1,0 +1,109 @@
+"""The top-k ensemble: the refit members put together as a pipeline (runtime/pipeline.py), the platform's
+existing way to serve several models as one. Classifiers average their probabilities, then argmax (or vote
+on labels when a member has no probabilities, as the torch trainers' logits are not); regressors average
+their predictions. The pipeline is run here on the test split with the serving runtime, and registered by
+the server through the usual pipeline checks (every ONNX file through the gate, a warm-up run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stratus.automl.scoring import score
+from stratus.formats import inspect_onnx
+from stratus.training.datasets import ParsedDataset
+from stratus.types import Array
+
+FOLDER = "ensemble"
+
+
+def build(
+    job_dir: Path, refits: list[tuple[Any, Path]], parsed: ParsedDataset, rows: Array, y: Array, metric: str
+) -> dict[str, Any] | None:
+    """Write DIR/ensemble/pipeline.json and its member files; return its description and test score, or
+    None when the members cannot be combined (fewer than two of one output shape)."""
+    infos = [(trial, inspect_onnx((folder / "model.onnx").read_bytes()).signature, folder) for trial, folder in refits]
+    first = infos[0][1]
+    classify = parsed.task == "classification"
+    if classify:
+        members = infos
+        averaged = all(any(o.name == "probabilities" for o in sig.outputs) for _, sig, _ in members)
+        if not averaged and metric == "roc_auc":
+            return None  # a vote has no class scores to rank by
+    else:
+        members = [m for m in infos if len(m[1].outputs[0].shape) == len(first.outputs[0].shape)]
+        averaged = True
+    if len(members) < 2 or any(m[1].inputs != first.inputs for m in members):
+        return None
+    steps: list[dict[str, Any]] = []
+    files: dict[str, bytes] = {}
+    for index, (_, signature, folder) in enumerate(members):
+        file = f"member{index}.onnx"
+        files[file] = (folder / "model.onnx").read_bytes()
+        if classify:
+            out = {"probabilities": f"p{index}"} if averaged else {"label": f"l{index}"}
+        else:
+            out = {signature.outputs[0].name: f"y{index}"}
+        steps.append({"op": "onnx", "file": file, "inputs": {i.name: i.name for i in first.inputs}, "outputs": out})
+    count = len(members)
+    outputs: list[dict[str, Any]]
+    if classify and averaged:
+        classes = len(parsed.classes)
+        steps.append({"op": "average", "inputs": [f"p{i}" for i in range(count)], "output": "probabilities"})
+        steps.append({"op": "argmax", "input": "probabilities", "output": "label"})
+        outputs = [
+            {"name": "label", "datatype": "INT64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+        ]
+    elif classify:
+        steps.append({"op": "vote", "inputs": [f"l{i}" for i in range(count)], "output": "label"})
+        outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
+    else:
+        steps.append({"op": "average", "inputs": [f"y{i}" for i in range(count)], "output": "prediction"})
+        outputs = [{"name": "prediction", "datatype": "FP32", "shape": list(first.outputs[0].shape)}]
+    spec = {"kind": "pipeline", "inputs": [i.to_dict() for i in first.inputs], "outputs": outputs, "steps": steps}
+    folder = job_dir / FOLDER
+    folder.mkdir(exist_ok=True)
+    spec_bytes = json.dumps(spec).encode()
+    (folder / "pipeline.json").write_bytes(spec_bytes)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    test_score = _score(spec_bytes, files, parsed, first, rows, y, metric)
+    return {
+        "members": [{"trial": trial.number, "family": trial.family, "params": trial.params} for trial, _, _ in members],
+        "combine": "average" if averaged else "vote",
+        "test_score": test_score,
+        "files": sorted(files),
+    }
+
+
+def _score(
+    spec_bytes: bytes,
+    files: dict[str, bytes],
+    parsed: ParsedDataset,
+    signature: Any,
+    rows: Array,
+    y: Array,
+    metric: str,
+) -> float:
+    """The pipeline's test score, run by the serving runtime exactly as it will be served."""
+    from stratus.runtime.pipeline import PipelineRunner, PipelineSpec
+
+    runner = PipelineRunner(PipelineSpec.parse(spec_bytes), files.__getitem__, lambda ref: b"", threads=1)
+    names = [i.name for i in signature.inputs]
+    feeds: dict[str, Array] = {}
+    if "categorical" in names:
+        assert parsed.categorical is not None
+        feeds["categorical"] = parsed.categorical[rows].astype(str).astype(object)
+        if "numeric" in names:
+            feeds["numeric"] = parsed.X.astype(np.float32)[rows]
+    else:
+        X = parsed.X.astype(np.float32)[rows]
+        feeds[names[0]] = X
+    out = runner.run_checked(runner.check_inputs(feeds))
+    if parsed.task == "classification":
+        return score(metric, y, out["label"].ravel(), out.get("probabilities"), len(parsed.classes))
+    return score(metric, y, out["prediction"].ravel(), None, 0)
