@@ -83,7 +83,7 @@ def _split(texts: list[str], labels: list[str]) -> tuple[list[str], Any, list[st
     return [texts[i] for i in train_rows], y_train, [texts[i] for i in test_rows], y_test, classes
 
 
-def classifiers(texts: list[str], labels: list[str], threads: int) -> list[dict[str, Any]]:
+def classifiers(texts: list[str], labels: list[str], threads: int, max_length: int) -> list[dict[str, Any]]:
     import torch
 
     from stratus.training.fine_tune import train_fine_tune
@@ -105,11 +105,11 @@ def classifiers(texts: list[str], labels: list[str], threads: int) -> list[dict[
         )
         print(rows[-1], flush=True)
     started = time.monotonic()
-    params = TrainParams(batch_size=16, max_length=128)
+    params = TrainParams(batch_size=16, max_length=max_length)
     served = train_fine_tune(train, y_train, test, classes, params, Path(tempfile.mkdtemp()), print, threads)
     rows.append(
         {
-            "trainer": "fine_tune (defaults: 3 epochs, lr 5e-5, batch 16, 128 tokens)",
+            "trainer": f"fine_tune (3 epochs, lr 5e-5: the defaults; batch 16, {max_length} tokens)",
             "accuracy": float((served == y_test).mean()),
             "seconds": time.monotonic() - started,
         }
@@ -151,52 +151,82 @@ def pairs_of(texts: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=100, help="personalization steps")
-    parser.add_argument("--write", action="store_true", help="record the results in docs/benchmarks.md")
-    args = parser.parse_args()
-    texts, labels = docstring_task()
-    counts = {f: labels.count(f) for f in FAMILIES}
-    print(f"{len(texts)} docstrings: {counts}", flush=True)
-    rows = classifiers(texts, labels, args.threads)
-    tuning = {"steps": args.steps, "batch_size": 32, "max_length": 64, "lr": 3e-5}
-    labelled = personalize(
-        "families", _csv(["text", "label"], list(zip(texts, labels, strict=True))), tuning, args.threads
-    )
-    pairs = personalize("docpairs", _csv(["anchor", "positive"], pairs_of(texts)), tuning, args.threads)
-    if not args.write:
-        return
+PARTS = ("classifiers", "personalize")
+
+
+def run_part(part: str, texts: list[str], labels: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    if part == "classifiers":
+        return {"classifiers": classifiers(texts, labels, args.threads, args.max_length)}
+    tuning = {"steps": args.steps, "batch_size": 16, "max_length": 64, "lr": 5e-5}
+    return {
+        "tuning": tuning,
+        "labels": personalize(
+            "families", _csv(["text", "label"], list(zip(texts, labels, strict=True))), tuning, args.threads
+        ),
+        "pairs": personalize("docpairs", _csv(["anchor", "positive"], pairs_of(texts)), tuning, args.threads),
+    }
+
+
+def write(results: dict[str, Any], texts: list[str], counts: dict[str, int], args: argparse.Namespace) -> None:
     from benchmarks.report import write_section
 
-    table = "\n".join(f"| {r['trainer']} | {r['accuracy']:.4f} | {r['seconds']:.0f} |" for r in rows)
+    tuning = results["tuning"]
     lines = [
         BEGIN,
-        f"Measured by `make bench-finetune` ({time.strftime('%Y-%m-%d')}, {args.threads} threads, on a machine shared "
-        f"with other work): the module-family docstring task, {len(texts)} standard-library docstrings of six "
-        f"families ({', '.join(f'{f} {n}' for f, n in counts.items())}), 25% held out (stratified, seed 0).",
+        f"Measured by `make bench-finetune` ({time.strftime('%Y-%m-%d')}, {args.threads} thread(s) per part, on a "
+        f"machine shared with other work, so the seconds are long): the module-family docstring task, {len(texts)} "
+        f"standard-library docstrings of six families ({', '.join(f'{f} {n}' for f, n in counts.items())}), 25% "
+        "held out (stratified, seed 0, as a training job splits).",
         "",
         "| trainer | held-out accuracy | seconds |",
         "| --- | --- | --- |",
-        table,
+        *(f"| {r['trainer']} | {r['accuracy']:.4f} | {r['seconds']:.0f} |" for r in results["classifiers"]),
         "",
         "Personalization of `minilm` (the job's own report: base and personalized on the held-out rows; "
-        f"{args.steps} steps, batch 32, 64 tokens, lr 3e-5):",
+        f"{tuning['steps']} steps, batch {tuning['batch_size']}, {tuning['max_length']} tokens, lr {tuning['lr']:g}):",
         "",
         "| data | metric | base | personalized | train / held-out rows | seconds |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for what, report in (
-        ("labels: the docstrings and their family", labelled),
-        ("pairs: a docstring's first sentence and the rest", pairs),
+    for what, key in (
+        ("labels: each docstring and its family", "labels"),
+        ("pairs: a docstring's first sentence and the rest", "pairs"),
     ):
+        report = results[key]
         lines.append(
             f"| {what} | {report['metric']} | {report['base']:.4f} | {report['personalized']:.4f} | "
             f"{report['train']} / {report['held_out']} | {report['seconds']:.0f} |"
         )
     lines.append(END)
     write_section(BEGIN, END, "\n".join(lines), heading="## Fine-tuning and personalization (MiniLM)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=64, help="fine_tune tokens per text")
+    parser.add_argument("--steps", type=int, default=40, help="personalization steps")
+    parser.add_argument("--parts", default=",".join(PARTS), help="classifiers, personalize or both")
+    parser.add_argument("--results", type=Path, help="a JSON file each part adds its results to (to run parts apart)")
+    parser.add_argument("--write", action="store_true", help="record the results in docs/benchmarks.md")
+    args = parser.parse_args()
+    texts, labels = docstring_task()
+    counts = {f: labels.count(f) for f in FAMILIES}
+    print(f"{len(texts)} docstrings: {counts}", flush=True)
+    results: dict[str, Any] = {}
+    if args.results is not None and args.results.exists():
+        results = json.loads(args.results.read_text())
+    for part in args.parts.split(","):
+        if part not in PARTS:
+            raise SystemExit(f"unknown part {part!r}; the parts are {', '.join(PARTS)}")
+        found = run_part(part, texts, labels, args)
+        if args.results is not None:  # another part may have written meanwhile: merge into what is there now
+            results = json.loads(args.results.read_text()) if args.results.exists() else {}
+        results.update(found)
+        if args.results is not None:
+            args.results.write_text(json.dumps(results))
+    if args.write and {"classifiers", "labels", "pairs"} <= set(results):
+        write(results, texts, counts, args)
 
 
 if __name__ == "__main__":

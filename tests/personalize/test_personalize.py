@@ -16,6 +16,7 @@ from personalize_helpers import PARAMS, csv_bytes, pairs_csv
 
 from conftest import LiveServer, bearer, run_cli, scaled, start_server
 from stratus import Client
+from stratus.cli.personalize import render_report
 from stratus.personalize.data import read
 from stratus.personalize.worker import Judge
 
@@ -56,7 +57,9 @@ def world(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         server.stop()
 
 
-def test_report_compares_base_and_personalized_as_served(world: dict[str, Any]) -> None:
+def test_report_compares_base_and_personalized_as_served(
+    world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     job, server = world["job"], world["server"]
     report = job.metrics
     assert job.state == "succeeded" and job.version == 1
@@ -80,6 +83,10 @@ def test_report_compares_base_and_personalized_as_served(world: dict[str, Any]) 
     assert version["lineage"]["dataset"].startswith("pairs@")
     stored = server.get(f"{server.url}/api/v1/models/{NAME}/versions/1/files/personalize-report.json", headers=alpha)
     assert stored.status_code == 200 and stored.json()["improvement"] == report["improvement"]
+    # What `stratus personalize --wait` prints once the job has ended.
+    render_report(job.data)
+    printed = capsys.readouterr().out
+    assert "recall@10" in printed and "recall@1" in printed and f"as {NAME} version 1" in printed
 
 
 def test_another_project_gets_404_on_every_route(world: dict[str, Any]) -> None:
