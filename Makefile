@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-finetune bench-deploy bench-startup bench-scale install clean ui-assets chromium
+.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-finetune bench-sequence bench-deploy bench-startup bench-scale install clean ui-assets chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,11 @@ bench-compress: $(STAMP)
 # personalization's base/personalized figures (about 15 minutes on 2 cores); records them in docs/benchmarks.md.
 bench-finetune: $(STAMP)
 	$(BIN)/python -m benchmarks.finetune --write
+
+# rnn, transformer and text_classifier on the module-family docstring task, as jobs on a real server, the held-out
+# texts served over V2 and V1 (about 10 minutes on 2 cores); records the table in docs/training.md.
+bench-sequence: $(STAMP)
+	$(BIN)/python -m benchmarks.sequence --write
 
 bench-deploy: $(STAMP)
 	$(BIN)/python -m benchmarks.deploy

@@ -126,9 +126,10 @@ def split(limit_train: int | None = None, limit_held_out: int | None = None) -> 
 # The module-family task: a labelled text-classification dataset from the same docstrings, for the text
 # trainers' benchmarks and tests (benchmarks/sequence.py records rnn, transformer and text_classifier on it).
 
-#: The families: the standard library's five largest packages by distinct docstrings (CPython 3.11), each a
-#: top-level module with its submodules. turtle needs tkinter, which every full CPython build has.
-FAMILIES = ("asyncio", "email", "logging", "turtle", "xml")
+#: The families: six of the standard library's largest packages by distinct docstrings (CPython 3.11), each a
+#: top-level module with its submodules (benchmarks/finetune.py measures fine_tune on the same six).
+#: turtle needs tkinter, which every full CPython build has.
+FAMILIES = ("asyncio", "email", "logging", "unittest", "xml", "turtle")
 #: Docstrings shorter than this many words say too little to classify ("Return self.").
 _MIN_WORDS = 6
 
@@ -201,7 +202,7 @@ class LabelledTexts:
 @cache
 def module_family_task(per_family: int | None = None) -> LabelledTexts:
     """The docstring classification task: each docstring of ``FAMILIES`` (at least 6 words) labelled with its
-    family, in a stable order. A text found in two families (an inherited or copied docstring) is dropped, as
+    family, sorted by text (the rows and order of benchmarks/finetune.py's docstring_task). A text found in two families (an inherited or copied docstring) is dropped, as
     is a repeat. ``per_family`` keeps the first N of each family (for small tests). Train with any text trainer
     on ``csv()`` (a job holds out its test split), or use ``split()`` for the same rows outside a job."""
     with warnings.catch_warnings():
@@ -218,11 +219,12 @@ def module_family_task(per_family: int | None = None) -> LabelledTexts:
                     order.append(text)
                 found[text].add(family)
     kept: dict[str, list[str]] = {family: [] for family in FAMILIES}
-    for text in order:
+    for text in sorted(order):  # sorted by text, as benchmarks/finetune.py orders them
         if len(found[text]) == 1:
             kept[next(iter(found[text]))].append(text)
     classes = tuple(sorted(FAMILIES))
-    pairs = [(t, classes.index(f)) for f in FAMILIES for t in kept[f][:per_family]]
+    chosen = {t for f in FAMILIES for t in kept[f][:per_family]}
+    pairs = [(t, classes.index(next(iter(found[t])))) for t in sorted(chosen)]
     return LabelledTexts(tuple(t for t, _ in pairs), tuple(label for _, label in pairs), classes)
 
 

@@ -76,6 +76,7 @@ class TrainParams(BaseModel):
     num_layers: int = Field(default=1, ge=1, le=8, description="rnn or transformer layers")
     heads: int = Field(default=4, ge=1, le=32, description="transformer attention heads (divide embedding_dim)")
     dropout: float = Field(default=0.1, ge=0.0, lt=0.9, description="rnn and transformer dropout")
+    token_dropout: float = Field(default=0.1, ge=0.0, le=0.5, description="rnn/transformer text: words made [UNK]")
     image_size: int | None = Field(
         default=None, ge=4, le=1024, description="train on images resized to this square size (inside the model)"
     )

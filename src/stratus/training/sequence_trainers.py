@@ -150,12 +150,18 @@ def train_text_sequence(
     init_weights(model, params.init)
     ids, mask = encode(tokenizer, texts_train)
     labels = torch.tensor(y_train, dtype=torch.long)
+    noise = torch.Generator().manual_seed(params.seed + 1)
 
     def batch(index: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # Cut the batch to its longest text: the padding beyond it changes nothing (the models are exact under
         # padding) but costs recurrent steps.
         longest = max(int(mask[index].sum(1).max()), 1)
-        return ids[index, :longest], mask[index, :longest]
+        batch_ids = ids[index, :longest]
+        if params.token_dropout and model.training:
+            # Word dropout: training words become [UNK] (id 1) at random, so no single word decides a text.
+            drop = (torch.rand(batch_ids.shape, generator=noise) < params.token_dropout) & (batch_ids > 1)
+            batch_ids = torch.where(drop, torch.ones_like(batch_ids), batch_ids)
+        return batch_ids, mask[index, :longest]
 
     rows, val_rows = _validation_split(len(ids), params, np.asarray(y_train), True)
     fit(model, batch, labels, rows, val_rows, classify=True, params=params, report=report)

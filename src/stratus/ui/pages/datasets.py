@@ -30,7 +30,9 @@ def trainers_for(dataset: dict[str, Any]) -> list[str]:
     if "image" in dataset["schema"]:
         return ["cnn", "mlp"]
     if kinds.count("text") == 1:
-        return ["text_classifier"]
+        return ["text_classifier", "rnn", "transformer"]
+    if "sequence" in kinds:
+        return ["rnn", "transformer"]
     task = dataset["task"]
     sklearn = [m for m in SKLEARN_MODELS if not (m == "linear_regression" and task != "regression")]
     sklearn = [m for m in sklearn if not (m == "logistic_regression" and task != "classification")]
