@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-finetune bench-sequence bench-deploy bench-startup bench-scale install clean ui-assets chromium
+.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-finetune bench-sequence bench-automl bench-deploy bench-startup bench-scale install clean ui-assets chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,11 @@ bench-finetune: $(STAMP)
 # texts served over V2 and V1 (about 10 minutes on 2 cores); records the table in docs/training.md.
 bench-sequence: $(STAMP)
 	$(BIN)/python -m benchmarks.sequence --write
+
+# AutoML with a 120 s budget on breast_cancer, wine, digits, diabetes and make_friedman1 (2,000 rows) against every
+# family's defaults, as jobs on a real server (about 15 minutes on 2 cores); records the table in docs/training.md.
+bench-automl: $(STAMP)
+	$(BIN)/python -m benchmarks.automl --write
 
 bench-deploy: $(STAMP)
 	$(BIN)/python -m benchmarks.deploy

@@ -38,11 +38,11 @@ def run_fold(payload: Payload, config: dict[str, Any], fold: int) -> dict[str, A
     train, held_out = payload.folds[fold]
     X_fit, y_fit, X_val, y_val = payload.X[train], payload.y[train], payload.X[held_out], payload.y[held_out]
     classify = payload.task == "classification"
-    started = time.perf_counter()
     if family in SKLEARN_MODELS:
         from stratus.training.sklearn_trainers import build_estimator
 
         estimator = build_estimator(family, payload.task, params)
+        started = time.perf_counter()
         estimator.fit(X_fit, y_fit)
         fit_s = time.perf_counter() - started
 
@@ -58,6 +58,7 @@ def run_fold(payload: Payload, config: dict[str, Any], fold: int) -> dict[str, A
         from stratus.training.worker import split
 
         torch.set_num_threads(1)
+        started = time.perf_counter()  # after the imports: a process's first torch fold loads torch
         X_inner, y_inner, X_watch, y_watch = X_fit, y_fit, None, None
         if params.validation_split > 0:  # as the training child does: the validation rows are not trained on
             X_inner, X_watch, y_inner, y_watch = split(X_fit, y_fit, params.validation_split, params.seed, classify)

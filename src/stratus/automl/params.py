@@ -67,6 +67,13 @@ class AutoMLRequest(BaseModel):
     def _duration(cls, value: Any) -> float:
         return parse_duration(value)
 
+    @field_validator("ensemble")
+    @classmethod
+    def _members(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("an ensemble needs at least 2 models (0 turns it off)")
+        return value
+
     @field_validator("families")
     @classmethod
     def _known(cls, value: list[str] | None) -> list[str] | None:

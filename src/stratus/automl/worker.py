@@ -46,7 +46,8 @@ QUIET_STARTUP_S = 1.5
 END_MARGIN_S = 1.0
 MAX_LEADERBOARD_ROWS = 500
 #: Loaded once by the trial processes' fork server (while this child parses the dataset), so a trial process
-#: starts with them; torch only when a torch family is searched.
+#: starts with them. Not torch: loading it takes seconds on a busy machine, and would hold back every trial
+#: (the scikit-learn ones too); a trial process loads it at its first torch fold, a refit when it needs it.
 PRELOAD = [
     "stratus.automl.folds",
     "stratus.training.worker",
@@ -57,7 +58,6 @@ PRELOAD = [
     "skl2onnx",
     "onnxruntime",
 ]
-TORCH_PRELOAD = ["torch", "stratus.training.torch_trainers"]
 
 
 def features(parsed: ParsedDataset, train_rows: Array) -> tuple[Array, list[list[str]]]:
@@ -99,8 +99,7 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     # The budget counts from when the server started this job, not from when this interpreter got here.
     end = time.monotonic() + (spec["started_at"] + request.budget - time.time()) - END_MARGIN_S
     families: list[str] = spec["families"]
-    preload = PRELOAD + (TORCH_PRELOAD if any(f not in SKLEARN_MODELS for f in families) else [])
-    context = fork_context(preload)
+    context = fork_context(PRELOAD)
     multiprocessing.forkserver.ensure_running()  # loads the trainers' modules while the dataset is parsed
     options = dataset.get("options", {})
     parsed = parse(
@@ -134,7 +133,7 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         processes=max(1, threads),
         memory_mb=int(spec["trial_memory_mb"]),
         trial_timeout_s=max(10.0, request.budget / 3),
-        preload=preload,
+        preload=PRELOAD,
     )
     searching = f"searching {', '.join(families)}: {request.metric}, {request.budget:g} s budget"
     report({"event": "log", "message": searching})
