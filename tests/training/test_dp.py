@@ -60,9 +60,13 @@ def accountant_epsilon(privacy: dict[str, Any]) -> float:
 
 
 def test_breast_cancer_at_epsilon_1_keeps_accuracy_and_stores_the_accountants_epsilon(cancer: Split) -> None:
-    events: list[dict[str, Any]] = []
-    accuracy, privacy, model = train(cancer, events, dp_epsilon=1.0, dp_delta=1e-5)
-    assert accuracy >= 0.90
+    """Each run's noise is fresh (nothing seeds it), so its accuracy varies: over 20 runs (make bench-privacy) it was
+    0.90 to 0.97, mean 0.94. The median of three runs keeps at least 0.90."""
+    events_of: tuple[list[dict[str, Any]], ...] = ([], [], [])
+    runs = [train(cancer, events, dp_epsilon=1.0, dp_delta=1e-5) for events in events_of]
+    assert sorted(run[0] for run in runs)[1] >= 0.90
+    assert all(run[1]["epsilon"] <= 1.0 for run in runs)
+    (_, privacy, model), events = runs[0], events_of[0]
     assert privacy["epsilon"] <= 1.0 and privacy["delta"] == 1e-5 and privacy["accountant"] == "rdp"
     assert privacy["epsilon"] == pytest.approx(accountant_epsilon(privacy), rel=1e-12)
     # The noise search lands within Opacus's tolerance (0.01) of the budget: the budget is used, not wasted.

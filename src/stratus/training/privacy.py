@@ -35,9 +35,8 @@ Report = Callable[[dict[str, Any]], None]
 #: Opacus's Rényi DP accountant: what every budget here is measured with.
 ACCOUNTANT = "rdp"
 #: The Rényi orders the accountant converts over: Opacus's defaults (1.1 to 63) and larger ones, without which no
-#: noise reaches an epsilon below log(1/delta)/62 (about 0.19 at delta 1e-5).
-#: noise reaches an epsilon below log(1/delta)/62 (about 0.19 at delta 1e-5). Up to 512: an order's cost grows
-#: with it, and 512 still allows an epsilon of 0.03 at delta 1e-5.
+#: noise reaches an epsilon below log(1/delta)/62 (about 0.19 at delta 1e-5). Up to 476: an order's cost grows
+#: with it, and 476 still allows an epsilon of about 0.03 at delta 1e-5.
 ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [int(64 * 1.25**k) for k in range(1, 10)]
 
 
