@@ -14,6 +14,7 @@ Differential privacy plugs in through ``mods``: Flower mods run around the clien
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,16 +23,17 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.message_pb2 import Message as ProtoMessage
 from torch import nn
 
 from stratus.federated import model as fed
-from stratus.federated.relay import MAX_MESSAGE, SERVICE
+from stratus.federated.relay import HEARTBEAT, MAX_MESSAGE, SERVICE
 from stratus.training.params import TrainParams
 from stratus.training.torch_trainers import run_epochs
 from stratus.types import Array
@@ -201,6 +203,17 @@ class RelayConnection:
     def push(self, message: Message) -> None:
         self._call("Push", bytes(message_to_proto(message).SerializeToString()))
 
+    def ping(self) -> None:
+        self._call("Ping", timeout=5.0)
+
+    def heartbeat(self, stop: threading.Event) -> None:
+        """Ping while the client computes, so a long local fit is not taken for a dropped client."""
+        while not stop.wait(HEARTBEAT):
+            try:
+                self.ping()
+            except grpc.RpcError:
+                return  # the job has ended or dropped this client: the main loop sees it too
+
     def leave(self) -> None:
         with contextlib.suppress(grpc.RpcError):
             self._call("Leave", timeout=5.0)
@@ -220,6 +233,8 @@ def serve_rounds(
     node_id = connection.register()
     context = Context(run_id=1, node_id=node_id, node_config={}, state=RecordDict(), run_config={})
     answered = 0
+    beating = threading.Event()
+    threading.Thread(target=connection.heartbeat, args=(beating,), daemon=True).start()
     try:
         while not stop():
             try:
@@ -233,10 +248,15 @@ def serve_rounds(
                 continue
             if on_message is not None:
                 on_message(message)
-            reply = app(message=message, context=context)
+            try:
+                reply = app(message=message, context=context)
+            except Exception as exc:  # as Flower's SuperNode does: the server gets an error reply, the client lives on
+                reason = f"{type(exc).__name__}: {exc}"
+                reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
             connection.push(reply)
             answered += 1
     finally:
+        beating.set()
         connection.leave()
     return answered
 

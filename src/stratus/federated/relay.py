@@ -33,8 +33,10 @@ from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
 
 SERVICE = "stratus.federated.Relay"
-#: How long a node may go without polling before it counts as dropped (it polls every fraction of a second).
+#: How long a node may go silent before it counts as dropped: clients poll, and ping while they compute, every
+#: fraction of a second (HEARTBEAT), so only a dead or cut-off client goes silent this long.
 NODE_TIMEOUT = 5.0
+HEARTBEAT = 0.25
 #: Largest message either way: a CNN's weights are a few MB; SecAgg+ adds shares, not copies.
 MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -166,6 +168,11 @@ class RelayGrid(Grid):
         with self._lock:
             self._replies[message.metadata.reply_to_message_id] = message
 
+    def ping(self, node_id: int, session: str) -> None:
+        """A client's heartbeat while it computes (a local fit can take longer than ``node_timeout``)."""
+        with self._lock:
+            self._node(node_id, session)
+
     def leave(self, node_id: int, session: str) -> None:
         with self._lock:
             node = self._node(node_id, session)
@@ -179,7 +186,7 @@ class RelayGrid(Grid):
 
 
 class RelayServicer:
-    """The gRPC calls (raw bytes, no generated code): Register, Pull, Push, Leave."""
+    """The gRPC calls (raw bytes, no generated code): Register, Pull, Push, Ping, Leave."""
 
     def __init__(self, grid: RelayGrid, secret: bytes, job_id: str) -> None:
         self.grid = grid
@@ -235,6 +242,14 @@ class RelayServicer:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         return b""
 
+    def ping(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        node_id, session = self._session(context)
+        try:
+            self.grid.ping(node_id, session)
+        except LookupError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        return b""
+
     def leave(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         node_id, session = self._session(context)
         try:
@@ -258,6 +273,7 @@ def serve(servicer: RelayServicer, host: str = "127.0.0.1", port: int = 0) -> tu
         "Register": _raw(servicer.register),
         "Pull": _raw(servicer.pull),
         "Push": _raw(servicer.push),
+        "Ping": _raw(servicer.ping),
         "Leave": _raw(servicer.leave),
     }
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])

@@ -21,6 +21,7 @@ from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.server import LegacyContext, ServerApp, ServerConfig
+from flwr.server.client_manager import SimpleClientManager
 from flwr.server.compat.app_utils import start_update_client_manager_thread
 from flwr.server.strategy import FedAvg, FedProx, Strategy
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -45,6 +46,18 @@ class Outcome:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     joined: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+
+
+class BoundedClientManager(SimpleClientManager):
+    """Flower's client manager, but a round that cannot find its minimum of clients waits ``timeout`` seconds for
+    them, not Flower's default of a day: the round is then skipped (no clients selected) and the job goes on."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def wait_for(self, num_clients: int, timeout: int = 86400) -> bool:
+        return super().wait_for(num_clients, timeout=int(max(1, min(timeout, self.timeout))))
 
 
 def _strategy(
@@ -111,6 +124,7 @@ def run_federation(
             context=context,
             config=ServerConfig(num_rounds=int(spec["rounds"]), round_timeout=timeout),
             strategy=strategy,
+            client_manager=BoundedClientManager(timeout),
         )
         thread, stop, registered = start_update_client_manager_thread(grid_, legacy.client_manager)
         registered.wait()
