@@ -154,3 +154,24 @@ def test_a_budget_no_noise_can_reach_is_a_clear_error() -> None:
 def test_without_a_budget_logistic_regression_is_untouched() -> None:
     request = parse_train_request({"dataset": "cancer", "model": "logistic_regression"})
     assert request.params.dp_epsilon is None and request.params.lr == TrainParams().lr
+
+
+def test_a_cnn_trains_under_dp_sgd_with_augmentation_and_exports_to_onnx() -> None:
+    """The other trainers go through the same engine: a small CNN on digits (conv, pools, resize inside the model),
+    augmented, one epoch; Opacus's hooks removed, it exports and ONNX reproduces it."""
+    from sklearn.datasets import load_digits
+
+    from stratus.formats import torch_to_onnx
+
+    torch.set_num_threads(1)
+    X, y = load_digits(return_X_y=True)
+    X = X.reshape(-1, 1, 8, 8).astype(np.float32)
+    params = TrainParams(dp_epsilon=2.0, epochs=1, batch_size=64, channels=[4], augment=["flip", "crop", "rotate"])
+    events: list[dict[str, Any]] = []
+    model, privacy = train_private(
+        "cnn", X[:256], y[:256], X[256:300], y[256:300], task="classification", classes=10, image_shape=(1, 8, 8),
+        params=params, report=events.append,
+    )  # fmt: skip
+    assert 0 < privacy["epsilon"] <= 2.0 and privacy["steps"] == 4
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1]
+    torch_to_onnx(model, X[:4], output_names=("logits", "label"), rtol=1e-4, atol=1e-4)  # raises on a mismatch

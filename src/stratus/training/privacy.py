@@ -28,7 +28,14 @@ from torch import nn
 
 from stratus.errors import InvalidInput
 from stratus.training.params import TrainParams
-from stratus.training.torch_trainers import TorchSetup, _optimizer, _scheduler, evaluate_score, setup_torch
+from stratus.training.torch_trainers import (
+    TorchSetup,
+    _optimizer,
+    _scheduler,
+    augment,
+    evaluate_score,
+    setup_torch,
+)
 from stratus.types import Array
 
 Report = Callable[[dict[str, Any]], None]
@@ -194,8 +201,13 @@ def _train(setup: TorchSetup, params: TrainParams, report: Report) -> tuple[nn.M
         }
     )
 
+    augmenting = torch.Generator().manual_seed(params.seed)  # augmentation is per example: DP-SGD bounds it too
+
     def batch_loss(index: torch.Tensor) -> torch.Tensor:
-        out = private_model(xs[index])
+        batch = xs[index]
+        if setup.augment and len(index) > 0:
+            batch = augment(batch, setup.augment, augmenting)
+        out = private_model(batch)
         scores: torch.Tensor = out[0] if classify else out
         if len(index) == 0:  # Poisson sampling can draw no row: the step still adds its noise
             return scores.sum() * 0.0
