@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import load_diabetes, load_iris
 
 from conftest import as_admin, make_settings, scaled
+from stratus.cli.automl import render_leaderboard
 from stratus.platform import create_app
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -65,11 +66,13 @@ def test_refused_at_submit_with_the_reason(app: TestClient, body: dict[str, obje
     assert message in r.json()["error"]
 
 
-def test_a_job_searches_registers_and_serves_its_best_model(app: TestClient) -> None:
+def test_a_job_searches_registers_and_serves_its_best_model(
+    app: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
     body = {
         "dataset": "iris",
         "metric": "f1_macro",
-        "budget": 15,
+        "budget": 20,
         "families": ["logistic_regression", "decision_tree"],
         "folds": 3,
         "ensemble": 2,
@@ -78,7 +81,7 @@ def test_a_job_searches_registers_and_serves_its_best_model(app: TestClient) -> 
     r = app.post("/api/v1/automl", json=body)
     assert r.status_code == 201, r.text
     submitted = r.json()
-    assert submitted["kind"] == "automl" and submitted["timeout_s"] == 17  # the budget, and the backstop
+    assert submitted["kind"] == "automl" and submitted["timeout_s"] == 22  # the budget, and the backstop
     job = wait_for(app, submitted["id"], TERMINAL, 60)
     assert job["state"] == "succeeded", job["error"]
     board = app.get(f"/api/v1/jobs/{submitted['id']}/leaderboard").json()
@@ -105,13 +108,20 @@ def test_a_job_searches_registers_and_serves_its_best_model(app: TestClient) -> 
     assert served.status_code == 200, served.text
     labels = np.array([p["label"] for p in served.json()["predictions"]])
     assert (labels == y).mean() > 0.85
-    # The top-2 ensemble, when both refits fitted in the budget: a pipeline averaging the members.
-    if "ensemble" in result:
-        ensemble = result["ensemble"]
-        assert ensemble["version"] == 2 and len(ensemble["members"]) == 2
-        two = app.post("/v1/models/iris-auto/versions/2:predict", json={"instances": X.tolist()})
-        assert two.status_code == 200, two.text
-        assert (np.array([p["label"] for p in two.json()["predictions"]]) == y).mean() > 0.85
+    # The top-2 ensemble: a pipeline averaging the two best configurations' probabilities.
+    ensemble = result["ensemble"]
+    assert ensemble["version"] == 2 and len(ensemble["members"]) == 2 and ensemble["combine"] == "average"
+    assert ensemble["members"][0]["trial"] == result["trial"]
+    pipeline = app.get("/api/v1/models/iris-auto/versions/2").json()
+    assert pipeline["format"] == "pipeline" and pipeline["params"]["trainer"] == "automl-ensemble"
+    two = app.post("/v1/models/iris-auto/versions/2:predict", json={"instances": X.tolist()})
+    assert two.status_code == 200, two.text
+    assert (np.array([p["label"] for p in two.json()["predictions"]]) == y).mean() > 0.85
+    # The CLI's table of the same leaderboard.
+    render_leaderboard(board, limit=5)
+    table = capsys.readouterr().out
+    assert f"AutoML job {submitted['id']} (succeeded): f1_macro" in table and complete[0]["family"] in table
+    assert "registered as version 1" in table and "ensemble of 2 (average)" in table
 
 
 def test_cancel_ends_a_running_job(app: TestClient) -> None:

@@ -1,8 +1,9 @@
 """The top-k ensemble: the refit members put together as a pipeline (runtime/pipeline.py), the platform's
-existing way to serve several models as one. Classifiers average their probabilities, then argmax (or vote
-on labels when a member has no probabilities, as the torch trainers' logits are not); regressors average
-their predictions. The pipeline is run here on the test split with the serving runtime, and registered by
-the server through the usual pipeline checks (every ONNX file through the gate, a warm-up run)."""
+existing way to serve several models as one. Classifiers average their probabilities, then argmax (torch
+networks their logits; a mix of the two votes on labels, since logits and probabilities do not average);
+regressors average their predictions. The pipeline is run here on the test split with the serving runtime,
+and registered by the server through the usual pipeline checks (every ONNX file through the gate, a warm-up
+run)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,13 @@ def build(
     infos = [(trial, inspect_onnx((folder / "model.onnx").read_bytes()).signature, folder) for trial, folder in refits]
     first = infos[0][1]
     classify = parsed.task == "classification"
+    scores = ""  # the class scores every member outputs, averaged (probabilities, or the torch networks' logits)
     if classify:
         members = infos
-        averaged = all(any(o.name == "probabilities" for o in sig.outputs) for _, sig, _ in members)
+        for name in ("probabilities", "logits"):
+            if all(any(o.name == name for o in sig.outputs) for _, sig, _ in members):
+                scores = name
+        averaged = bool(scores)
         if not averaged and metric == "roc_auc":
             return None  # a vote has no class scores to rank by
     else:
@@ -44,7 +49,7 @@ def build(
         file = f"member{index}.onnx"
         files[file] = (folder / "model.onnx").read_bytes()
         if classify:
-            out = {"probabilities": f"p{index}"} if averaged else {"label": f"l{index}"}
+            out = {scores: f"p{index}"} if averaged else {"label": f"l{index}"}
         else:
             out = {signature.outputs[0].name: f"y{index}"}
         steps.append({"op": "onnx", "file": file, "inputs": {i.name: i.name for i in first.inputs}, "outputs": out})
@@ -52,11 +57,11 @@ def build(
     outputs: list[dict[str, Any]]
     if classify and averaged:
         classes = len(parsed.classes)
-        steps.append({"op": "average", "inputs": [f"p{i}" for i in range(count)], "output": "probabilities"})
-        steps.append({"op": "argmax", "input": "probabilities", "output": "label"})
+        steps.append({"op": "average", "inputs": [f"p{i}" for i in range(count)], "output": scores})
+        steps.append({"op": "argmax", "input": scores, "output": "label"})
         outputs = [
             {"name": "label", "datatype": "INT64", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]},
+            {"name": scores, "datatype": "FP32", "shape": [-1, classes]},
         ]
     elif classify:
         steps.append({"op": "vote", "inputs": [f"l{i}" for i in range(count)], "output": "label"})
@@ -105,5 +110,6 @@ def _score(
         feeds[names[0]] = X
     out = runner.run_checked(runner.check_inputs(feeds))
     if parsed.task == "classification":
-        return score(metric, y, out["label"].ravel(), out.get("probabilities"), len(parsed.classes))
+        scores = out.get("probabilities", out.get("logits"))
+        return score(metric, y, out["label"].ravel(), scores, len(parsed.classes))
     return score(metric, y, out["prediction"].ravel(), None, 0)

@@ -91,6 +91,14 @@ def refit_estimate(family: str, fit_s: list[float], folds: int, startup_s: float
     return slower * REFIT_OVERHEAD_S[framework] + 1.5 * fit * folds / max(1, folds - 1)
 
 
+def first_of_each_family(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """The best trial of each family, in rank order: the candidates for the refit and an ensemble's members."""
+    found: dict[str, TrialRecord] = {}
+    for trial in trials:
+        found.setdefault(trial.family, trial)
+    return list(found.values())
+
+
 def run(job_dir: Path, data: bytes, threads: int) -> None:
     spec = json.loads((job_dir / "request.json").read_text())
     startup_s = max(0.0, time.time() - spec["started_at"])
@@ -144,7 +152,7 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         return refit_estimate(trial.family, trial.fit_s, request.folds, startup_s)
 
     def stop_at() -> float:
-        ranked = [t for t in search.ranked() if t.state == "complete"][:members]
+        ranked = first_of_each_family([t for t in search.ranked() if t.state == "complete"])[:members]
         if ranked:
             return float(end - sum(estimate(t) for t in ranked))
         return float(end - min(refit_estimate(f, [], request.folds, startup_s) for f in families))
@@ -171,6 +179,8 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     for trial in complete:
         if len(refits) >= members or (refits and time.monotonic() + estimate(trial) > end):
             break
+        if any(trial.family == done.family for done, _ in refits):
+            continue  # an ensemble's members are each family's best: near-copies of one model add nothing
         folder = job_dir / ("refit" if not refits else f"member-{len(refits)}")
         error = refit(context, folder, dataset, base, trial, data, threads, end)
         if error is None:
