@@ -58,8 +58,9 @@ class LocalData:
 
 def local_data(parsed: Any, shape: fed.Shape, test_split: float, seed: int) -> LocalData:
     """Check the parsed file against the job's shape and split it (central training's split)."""
+    from sklearn.model_selection import train_test_split
+
     from stratus.errors import InvalidInput
-    from stratus.training.worker import split
 
     if parsed.y is None:
         raise InvalidInput("the local data has no target column")
@@ -80,7 +81,13 @@ def local_data(parsed: Any, shape: fed.Shape, test_split: float, seed: int) -> L
     index = np.array([shape.classes.index(c) for c in parsed.classes], dtype=np.int64)
     y = index[np.asarray(parsed.y)]
     rows = np.arange(parsed.rows)
-    train_rows, test_rows, _, _ = split(rows, y, test_split, seed, True)
+    # Central training's split (training/worker.split, not imported: the SDK reaches this module): seeded, stratified
+    # when every class has two rows.
+    local = np.asarray(parsed.y)
+    stratify = local if np.bincount(local).min() >= 2 else None
+    train_rows, test_rows, _, _ = train_test_split(
+        rows, local, test_size=test_split, random_state=seed, stratify=stratify
+    )
     X = np.asarray(parsed.X, dtype=np.float32)
     return LocalData(X[train_rows], y[train_rows], X[test_rows], y[test_rows], image)
 

@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
@@ -53,7 +53,7 @@ class FederatedRequest(BaseModel):
     secure_aggregation: bool = True
     round_timeout_s: float = Field(default=120.0, gt=0.0, le=86400.0)
     features: int | None = Field(default=None, ge=1, le=100_000)
-    image_shape: list[int] | None = Field(default=None, min_length=3, max_length=3)
+    image_shape: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(default=None, min_length=3, max_length=3)
     classes: list[str] = Field(min_length=2, max_length=10_000)
     params: TrainParams = Field(default_factory=TrainParams)
     timeout_s: int = Field(default=3600, ge=1, le=7 * 86400)
@@ -84,7 +84,7 @@ class JoinRequest(BaseModel):
 
     client: str = Field(min_length=1, max_length=64)
     features: int | None = Field(default=None, ge=1, le=100_000)
-    image_shape: list[int] | None = Field(default=None, min_length=3, max_length=3)
+    image_shape: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(default=None, min_length=3, max_length=3)
     classes: list[str] = Field(min_length=1, max_length=10_000)
 
 
