@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-finetune bench-sequence bench-automl bench-privacy bench-deploy bench-startup bench-scale install clean ui-assets chromium
+.PHONY: serve test lint typecheck pytest bench bench-edge bench-compress bench-finetune bench-sequence bench-automl bench-privacy bench-federated bench-deploy bench-startup bench-scale install clean ui-assets chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench: $(STAMP) $(UI_STAMP) chromium
 # Explanations: one breast-cancer row's latency; iris at concurrency 8 beside 20 explain requests (docs/explain.md).
 bench-explain: $(STAMP)
 	$(BIN)/python -m benchmarks.explain --write
+
+# Federated learning: three non-IID digit shards, a CNN with FedAvg + SecAgg+ through a real server and three client
+# processes, against central training on the same rows; --write records it in docs/federated.md.
+bench-federated: $(STAMP)
+	$(BIN)/python -m benchmarks.federated --write
 
 # The console's pages with 1,000 models x 10 versions and 10,000 jobs; --write records them in docs/benchmarks.md.
 bench-console: $(STAMP) $(UI_STAMP) chromium
