@@ -153,8 +153,11 @@ def _follow(job: Any) -> None:
             data = event["data"]
             if event["kind"] == "epoch":
                 stats = f"loss {data['loss']:.4f}" if data.get("loss") is not None else ""
-                if "val_metric" in data:
+                if data.get("val_metric") is not None:
                     stats += f"  val {data.get('val_metric_name', 'metric')} {data['val_metric']:.4f}"
+                if "joined" in data:  # a federated round (docs/federated.md): clients in it, and those gone
+                    stats += f"  clients {len(data.get('clients') or {})}/{len(data['joined'])}"
+                    stats += f" ({len(data.get('dropped') or [])} dropped)" if data.get("dropped") else ""
                 progress.update(bar, total=data["epochs"], completed=data["epoch"], stats=stats)
             elif event["kind"] == "step":
                 progress.update(bar, description=f"{data['method']} done ({data['step']}/{data['steps']})")
