@@ -3,10 +3,11 @@ which metrics fit its task. Checked at submit, so a request that cannot run is a
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from stratus.errors import InvalidInput
 from stratus.registry.names import NAME_PATTERN
@@ -32,6 +33,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string such as 90s, 5m or 1h")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration is a finite number of seconds")
         return float(value)
     if isinstance(value, str):
         found = _DURATION.match(value)
@@ -45,7 +48,15 @@ class AutoMLRequest(BaseModel):
 
     dataset: str = Field(pattern=NAME_PATTERN, max_length=64)
     metric: Metric
-    budget: float = Field(description="wall-clock limit of the whole job, refit included: seconds, or 90s, 5m, 1h")
+    budget: Annotated[
+        float,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "number"}, {"type": "string", "pattern": _DURATION.pattern}],
+                "description": "wall-clock limit of the whole job, refit included: seconds, or 90s, 5m, 1h",
+            }
+        ),
+    ]
     name: str | None = Field(
         default=None, pattern=NAME_PATTERN, max_length=64, description="registered model name; default: DATASET-automl"
     )
