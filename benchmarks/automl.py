@@ -69,9 +69,14 @@ def run_dataset(client: Client, name: str, metric: str, budget: float, ensemble:
         version = client._json("GET", f"/api/v1/models/{job.model}/versions/{job.version}")
         defaults[family] = float(version["metrics"][VERSION_METRIC[metric]])
         print(f"  {name} {family} (defaults): {metric} {defaults[family]:.4f}", flush=True)
-    job = client.automl(name, metric=metric, budget=budget, name=f"{name}-automl", ensemble=ensemble, wait=True).data
+    job = client.automl(name, metric=metric, budget=budget, name=f"{name}-automl", ensemble=ensemble, wait=False)
+    job = job.wait(timeout_s=budget + 120, raise_on_failure=False).data
     board = client.leaderboard(job["id"])
     best_family = max(defaults, key=lambda f: defaults[f])
+    if job["state"] != "succeeded":  # recorded as it is, not dropped
+        print(f"  {name}: AutoML job {job['state']}: {job['error']}", flush=True)
+        failed = {"dataset": name, "metric": metric, "error": f"job {job['state']}: {job['error']}"}
+        return failed | {"default_family": best_family, "default": defaults[best_family], "states": {}}
     result = job["metrics"]
     made = result.get("ensemble")
     row = {
@@ -145,6 +150,12 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        if "error" in r:
+            lines.append(
+                f"| {r['dataset']} | {r['metric']} | {r['error']} | | | {r['default_family']} | {r['default']:.4f} | "
+                "no | | |"
+            )
+            continue
         s = r["states"]
         made = f"{r['members']}, {r['ensemble']:.4f}" if r["ensemble"] is not None else "none"
         lines.append(
