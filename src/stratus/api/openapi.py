@@ -235,6 +235,8 @@ def _statuses(method: str, path: str, operation: dict[str, Any]) -> set[int]:
         statuses |= {503, 504}
     if any(marker in path for marker in _ARTIFACT_MARKERS):
         statuses.add(503)
+    if path.endswith("/join"):  # a federated job whose server is still starting (docs/federated.md)
+        statuses.add(503)
     return statuses
 
 

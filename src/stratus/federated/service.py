@@ -21,13 +21,14 @@ import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
 
 from stratus import tenancy
 from stratus.errors import Conflict, Forbidden, InvalidInput, NotFound, NotReady
 from stratus.jobs import JobService
 from stratus.registry import RegistryService, check_name
+from stratus.registry.names import NAME_PATTERN
 from stratus.security.keys import PREFIX, KeyService
 from stratus.security.scopes import FEDERATED
 from stratus.store.tables import ApiKey, Project
@@ -35,7 +36,14 @@ from stratus.training.params import TrainParams
 from stratus.version import __version__
 
 KIND = "federated"
-_CLIENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+CLIENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_CLIENT_RE = re.compile(CLIENT_PATTERN.strip("^$"))
+
+
+def _refuse_null(value: Any) -> Any:
+    if value is None:  # leave the field out instead: the published schema has no null here
+        raise ValueError("give a value or leave the field out")
+    return value
 
 
 class FederatedRequest(BaseModel):
@@ -43,10 +51,13 @@ class FederatedRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
+    name: str | None = Field(
+        default=None, pattern=NAME_PATTERN, max_length=64, description="registered model name; default: federated-MODEL"
+    )
     model: Literal["logistic_regression", "mlp", "cnn"]
     rounds: int = Field(default=10, ge=1, le=1000)
-    min_clients: int = Field(default=2, ge=1, le=1000)
+    # At least 2: a federation of one is that client's own training, and a secure sum of one is its update.
+    min_clients: int = Field(default=2, ge=2, le=1000)
     strategy: Literal["fedavg", "fedprox"] = "fedavg"
     proximal_mu: float = Field(default=0.1, ge=0.0, le=100.0)
     local_epochs: int = Field(default=1, ge=1, le=100)
@@ -54,9 +65,14 @@ class FederatedRequest(BaseModel):
     round_timeout_s: float = Field(default=120.0, gt=0.0, le=86400.0)
     features: int | None = Field(default=None, ge=1, le=100_000)
     image_shape: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(default=None, min_length=3, max_length=3)
-    classes: list[str] = Field(min_length=2, max_length=10_000)
+    classes: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(min_length=2, max_length=10_000)
     params: TrainParams = Field(default_factory=TrainParams)
     timeout_s: int = Field(default=3600, ge=1, le=7 * 86400)
+
+    @field_validator("features", "image_shape", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        return _refuse_null(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> FederatedRequest:
@@ -66,10 +82,6 @@ class FederatedRequest(BaseModel):
             raise ValueError("image_shape values are 1-4096")
         if self.model == "cnn" and self.image_shape is None:
             raise ValueError("cnn trains on images: give image_shape")
-        if self.secure_aggregation and self.min_clients < 2:
-            raise ValueError(
-                "secure aggregation needs min_clients of at least 2 (a sum of one is that client's update)"
-            )
         if self.params.scaling == "minmax":
             raise ValueError("federated jobs scale with standard or none (the federation's mean and variance)")
         if len(set(self.classes)) != len(self.classes):
@@ -82,15 +94,51 @@ class JoinRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    client: str = Field(min_length=1, max_length=64)
+    @field_validator("features", "image_shape", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        return _refuse_null(value)
+
+    client: str = Field(pattern=CLIENT_PATTERN, max_length=64)
     features: int | None = Field(default=None, ge=1, le=100_000)
     image_shape: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(default=None, min_length=3, max_length=3)
-    classes: list[str] = Field(min_length=1, max_length=10_000)
+    classes: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(min_length=1, max_length=10_000)
+
+
+def _exactly_one_shape() -> dict[str, Any]:
+    return {
+        "oneOf": [
+            {"required": ["features"], "not": {"required": ["image_shape"]}},
+            {"required": ["image_shape"], "not": {"required": ["features"]}},
+        ]
+    }
+
+
+#: JSON Schema for what the request models' validators check across fields (the routes' openapi_extra).
+CREATE_RULES: dict[str, Any] = {
+    "allOf": [
+        _exactly_one_shape(),
+        {"if": {"properties": {"model": {"const": "cnn"}}}, "then": {"required": ["image_shape"]}},
+    ]
+}
+JOIN_RULES: dict[str, Any] = _exactly_one_shape()
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
 
 
 def _parse(model: type[BaseModel], raw: Any) -> Any:
     try:
-        return model.model_validate(raw)
+        # Strict: JSON's types as the published schema states them (no "1" for 1, no false for 0.0); a number with
+        # no fraction is an integer in JSON Schema, so 3.0 counts as 3.
+        return model.model_validate(_integral(raw), strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
