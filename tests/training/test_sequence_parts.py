@@ -14,8 +14,9 @@ from stratus.formats import torch_to_onnx
 from stratus.formats.verify import run_onnx
 from stratus.training.datasets import parse, profile_of, schema_of
 from stratus.training.params import TrainParams, TrainRequest, check_applicable
-from stratus.training.sequence_data import pad, sequences_of
+from stratus.training.sequence_data import pad
 from stratus.training.sequence_models import NumericSequenceModel, TextSequenceModel
+from stratus.training.sequence_trainers import sequences_of
 
 torch.set_num_threads(1)
 

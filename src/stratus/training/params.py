@@ -150,7 +150,10 @@ def check_applicable(
     if request.model in SEQUENCE_MODELS:
         from stratus.training.sequence_data import check_sequence_request
 
-        check_sequence_request(request, dataset, sequence_max_length)
+        params = request.params
+        check_sequence_request(
+            request.model, dataset, sequence_max_length, embedding_dim=params.embedding_dim, heads=params.heads
+        )
         return
     task = dataset["task"]
     image = "image" in dataset["schema"]
@@ -182,8 +185,7 @@ def check_private(request: TrainRequest, dataset: dict[str, Any]) -> None:
     params = request.params
     if request.model not in DP_MODELS:
         raise InvalidInput(
-            f"{request.model} cannot train with differential privacy (dp_epsilon): DP-SGD trains "
-            f"{', '.join(DP_MODELS)}"
+            f"{request.model} cannot train with differential privacy (dp_epsilon): DP-SGD trains {', '.join(DP_MODELS)}"
         )
     if request.workers is not None:
         raise InvalidInput("differential privacy (dp_epsilon) trains in one process: leave workers unset")

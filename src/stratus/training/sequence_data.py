@@ -17,16 +17,12 @@ every sequence to the longest, so one outlier of a million steps would make ever
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from stratus.errors import InvalidInput
 from stratus.types import Array
-
-if TYPE_CHECKING:
-    from stratus.training.datasets import ParsedDataset
-    from stratus.training.params import TrainRequest
 
 #: The CSV line a data row is on: the header is line 1.
 _FIRST_ROW_LINE = 2
@@ -95,17 +91,6 @@ def pad(sequences: list[Array], length: int | None = None) -> Array:
     return out
 
 
-def sequences_of(parsed: ParsedDataset) -> Array:
-    """The dataset's sequences as one NaN-padded [n, time, features] array: the CSV's list column, or an
-    NPZ's 3-D X (parsed as one image channel)."""
-    if parsed.sequences is not None:
-        return pad(parsed.sequences)
-    if parsed.image_shape is not None and parsed.image_shape[0] == 1:
-        result: Array = parsed.X[:, 0].astype(np.float32)
-        return result
-    raise InvalidInput("the dataset holds no numeric sequences")
-
-
 def _limit_error(name: str, low: int, high: int, limit: int) -> InvalidInput:
     shape = f"from {low} to {high} steps (ragged)" if low != high else f"of {high} steps"
     return InvalidInput(
@@ -115,16 +100,15 @@ def _limit_error(name: str, low: int, high: int, limit: int) -> InvalidInput:
     )
 
 
-def check_sequence_request(request: TrainRequest, dataset: dict[str, Any], max_length: int) -> None:
+def check_sequence_request(
+    model: str, dataset: dict[str, Any], max_length: int, *, embedding_dim: int, heads: int
+) -> None:
     """Refuse at submit what the rnn and transformer trainers cannot train, with the reason: a dataset that is
     neither one text column nor one numeric sequence, sequences over the length limit, heads that do not
-    divide the width."""
-    params = request.params
-    model = request.model
-    if request.workers is not None:
-        raise InvalidInput(f"{model} trains in one process: leave workers unset")
-    if model == "transformer" and params.embedding_dim % params.heads:
-        raise InvalidInput(f"embedding_dim ({params.embedding_dim}) must be a multiple of heads ({params.heads})")
+    divide the width. (Plain values, not the request: training/params.py calls this, and this module imports
+    nothing of the training package, which parses datasets with it.)"""
+    if model == "transformer" and embedding_dim % heads:
+        raise InvalidInput(f"embedding_dim ({embedding_dim}) must be a multiple of heads ({heads})")
     schema = dataset["schema"]
     task = dataset["task"]
     features = schema.get("features", [])

@@ -23,7 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from stratus.errors import InvalidInput
+from stratus.training.datasets import ParsedDataset
 from stratus.training.params import TrainParams, TrainRequest
+from stratus.training.sequence_data import pad
 from stratus.training.sequence_models import NumericSequenceModel, TextSequenceModel
 from stratus.training.torch_trainers import Report, _optimizer, _scheduler, init_weights
 from stratus.types import Array
@@ -39,9 +42,13 @@ def _validation_split(n: int, params: TrainParams, labels: Array, classify: bool
     rows = np.arange(n)
     if params.patience is None or params.validation_split <= 0:
         return rows, rows[:0]
-    from stratus.training.worker import split
+    from sklearn.model_selection import train_test_split
 
-    fit_rows, val_rows, _, _ = split(rows, labels, params.validation_split, params.seed, classify)
+    # As the worker splits (stratified when every class has two rows), written here: the worker imports this module.
+    stratify = labels if classify and np.bincount(labels).min() >= 2 else None
+    fit_rows, val_rows = train_test_split(
+        rows, test_size=params.validation_split, random_state=params.seed, stratify=stratify
+    )
     return np.asarray(fit_rows), np.asarray(val_rows)
 
 
@@ -225,9 +232,30 @@ def train_numeric_sequence(
     return model, converted.onnx_bytes, framework
 
 
-def run_sequence(
+def sequences_of(parsed: ParsedDataset) -> Array:
+    """The dataset's sequences as one NaN-padded [n, time, features] array: the CSV's list column, or an
+    NPZ's 3-D X (parsed as one image channel)."""
+    if parsed.sequences is not None:
+        return pad(parsed.sequences)
+    if parsed.image_shape is not None and parsed.image_shape[0] == 1:
+        result: Array = parsed.X[:, 0].astype(np.float32)
+        return result
+    raise InvalidInput("the dataset holds no numeric sequences")
+
+
+def text_trainer(request: TrainRequest, job_dir: Path, threads: int, report: Report) -> Callable[..., Array]:
+    """What the worker's text path (run_text_classifier) calls to train an rnn or transformer on text."""
+    torch.set_num_threads(threads)
+
+    def train(texts_train: list[str], y: Array, texts_test: list[str], classes: list[str], *_: Any) -> Array:
+        return train_text_sequence(request.model, texts_train, y, texts_test, classes, request.params, job_dir, report)
+
+    return train
+
+
+def run_numeric_sequence(
     job_dir: Path,
-    parsed: Any,
+    parsed: ParsedDataset,
     train_rows: Array,
     test_rows: Array,
     y_train: Array,
@@ -236,24 +264,15 @@ def run_sequence(
     threads: int,
     report: Report,
 ) -> None:
-    """The training child's part for rnn and transformer jobs: text through the text classifier's path, numeric
-    sequences to model.onnx with the worker's evaluation files."""
+    """The training child's part for rnn and transformer jobs on numeric sequences: model.onnx and the worker's
+    evaluation files."""
     from stratus import __version__
     from stratus.formats import compare_outputs
     from stratus.formats.verify import run_onnx
     from stratus.training.evaluate import classification_metrics, confusion_png, regression_metrics
-    from stratus.training.sequence_data import sequences_of
-    from stratus.training.worker import run_text_classifier
 
     torch.set_num_threads(threads)
     params = request.params
-    if parsed.text is not None:
-
-        def train(texts_train: list[str], y: Array, texts_test: list[str], classes: list[str], *_: Any) -> Array:
-            return train_text_sequence(request.model, texts_train, y, texts_test, classes, params, job_dir, report)
-
-        run_text_classifier(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, train=train)
-        return
     classify = parsed.task == "classification"
     x = sequences_of(parsed)
     x_train, x_test = x[train_rows], x[test_rows]

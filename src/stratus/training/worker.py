@@ -117,10 +117,14 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
 
         run_fine_tune(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads)
         return
-    if request.model in SEQUENCE_MODELS:  # rnn, transformer: text or numeric sequences
-        from stratus.training.sequence_trainers import run_sequence
+    if request.model in SEQUENCE_MODELS:  # rnn, transformer: text (the text classifier's path) or numeric sequences
+        from stratus.training.sequence_trainers import run_numeric_sequence, text_trainer
 
-        run_sequence(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads, report)
+        if parsed.text is not None:
+            train = text_trainer(request, job_dir, threads, report)
+            run_text_classifier(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, train=train)
+        else:
+            run_numeric_sequence(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads, report)
         return
     X_numeric = parsed.X.astype(np.float32)
     categories: list[list[str]] = []
