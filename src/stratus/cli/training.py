@@ -219,8 +219,8 @@ def train(
     model: Annotated[
         str,
         typer.Option(
-            help="linear_regression, logistic_regression, decision_tree, random_forest, svm, mlp, cnn, text_classifier, "
-            "fine_tune"
+            help="linear_regression, logistic_regression, decision_tree, random_forest, svm, mlp, cnn, "
+            "text_classifier, fine_tune, rnn, transformer"
         ),
     ],
     name: Annotated[str | None, typer.Option(help="Registered model name (default DATASET-MODEL).")] = None,
