@@ -65,7 +65,11 @@ def run_dataset(client: Client, name: str, metric: str, budget: float, ensemble:
     record = client._json("GET", f"/api/v1/datasets/{name}")
     defaults: dict[str, float] = {}
     for family in families_for(record):
-        job = client.train(name, family, name=f"{name}-{family}-default".replace("_", "-"), timeout_s=1800)
+        job = client.train(name, family, name=f"{name}-{family}-default".replace("_", "-"), wait=False)
+        job.wait(timeout_s=1800, raise_on_failure=False)
+        if job.state != "succeeded":  # the training path's own failure: no default to compare with
+            print(f"  {name} {family} (defaults): job {job.state}: {job.error}", flush=True)
+            continue
         version = client._json("GET", f"/api/v1/models/{job.model}/versions/{job.version}")
         defaults[family] = float(version["metrics"][VERSION_METRIC[metric]])
         print(f"  {name} {family} (defaults): {metric} {defaults[family]:.4f}", flush=True)

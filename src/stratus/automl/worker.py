@@ -182,6 +182,9 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
             break
         if any(trial.family == done.family for done, _ in refits):
             continue  # an ensemble's members are each family's best: near-copies of one model add nothing
+        left = end - time.monotonic()
+        if not refits and estimate(trial) > left and any(estimate(t) <= left for t in complete if t is not trial):
+            continue  # the time left (the machine got slower) fits another configuration's refit, not this one's
         folder = job_dir / ("refit" if not refits else f"member-{len(refits)}")
         error = refit(context, folder, dataset, base, trial, data, threads, end)
         if error is None:
