@@ -88,9 +88,10 @@ bench-compress: $(STAMP)
 	$(BIN)/python -m benchmarks.compression
 
 # fine_tune of MiniLM against the bag-of-embeddings classifier on the module-family docstring task, and
-# personalization's base/personalized figures (about 15 minutes on 2 cores); records them in docs/benchmarks.md.
+# personalization's base/personalized figures (about 45 minutes on a busy 2-core machine, one thread: two threads
+# were several times slower there); records them in docs/benchmarks.md.
 bench-finetune: $(STAMP)
-	$(BIN)/python -m benchmarks.finetune --write
+	$(BIN)/python -m benchmarks.finetune --threads 1 --write
 
 # rnn, transformer and text_classifier on the module-family docstring task, as jobs on a real server, the held-out
 # texts served over V2 and V1 (about 10 minutes on 2 cores); records the table in docs/training.md.

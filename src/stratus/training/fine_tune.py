@@ -3,8 +3,8 @@ mean-pooled token states, both trained on the dataset's one free-text column. Se
 ``tokenize -> encoder (ONNX) -> mean_pool -> head (ONNX)``, so clients send raw text, as to ``text_classifier``.
 
 Defaults differ from training from scratch where the shared ones would wreck a pretrained encoder: unless the
-request sets them, ``lr`` is 5e-5 (not 1e-3) and ``epochs`` 3 (not 20). The new head starts from random
-weights, so it learns at ``HEAD_LR_FACTOR`` times the encoder's rate.
+request sets them, ``lr`` is 5e-5 (not 1e-3) and ``epochs`` 3 (not 20). The head is first fitted on the frozen
+encoder (a linear probe), then both train together at ``lr``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from stratus.types import Array
 
 DEFAULT_LR = 5e-5
 DEFAULT_EPOCHS = 3
-HEAD_LR_FACTOR = 20.0
+#: Full-batch Adam steps of the linear probe (the head on frozen features) before the encoder trains.
+PROBE_STEPS = 300
 FILES = ("tokenizer.json", "encoder.onnx", "head.onnx")
 Report = Callable[[dict[str, Any]], None]
 
@@ -58,6 +59,28 @@ def pipeline_spec(classes: int, max_length: int) -> bytes:
     return json.dumps(spec).encode()
 
 
+def linear_probe(encoder: Any, tok: Any, texts: list[str], labels: Any, classes: int, report: Report) -> Any:
+    """The head fitted first on the frozen encoder's pooled states (a linear probe). Fine-tuning from a random head
+    lets its large early gradients distort the pretrained features (LP-FT, Kumar et al., 2022); measured here on
+    the docstring task, a random head at 20x the encoder's rate ended below the bag-of-embeddings classifier."""
+    import torch
+    from torch import nn
+
+    features = torch.from_numpy(minilm.embed(encoder, tok, texts, normalize=False))
+    head = nn.Linear(features.shape[1], classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(PROBE_STEPS):  # full batch: a few hundred rows of 384 numbers
+        loss: Any = nn.functional.cross_entropy(head(features), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    accuracy = float((head(features).argmax(1) == labels).float().mean())
+    report(
+        {"event": "log", "message": f"fine_tune: linear probe on the frozen encoder, training accuracy {accuracy:.3f}"}
+    )
+    return head
+
+
 def train_fine_tune(
     texts_train: list[str],
     y_train: Array,
@@ -77,15 +100,10 @@ def train_fine_tune(
     torch.manual_seed(params.seed)
     encoder, tokenizer_json = minilm.load()
     tok = minilm.tokenizer(tokenizer_json, params.max_length)
-    head = nn.Linear(encoder.config.hidden_size, len(classes))
+    labels = torch.tensor(np.asarray(y_train), dtype=torch.long)
+    head = linear_probe(encoder, tok, texts_train, labels, len(classes), report)
     lr, epochs = settings_of(params)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": encoder.parameters(), "lr": lr},
-            {"params": head.parameters(), "lr": lr * HEAD_LR_FACTOR},
-        ],
-        weight_decay=params.weight_decay,
-    )
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr, weight_decay=params.weight_decay)
     per_epoch = math.ceil(len(texts_train) / params.batch_size)
     total = per_epoch * epochs
     warmup = max(1, total // 10)
@@ -93,7 +111,6 @@ def train_fine_tune(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
     )
-    labels = torch.tensor(np.asarray(y_train), dtype=torch.long)
     generator = torch.Generator().manual_seed(params.seed)
     report({"event": "log", "message": f"fine_tune: {epochs} epochs of {per_epoch} steps, lr {lr:g}"})
     encoder.train()
