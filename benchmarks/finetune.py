@@ -84,7 +84,7 @@ def _split(texts: list[str], labels: list[str]) -> tuple[list[str], Any, list[st
 
 
 def classifiers(
-    texts: list[str], labels: list[str], threads: int, max_length: int, epochs: int
+    texts: list[str], labels: list[str], threads: int, max_length: int, epochs: int, lr: float
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -107,11 +107,11 @@ def classifiers(
         )
         print(rows[-1], flush=True)
     started = time.monotonic()
-    params = TrainParams(batch_size=16, max_length=max_length, epochs=epochs)
+    params = TrainParams(batch_size=16, max_length=max_length, epochs=epochs, lr=lr)
     served = train_fine_tune(train, y_train, test, classes, params, Path(tempfile.mkdtemp()), print, threads)
     rows.append(
         {
-            "trainer": f"fine_tune ({epochs} epochs, lr 5e-5, batch 16, {max_length} tokens)",
+            "trainer": f"fine_tune ({epochs} epochs, lr {lr:g}, batch 16, {max_length} tokens)",
             "accuracy": float((served == y_test).mean()),
             "seconds": time.monotonic() - started,
         }
@@ -162,7 +162,7 @@ PERSONALIZE = {"labels": (100, 2e-5), "pairs": (40, 5e-5)}
 
 def run_part(part: str, texts: list[str], labels: list[str], args: argparse.Namespace) -> dict[str, Any]:
     if part == "classifiers":
-        return {"classifiers": classifiers(texts, labels, args.threads, args.max_length, args.epochs)}
+        return {"classifiers": classifiers(texts, labels, args.threads, args.max_length, args.epochs, args.ft_lr)}
     steps, lr = PERSONALIZE[part]
     tuning = {"steps": args.steps or steps, "batch_size": 16, "max_length": 64, "lr": args.lr or lr}
     if part == "labels":
@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=128, help="fine_tune tokens per text")
     parser.add_argument("--epochs", type=int, default=2, help="fine_tune epochs")
+    parser.add_argument("--ft-lr", type=float, default=5e-5, help="fine_tune learning rate")
     parser.add_argument("--steps", type=int, help="personalization steps (default: per data set)")
     parser.add_argument("--lr", type=float, help="personalization learning rate (default: per data set)")
     parser.add_argument("--parts", default=",".join(PARTS), help="some of classifiers, labels, pairs")

@@ -176,14 +176,16 @@ def run_fine_tune(
     y_test: Any,
     request: TrainRequest,
     threads: int,
+    report: Report,
+    write_reference: Callable[..., None],
 ) -> None:
     """The training child's part for ``fine_tune``: train, then write the evaluation and result as for
-    ``text_classifier`` (training/worker.py)."""
+    ``text_classifier``. The worker passes its ``report`` and ``write_reference`` (importing the worker from here
+    would make an import cycle)."""
     import torch
 
     from stratus import __version__
     from stratus.training.evaluate import classification_metrics, confusion_png
-    from stratus.training.worker import report, write_reference
 
     torch.set_num_threads(threads)
     texts = [str(t) for t in parsed.text[:, 0]]

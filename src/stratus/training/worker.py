@@ -115,7 +115,9 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     if request.model == "fine_tune":
         from stratus.training.fine_tune import run_fine_tune
 
-        run_fine_tune(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads)
+        run_fine_tune(
+            job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads, report, write_reference
+        )
         return
     if request.model in SEQUENCE_MODELS:  # rnn, transformer: text (the text classifier's path) or numeric sequences
         from stratus.training.sequence_trainers import run_numeric_sequence, text_trainer
