@@ -3,7 +3,7 @@ mean-pooled token states, both trained on the dataset's one free-text column. Se
 ``tokenize -> encoder (ONNX) -> mean_pool -> head (ONNX)``, so clients send raw text, as to ``text_classifier``.
 
 Defaults differ from training from scratch where the shared ones would wreck a pretrained encoder: unless the
-request sets them, ``lr`` is 5e-5 (not 1e-3) and ``epochs`` 3 (not 20). The head is first fitted on the frozen
+request sets them, ``lr`` is 1e-4 (not 1e-3) and ``epochs`` 3 (not 20). The head is first fitted on the frozen
 encoder (a linear probe), then both train together at ``lr``.
 """
 
@@ -21,7 +21,7 @@ from stratus.training import minilm
 from stratus.training.params import TrainParams, TrainRequest
 from stratus.types import Array
 
-DEFAULT_LR = 5e-5
+DEFAULT_LR = 1e-4
 DEFAULT_EPOCHS = 3
 #: Full-batch Adam steps of the linear probe (the head on frozen features) before the encoder trains.
 PROBE_STEPS = 300
