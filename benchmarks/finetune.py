@@ -4,7 +4,7 @@ On the module-family docstring task (the standard library's docstrings labelled 
 come from, six families; held-out 25%, stratified, seed 0, as a training job splits):
 
 1. the ``fine_tune`` trainer (MiniLM + a classification head, served as tokenizer -> encoder -> head) against the
-   bag-of-embeddings ``text_classifier``, best of its default and a tuned configuration;
+   bag-of-embeddings ``text_classifier``, with its defaults and with a tuned configuration;
 2. personalization in labels mode on the same texts: kNN accuracy of the held-out texts, base MiniLM against
    the personalized one (the job's own report);
 3. personalization in pairs mode: a docstring's first sentence (the anchor) and the rest of it (the positive),
@@ -18,60 +18,28 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
-import inspect
 import io
 import json
-import pkgutil
 import re
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FAMILIES = ("asyncio", "email", "logging", "unittest", "xml", "turtle")
+from stratus.compress.corpus import FAMILIES
+
 BEGIN, END = "<!-- finetune:start -->", "<!-- finetune:end -->"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
-def _modules(family: str) -> list[Any]:
-    root = importlib.import_module(family)
-    found = [root]
-    for info in pkgutil.walk_packages(getattr(root, "__path__", []), family + "."):
-        if any(part.startswith("_") or part in ("test", "tests") for part in info.name.split(".")[1:]):
-            continue
-        try:
-            found.append(importlib.import_module(info.name))
-        except Exception:  # a submodule this platform cannot import (e.g. Windows-only) is skipped
-            continue
-    return found
-
-
 def docstring_task() -> tuple[list[str], list[str]]:
-    """(texts, family): every docstring of 6 words or more defined in a family's modules (module, classes,
-    functions, methods), whitespace normalised; a text found in two families is left out."""
-    seen: dict[str, set[str]] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for family in FAMILIES:
-            for module in _modules(family):
-                docs = [inspect.getdoc(module)]
-                for _, member in sorted(vars(module).items()):
-                    if getattr(member, "__module__", None) != module.__name__:
-                        continue
-                    if inspect.isfunction(member) or inspect.isclass(member):
-                        docs.append(inspect.getdoc(member))
-                    if inspect.isclass(member):
-                        docs.extend(inspect.getdoc(f) for _, f in sorted(vars(member).items()) if inspect.isfunction(f))
-                for doc in docs:
-                    text = " ".join((doc or "").split())
-                    if len(text.split()) >= 6:
-                        seen.setdefault(text, set()).add(family)
-    rows = sorted((text, next(iter(f))) for text, f in seen.items() if len(f) == 1)
-    return [t for t, _ in rows], [f for _, f in rows]
+    """(texts, family): compress/corpus.py's module-family task (the one benchmarks/sequence.py measures too)."""
+    from stratus.compress.corpus import module_family_task
+
+    task = module_family_task()
+    return list(task.texts), [task.classes[label] for label in task.labels]
 
 
 def _split(texts: list[str], labels: list[str]) -> tuple[list[str], Any, list[str], Any, list[str]]:
