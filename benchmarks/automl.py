@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--ensemble", type=int, default=3, help="the AutoML jobs' top-k ensemble (0: off)")
     parser.add_argument("--datasets", default=",".join(n for n, _ in DATASETS), help="a comma-separated subset")
     parser.add_argument("--write", action="store_true", help="record the table in docs/training.md")
+    parser.add_argument(
+        "--section", default="", help="record a subset's run as a section of its own (automl-NAME), the main one kept"
+    )
     args = parser.parse_args()
     chosen = [(n, m) for n, m in DATASETS if n in args.datasets.split(",")]
     load_before = os.getloadavg()[0]
@@ -187,7 +190,14 @@ def main() -> None:
                 END,
             ]
         )
-        write_section(BEGIN, END, block, heading="## AutoML: measured", doc=DOC)
+        begin, end = (
+            (BEGIN, END)
+            if not args.section
+            else (f"<!-- automl-{args.section}:start -->", f"<!-- automl-{args.section}:end -->")
+        )
+        block = block.replace(BEGIN, begin).replace(END, end)
+        heading = "## AutoML: measured" if not args.section else f"### AutoML: measured again ({args.section})"
+        write_section(begin, end, block, heading=heading, doc=DOC)
 
 
 if __name__ == "__main__":
