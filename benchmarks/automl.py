@@ -103,8 +103,8 @@ def run_dataset(client: Client, name: str, metric: str, budget: float, ensemble:
     return row
 
 
-def cancel_seconds(client: Client, dataset: str) -> float:
-    job = client.automl(dataset, metric="f1_macro", budget=120, name=f"{dataset}-cancelled", wait=False)
+def cancel_seconds(client: Client, dataset: str, metric: str) -> float:
+    job = client.automl(dataset, metric=metric, budget=120, name=f"{dataset}-cancelled", wait=False)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         events = client._json("GET", f"/api/v1/jobs/{job.id}/logs")["events"]
@@ -145,7 +145,7 @@ def main() -> None:
                         client.upload_dataset(name, builtin=name)
                 for name, metric in chosen:
                     rows.append(run_dataset(client, name, metric, args.budget, args.ensemble))
-                cancel_s = cancel_seconds(client, "wine")
+                cancel_s = cancel_seconds(client, chosen[0][0], chosen[0][1])
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -185,7 +185,7 @@ def main() -> None:
                 "",
                 *lines,
                 "",
-                f"Cancel of an AutoML job while it searched (wine): {cancel_s:.2f} s from the call to its answer, "
+                f"Cancel of an AutoML job while it searched ({chosen[0][0]}): {cancel_s:.2f} s from the call to its answer, "
                 "the job then cancelled.",
                 END,
             ]
