@@ -185,7 +185,8 @@ def main() -> None:
                 "",
                 *lines,
                 "",
-                f"Cancel of an AutoML job while it searched ({chosen[0][0]}): {cancel_s:.2f} s from the call to its answer, "
+                f"Cancel of an AutoML job while it searched ({chosen[0][0]}): {cancel_s:.2f} s from the call to its "
+                "answer, "
                 "the job then cancelled.",
                 END,
             ]
