@@ -37,7 +37,6 @@ from stratus.monitoring.log import InferenceLog
 from stratus.monitoring.policy import OFF, LogPolicy, LogSettings
 from stratus.monitoring.webhooks_delivery import WebhookSender
 from stratus.personalize.service import PersonalizeJobs
-from stratus.personalize.service import PersonalizeJobs
 from stratus.registry import RegistryService
 from stratus.registry.blobs import Collector
 from stratus.registry.records import VersionMeta
@@ -188,7 +187,6 @@ class Platform:
             max_budget_s=settings.automl_max_budget_s,
             trial_memory_mb=settings.automl_trial_memory_mb,
         )
-        self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)
         self.personalize = PersonalizeJobs(self.registry, self.datasets, self.jobs)
         self.federated = FederatedJobs(
             self.registry,
