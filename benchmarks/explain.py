@@ -181,7 +181,8 @@ def main() -> None:
                 f"Measured by `.venv/bin/python -m benchmarks.explain --seconds {args.seconds:g} --write` (also run by "
                 f"`make bench`) on {stamp}, load average {os.getloadavg()[0]:.1f} at the end (other work shared the",
                 f"2 cores). Machine: {machine()}. One explanation worker (`STRATUS_EXPLAIN_WORKERS=1`, SCHED_IDLE, ",
-                "ONNX Runtime on one thread); iris load from 8 threads of the benchmark's own process; each phase "
+                f"one thread, `STRATUS_EXPLAIN_CPU_SHARE={Settings().explain_cpu_share:g}`); iris load from 8 "
+                "threads of the benchmark's own process; each phase "
                 f"{args.seconds:g} s, alone and beside explanations alternated twice (means shown).",
                 "",
                 *lines,

@@ -267,7 +267,12 @@ class Platform:
             self.registry.read_artifact,
             self.registry.read_file,
             self.drift.reference,
-            ExplainPool(settings.explain_workers, settings.explain_queue, settings.explain_timeout_seconds),
+            ExplainPool(
+                settings.explain_workers,
+                settings.explain_queue,
+                settings.explain_timeout_seconds,
+                cpu_share=settings.explain_cpu_share,
+            ),
         )
         # Alert rules read the history and drift, and are evaluated as each history interval closes.
         self.alerts.source = AlertMetrics(

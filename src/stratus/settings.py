@@ -177,6 +177,14 @@ class Settings(BaseSettings):
     explain_timeout_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="Time limit of one explanation in a worker; over it, 504."
     )
+    explain_cpu_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="The share of one core an explanation worker computes on at most: after each explanation it "
+        "takes no other for a while in proportion (0.25: three times its CPU time), so a stream of explanations "
+        "cannot crowd out serving. 1: no pause.",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the metadata DB. Default: SQLite in WAL mode at HOME/stratus.db. Several "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,32 @@ def test_the_pool_refuses_over_its_bound_and_stops_an_explanation_over_its_time_
         pool.close()
     assert isinstance(first, DeadlineExceeded) and "limit of 1 s" in str(first)
     assert isinstance(second, RateLimited)
+
+
+@pytest.mark.parametrize("cpu_share", [1.0, 0.001])
+def test_a_worker_runs_idle_class_on_one_thread_and_pauses_in_proportion_to_its_share(cpu_share: float) -> None:
+    """Every thread of a worker is in SCHED_IDLE (a BLAS thread started at numpy's import too, which does not
+    inherit the class set later), its BLAS has one thread, and after an explanation the worker is kept out of
+    the pool's slots for (1/share - 1) times its CPU time: at share 1 it is back at once."""
+    pool = ExplainPool(workers=1, queue_size=0, timeout_s=scaled(60), start_timeout_s=scaled(60), cpu_share=cpu_share)
+    x = load_breast_cancer().data
+    model = LogisticRegression(max_iter=5000).fit(x, load_breast_cancer().target)
+    onnx = to_onnx(model, x[:1].astype(np.float32), options={id(model): {"zipmap": False}}, target_opset=17)
+    request = Request("tabular", "kernel", "X", "probabilities", "probabilities", "probability")
+    meta = {"request": request.to_dict(), "digest": "d", "datatype": "FP32"}
+    try:
+        answer, _ = asyncio.run(
+            pool.run(meta, {"rows": x[:2], "background": x[:20]}, {"model": onnx.SerializeToString()})
+        )
+        assert answer["ok"] and answer["cpu_s"] > 0
+        back_at_once = pool._slots.qsize() == 1  # at share 0.001 the pause is 999 times the CPU time: seconds
+        (worker,) = pool._started
+        pid = worker.process.pid
+        tasks = [int(p.name) for p in Path(f"/proc/{pid}/task").iterdir()]
+        policies = {os.sched_getscheduler(t) for t in tasks}
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    finally:
+        pool.close()
+    assert back_at_once == (cpu_share == 1.0)
+    assert len(tasks) >= 1 and policies == {os.SCHED_IDLE}
+    assert b"OPENBLAS_NUM_THREADS=1" in environ

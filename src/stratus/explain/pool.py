@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import select
 import subprocess
@@ -29,12 +30,18 @@ from stratus.explain import wire
 from stratus.types import Array
 
 log = logging.getLogger(__name__)
+#: A worker computes on one core at most, like its ONNX Runtime session: numpy's BLAS (shap's kernel method solves
+#: least squares on every row), OpenMP and numba would otherwise each start a thread per core.
+_ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
 class _Worker:
     def __init__(self, start_timeout_s: float) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "stratus.explain.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "stratus.explain.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, **_ONE_THREAD},
         )
         ready = self._answer(start_timeout_s)
         if ready is None or not wire.decode(ready)[0].get("ready"):
@@ -80,8 +87,11 @@ class _Worker:
 
 
 class ExplainPool:
-    def __init__(self, workers: int, queue_size: int, timeout_s: float, start_timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, workers: int, queue_size: int, timeout_s: float, start_timeout_s: float = 120.0, cpu_share: float = 1.0
+    ) -> None:
         self.workers, self.queue_size, self.timeout_s = workers, queue_size, timeout_s
+        self.cpu_share = cpu_share
         self.start_timeout_s = start_timeout_s
         self._slots: queue.Queue[_Worker | None] = queue.Queue()
         for _ in range(workers):
@@ -96,8 +106,9 @@ class ExplainPool:
     def pending(self) -> int:
         return self._pending
 
-    def _run(self, frame: bytes) -> bytes:
+    def _run(self, frame: bytes) -> tuple[dict[str, Any], dict[str, Array]]:
         worker = self._slots.get()
+        rest_s = 0.0
         try:
             if self._closed:
                 raise NotReady("the server is shutting down")
@@ -105,9 +116,18 @@ class ExplainPool:
                 worker = _Worker(self.start_timeout_s)
                 with self._lock:
                     self._started = [w for w in self._started if w.alive] + [worker]
-            return worker.call(frame, self.timeout_s)
+            answer, result, _ = wire.decode(worker.call(frame, self.timeout_s))
+            # The worker's pause (cpu_share): it goes back to the slots later, the answer goes out now.
+            rest_s = float(answer.get("cpu_s", 0.0)) * (1.0 / self.cpu_share - 1.0)
+            return answer, result
         finally:
-            self._slots.put(worker if worker is not None and worker.alive else None)
+            kept = worker if worker is not None and worker.alive else None
+            if rest_s > 0 and kept is not None:
+                timer = threading.Timer(rest_s, self._slots.put, args=(kept,))
+                timer.daemon = True
+                timer.start()
+            else:
+                self._slots.put(kept)
 
     async def run(
         self, meta: Mapping[str, Any], arrays: Mapping[str, Array], blobs: Mapping[str, bytes]
@@ -121,11 +141,10 @@ class ExplainPool:
             self._pending += 1
         try:
             frame = wire.encode(meta, arrays, blobs)
-            body = await asyncio.get_running_loop().run_in_executor(self._threads, self._run, frame)
+            answer, result = await asyncio.get_running_loop().run_in_executor(self._threads, self._run, frame)
         finally:
             with self._lock:
                 self._pending -= 1
-        answer, result, _ = wire.decode(body)
         if not answer.get("ok"):
             if answer.get("invalid"):
                 raise InvalidInput(str(answer.get("error")))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from collections import OrderedDict
 from typing import Any
@@ -98,19 +99,27 @@ def warm_up() -> None:
     methods.tabular(lambda x: x @ weights, np.ones((1, 2)), np.zeros((3, 2)), request)
 
 
-def main() -> None:
-    # Explanations take the CPU that serving leaves: Linux's SCHED_IDLE class runs the worker only when a core
-    # has nothing else to run (at nice 19, the fallback elsewhere, it still weighs 15 against serving's 1024).
+def lower_priority() -> None:
+    """Explanations take the CPU that serving leaves: Linux's SCHED_IDLE class runs the worker only when a core
+    has nothing else to run (at nice 19, the fallback elsewhere, it still weighs 15 against serving's 1024).
+    A scheduling class belongs to a thread, and threads made later inherit it; threads already running do not,
+    such as a BLAS library's, started when numpy was imported: every thread of the process is moved."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        for task in os.listdir("/proc/self/task"):
+            os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         os.nice(19)
+
+
+def main() -> None:
+    lower_priority()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the real stdout (shap or numba may print)
     warm_up()
     stdout.write(wire.encode({"ready": True}, {}))
     stdout.flush()
     while (body := wire.read_frame(stdin)) is not None:
+        started = time.process_time()
         try:
             meta, arrays, blobs = wire.decode(body)
             answer, result = handle(meta, arrays, blobs)
@@ -119,6 +128,7 @@ def main() -> None:
         except Exception as error:  # reported to the server, which answers 500 and logs it
             traceback.print_exc()
             answer, result = {"ok": False, "invalid": False, "error": f"{type(error).__name__}: {error}"}, {}
+        answer["cpu_s"] = time.process_time() - started  # the pool's pause after it (ExplainPool.cpu_share)
         stdout.write(wire.encode(answer, result))
         stdout.flush()
 
