@@ -202,9 +202,10 @@ class LabelledTexts:
 @cache
 def module_family_task(per_family: int | None = None) -> LabelledTexts:
     """The docstring classification task: each docstring of ``FAMILIES`` (at least 6 words) labelled with its
-    family, sorted by text (the rows and order of benchmarks/finetune.py's docstring_task). A text found in two families (an inherited or copied docstring) is dropped, as
-    is a repeat. ``per_family`` keeps the first N of each family (for small tests). Train with any text trainer
-    on ``csv()`` (a job holds out its test split), or use ``split()`` for the same rows outside a job."""
+    family, sorted by text (the rows and order of benchmarks/finetune.py's docstring_task). A text found in two
+    families (an inherited or copied docstring) is dropped, as is a repeat. ``per_family`` keeps the first N of
+    each family (for small tests). Train with any text trainer on ``csv()`` (a job holds out its test split), or
+    use ``split()`` for the same rows outside a job."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         found: dict[str, set[str]] = {}
