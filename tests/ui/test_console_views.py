@@ -1,5 +1,6 @@
 """What the resource pages compute, without a browser: the comparison of versions, the lineage graph, the try-it
-form's description, the drift series, paging, and the registry's page of models (never every model)."""
+form's description and the explain panel's, the drift series, paging, and the registry's page of models (never
+every model)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from stratus.settings import Settings
 from stratus.store.tables import Model
 from stratus.types import Signature, TensorSpec
 from stratus.ui.pages import svg, views
+from stratus.ui.pages.common import explain_panel
 from stratus.ui.pages.endpoints import drift
 
 
@@ -95,6 +97,22 @@ def test_the_try_it_form_follows_the_signature_and_the_dataset() -> None:
     assert tabular is not None and tabular["features"] == ["a", "b"] and tabular["defaults"] == [1.5, -2.0]
     two_inputs = Signature((TensorSpec("a", "FP32", (-1, 1)), TensorSpec("b", "FP32", (-1, 1))), ())
     assert views.tryit_spec(version(4, signature=two_inputs), None) is None
+
+
+def test_the_explain_panel_takes_the_try_it_fields_where_the_service_explains() -> None:
+    """The version page's explain panel: the try-it form's fields, posted to the explain route; none for a format
+    the explanation service refuses, or a pipeline that is no text model (a 400 is all it could ever show)."""
+    onnx = version(1)
+    panel = explain_panel(views.tryit_spec(onnx, None), onnx, "/v2/models/m/versions/1/explain")
+    assert panel is not None and (panel["kind"], panel["url"]) == ("image", "/v2/models/m/versions/1/explain")
+    text_sig = Signature((TensorSpec("text", "BYTES", (-1,)),), (TensorSpec("logits", "FP32", (-1, 2)),))
+    text = version(2, format="pipeline", signature=text_sig)
+    assert explain_panel(views.tryit_spec(text, None), text, "/x")["kind"] == "text"  # type: ignore[index]
+    tabular_pipeline = version(3, format="pipeline")
+    assert explain_panel(views.tryit_spec(tabular_pipeline, None), tabular_pipeline, "/x") is None
+    other = version(4, format="ensemble")
+    assert explain_panel(views.tryit_spec(other, None), other, "/x") is None
+    assert explain_panel(None, onnx, "/x") is None
 
 
 def test_drift_per_feature_over_time_puts_drifted_features_first() -> None:

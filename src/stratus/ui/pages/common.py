@@ -1,4 +1,5 @@
-"""What several resource pages share: a version's dataset record, the "try it" panel's context, sizes."""
+"""What several resource pages share: a version's dataset record, the "try it" and "explain" panels' context,
+sizes."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def tryit(host: ConsoleHost, version: VersionInfo, target: str, infer_path: str)
     # Rows of the training dataset fill the form (manage: rows are user data, like the inference log's payloads).
     spec["sample_url"] = f"/ui/datasets/{dataset['name']}/sample" if dataset is not None else None
     return spec
+
+
+#: Formats the explanation service takes (stratus.explain.service): a single ONNX model, or a text pipeline.
+EXPLAINED_FORMATS = ("onnx", "pipeline")
+
+
+def explain_panel(tryit_panel: dict[str, Any] | None, version: VersionInfo, explain_path: str) -> dict[str, Any] | None:
+    """The "explain" panel of a version page: the try-it form's description (the same input fields), posted to the
+    version's explain route through the bridge. None where the service explains nothing: no form fits, another
+    format, or a pipeline that is no text model (its answer would only ever be a 400)."""
+    if tryit_panel is None or version.format not in EXPLAINED_FORMATS:
+        return None
+    if version.format == "pipeline" and tryit_panel["kind"] != "text":
+        return None
+    return {**tryit_panel, "url": explain_path}
 
 
 def size(num: float) -> str:

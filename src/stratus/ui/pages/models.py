@@ -1,5 +1,5 @@
 """Model pages: the paged list, a model (versions, aliases, lineage graph, comparison, try it), a version
-(signature, evaluation with the confusion matrix as a heat map) and the side-by-side comparison."""
+(signature, evaluation with the confusion matrix as a heat map, try it, explain) and the side-by-side comparison."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from stratus.errors import InvalidInput, NotFound
 from stratus.registry import DEFAULT_ALIAS
 from stratus.registry.records import VersionInfo
 from stratus.ui.pages import svg, views
-from stratus.ui.pages.common import size, tryit
+from stratus.ui.pages.common import explain_panel, size, tryit
 from stratus.ui.session import host_of
 from stratus.ui.templating import render
 
@@ -109,6 +109,7 @@ def _version_data(request: Request, name: str, number: int) -> dict[str, Any]:
     scalar_metrics = {k: v for k, v in facts.items() if k.startswith("metrics.")}
     params = {k: v for k, v in facts.items() if k.startswith("params.")}
     panel = tryit(host, version, f"{name} version {number}", f"/v2/models/{name}/versions/{number}/infer")
+    explain = explain_panel(panel, version, f"/v2/models/{name}/versions/{number}/explain")
     job_id = version.params.get("job_id")
     return {
         "model": model,
@@ -121,6 +122,7 @@ def _version_data(request: Request, name: str, number: int) -> dict[str, Any]:
         "precision": precision,
         "children": children,
         "tryit": panel,
+        "explain": explain,
         "job_id": job_id if isinstance(job_id, str) else None,
         "compressed": "compression_method" in version.params,
         "size": size,

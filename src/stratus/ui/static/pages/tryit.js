@@ -1,6 +1,8 @@
 // Stratus console, the "try it" panel: a form built from the model's signature (a text box for text models, a
 // drawing pad with image drop for image models, a box per feature for tabular ones, or a row of the training
 // dataset), sent to the real inference route (V2 JSON) through the bridge; the answer is shown under it.
+// The form's fields are built by window.StratusTryit.fields, which the explain panel (explain.js) uses too, so
+// both panels take input the same way; a prefix keeps their element ids apart on one page.
 "use strict";
 (function () {
   const S = () => window.Stratus;
@@ -13,7 +15,7 @@
   }
 
   // A square pad to draw on (white ink on black, as the digits are) that also takes a dropped or chosen image.
-  function imagePad(spec, fields) {
+  function imagePad(spec, fields, prefix) {
     const side = 224;
     const pad = el("canvas", { width: side, height: side, class: "tryit-pad", role: "img", "aria-label": "Drawing pad: draw a " + (spec.classes.length ? "shape of one of the classes" : "picture") + " with the mouse, or drop an image on it" });
     const ctx = pad.getContext("2d");
@@ -44,8 +46,8 @@
       event.preventDefault();
       if (event.dataTransfer.files.length) drawImage(event.dataTransfer.files[0]);
     });
-    const fileLabel = el("label", { for: "tryit-file" }, "…or choose an image");
-    const file = el("input", { id: "tryit-file", type: "file", accept: "image/*" });
+    const fileLabel = el("label", { for: prefix + "-file" }, "…or choose an image");
+    const file = el("input", { id: prefix + "-file", type: "file", accept: "image/*" });
     file.addEventListener("change", () => { if (file.files.length) drawImage(file.files[0]); });
     const clearButton = el("button", { type: "button", class: "secondary" }, "Clear");
     clearButton.addEventListener("click", () => { clear(); state.sample = null; });
@@ -86,47 +88,62 @@
     return state;
   }
 
+  // The input fields for ``spec`` in ``fields``: {read() -> {shape, data}, show(values) | null, kind}.
+  // lines: a text box takes one text a line (the explain panel explains several at once).
+  function inputFields(spec, fields, prefix, lines) {
+    if (spec.kind === "text") {
+      const box = el("textarea", { id: prefix + "-text", rows: lines ? "4" : "3", cols: "60" });
+      fields.append(el("label", { for: prefix + "-text" }, lines ? "Texts, one a line" : "Text"), el("br"), box);
+      const read = () => {
+        const texts = lines ? box.value.split("\n").map((t) => t.trim()).filter((t) => t) : [box.value];
+        return { shape: [texts.length], data: texts };
+      };
+      return { read: read, show: null, kind: "text" };
+    }
+    if (spec.kind === "image") {
+      const pad = imagePad(spec, fields, prefix);
+      const read = () => ({ shape: [1, spec.channels, spec.height, spec.width], data: pad.values() });
+      return { read: read, show: (values) => pad.show(values), kind: "image" };
+    }
+    const grid = el("div", { class: "tryit-grid" });
+    const inputs = spec.features.map((name, i) => {
+      const id = prefix + "-f" + i;
+      const input = el("input", { id: id, inputmode: "decimal", value: String(spec.defaults[i]), size: "8" });
+      const cell = el("div");
+      cell.append(el("label", { for: id }, name), input);
+      grid.append(cell);
+      return input;
+    });
+    fields.append(grid);
+    return {
+      read: () => ({ shape: [1, inputs.length], data: inputs.map((x) => parseFloat(x.value)) }),
+      show: (values) => values.forEach((v, i) => { if (inputs[i]) inputs[i].value = String(v); }),
+      kind: "tabular",
+    };
+  }
+
+  // "Fill from a dataset row": a random row of the training dataset into the fields (manage only).
+  function sampleButton(button, spec, show, say) {
+    if (!button || !show || !spec.sample_url) return;
+    button.addEventListener("click", async () => {
+      const row = Math.floor(Math.random() * 100000);
+      const response = await fetch(spec.sample_url + "?row=" + row, { credentials: "same-origin" });
+      const body = await response.json();
+      if (!response.ok) { say("Could not read a row: " + (body.error || response.status), false); return; }
+      show(body.values);
+      say("Row " + body.row + " of the dataset" + (body.label !== null ? " (labelled " + body.label + ")" : ""), true);
+    });
+  }
+
   function build(section) {
     const spec = S().data(section.dataset.tryit);
     const form = section.querySelector(".tryit-form");
     if (!form) return;
     const fields = form.querySelector(".tryit-fields");
     const answer = section.querySelector(".tryit-answer");
-    let read;
-    let show = null;
-    if (spec.kind === "text") {
-      const box = el("textarea", { id: "tryit-text", rows: "3", cols: "60" });
-      fields.append(el("label", { for: "tryit-text" }, "Text"), el("br"), box);
-      read = () => ({ shape: [1], data: [box.value] });
-    } else if (spec.kind === "image") {
-      const pad = imagePad(spec, fields);
-      read = () => ({ shape: [1, spec.channels, spec.height, spec.width], data: pad.values() });
-      show = (values) => pad.show(values);
-    } else {
-      const grid = el("div", { class: "tryit-grid" });
-      const inputs = spec.features.map((name, i) => {
-        const id = "tryit-f" + i;
-        const input = el("input", { id: id, inputmode: "decimal", value: String(spec.defaults[i]), size: "8" });
-        const cell = el("div");
-        cell.append(el("label", { for: id }, name), input);
-        grid.append(cell);
-        return input;
-      });
-      fields.append(grid);
-      read = () => ({ shape: [1, inputs.length], data: inputs.map((x) => parseFloat(x.value)) });
-      show = (values) => values.forEach((v, i) => { if (inputs[i]) inputs[i].value = String(v); });
-    }
-    const sample = section.querySelector(".tryit-sample");
-    if (sample && show && spec.sample_url) {
-      sample.addEventListener("click", async () => {
-        const row = Math.floor(Math.random() * 100000);
-        const response = await fetch(spec.sample_url + "?row=" + row, { credentials: "same-origin" });
-        const body = await response.json();
-        if (!response.ok) { answer.textContent = "Could not read a row: " + (body.error || response.status); return; }
-        show(body.values);
-        answer.textContent = "Row " + body.row + " of the dataset" + (body.label !== null ? " (labelled " + body.label + ")" : "") + ": press Predict.";
-      });
-    }
+    const input = inputFields(spec, fields, "tryit", false);
+    const read = input.read;
+    sampleButton(section.querySelector(".tryit-sample"), spec, input.show, (text, ok) => { answer.textContent = ok ? text + ": press Predict." : text; });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const tensor = read();
@@ -168,6 +185,7 @@
     answer.append(table);
   }
 
+  window.StratusTryit = { fields: inputFields, sample: sampleButton, el: el };
   document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("[data-tryit]").forEach(build);
   });
