@@ -126,7 +126,8 @@ def _register_cancer(server: LiveServer) -> tuple[int, list[float]]:
     reference = f"{server.url}/api/v1/models/explain-cancer/versions/{version}/reference"
     answer = server.put(reference, files={"file": ("train.csv", csv.encode())})
     assert answer.status_code == 200, answer.text
-    return version, [float(v) for v in x[310].astype(np.float32)]
+    # Row 321: its ten largest attributions have both signs, and no two of its eleven largest are within 0.003.
+    return version, [float(v) for v in x[321].astype(np.float32)]
 
 
 def test_the_explain_panel_draws_the_apis_attributions(
@@ -172,6 +173,7 @@ def test_the_explain_panel_draws_the_apis_attributions(
         assert value == pytest.approx(attributions[j], rel=1e-3, abs=1e-6)
         # A positive bar starts at the axis and goes right, a negative one ends there; the colours differ.
         assert (right, left, fill) == ((True, False, "#a4161a") if value > 0 else (False, True, "#1f4e79"))
+    assert {d[4] for d in drawn} == {"#a4161a", "#1f4e79"}  # the row has bars of both signs
     head = page.locator(".explain-head").first.inner_text()
     assert "logit of class" in head and "base value" in head
     assert f"{expected['base_values'][0]:.4g}"[:4] in head
