@@ -96,7 +96,15 @@ def test_a_job_searches_registers_and_serves_its_best_model(
     assert {row["family"] for row in rows if row["default"]} == {"logistic_regression", "decision_tree"}
     assert board["summary"]["trials"] == len(rows)
     result = board["result"]
-    assert result["family"] == complete[0]["family"] and result["cv_mean"] == complete[0]["cv_mean"]
+    chosen = next(row for row in complete if row["trial"] == result["trial"])
+    assert result["family"] == chosen["family"] and result["cv_mean"] == chosen["cv_mean"]
+    confirmed = [row for row in complete if row["confirm_mean"] is not None]
+    assert result["confirmed"] == len(confirmed) and len({row["trial"] for row in rows}) == len(rows)
+    if confirmed:  # the choice is made on the confirmation folds: the best there, or a default within one SE
+        assert result["confirm_mean"] == chosen["confirm_mean"]
+        lead = max(confirmed, key=lambda row: row["confirm_mean"])
+        gap = lead["confirm_mean"] - chosen["confirm_mean"]
+        assert gap == 0 or (chosen["default"] and gap <= lead["confirm_se"])
     assert 0.8 <= result["test_score"] <= 1.0
 
     version = app.get("/api/v1/models/iris-auto/versions/1").json()

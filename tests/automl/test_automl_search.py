@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from conftest import scaled
 from stratus.automl.search import Search, SearchConfig
 
@@ -44,3 +46,30 @@ def test_failing_trials_are_recorded_and_the_search_goes_on() -> None:
     reported = {e["trial"]: e for e in events}
     assert reported[by_family["killed"].number]["state"] == "failed"
     assert all(t.state in ("complete", "pruned", "failed") for t in search.trials)
+
+
+def test_the_choice_is_made_on_a_second_fold_split() -> None:
+    """A configuration that leads on the search's folds by luck loses to a steady one on the confirmation
+    stage's fresh folds, and the refit takes the steady one."""
+    config = SearchConfig(
+        families=["lucky", "steady"],
+        metric="accuracy",
+        folds=3,
+        seed=0,
+        processes=2,
+        fold_path="automl_faults:fold",
+        confirm_share=0.5,
+    )
+    search = Search(config, payload=None, report=lambda event: None)
+    deadline = time.monotonic() + 3.0  # the search's length, not a wait: it returns once all are confirmed
+
+    search.run(lambda: deadline)
+    ranked = [t for t in search.ranked() if t.state == "complete"]
+    # The leader on the search's folds:
+    assert ranked[0].family == "lucky" and ranked[0].row()["cv_mean"] == pytest.approx(0.95)
+    confirmed = [t for t in search.trials if t.confirm == "done"]
+    assert {t.family for t in confirmed} == {"lucky", "steady"}
+    lucky = next(t for t in confirmed if t.family == "lucky")
+    assert lucky.row()["confirm_mean"] == pytest.approx(0.5) and lucky.row()["folds"] == 3
+    chosen = search.chosen()
+    assert chosen[0].family == "steady" and chosen[0].row()["confirm_mean"] == pytest.approx(0.9)

@@ -113,3 +113,24 @@ def _score(
         scores = out.get("probabilities", out.get("logits"))
         return score(metric, y, out["label"].ravel(), scores, len(parsed.classes))
     return score(metric, y, out["prediction"].ravel(), None, 0)
+
+
+def estimate(members: list[Any], payload: Any, metric: str) -> dict[str, float] | None:
+    """The ensemble against its best member on the confirmation stage's folds (the second split, which no
+    choice was made on): each member's held-out outputs there, pooled over the folds, scored alone (the first
+    member) and averaged (values; class probabilities, then argmax). None unless every member was confirmed.
+    An estimate, decided without the test split: the served pipeline averages torch networks' logits, or votes
+    when scikit-learn and torch members mix."""
+    k = payload.split_folds
+    if len(members) < 2 or any(sorted(m.held_out) != list(range(k)) for m in members):
+        return None
+    rows = np.concatenate([payload.folds[k + i][1] for i in range(k)])
+    y = np.asarray(payload.y)[rows]
+    pooled = [np.concatenate([m.held_out[i] for i in range(k)]) for m in members]
+
+    def scored(outputs: Array) -> float:
+        if payload.task != "classification":
+            return score(metric, y, outputs, None, 0)
+        return score(metric, y, outputs.argmax(axis=1), outputs, payload.classes)
+
+    return {"single": scored(pooled[0]), "ensemble": scored(np.mean(pooled, axis=0))}

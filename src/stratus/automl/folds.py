@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stratus.automl.scoring import score
+from stratus.automl.scoring import score, softmax
 from stratus.training.params import SKLEARN_MODELS, TrainParams
 from stratus.types import Array
 
@@ -20,7 +20,8 @@ from stratus.types import Array
 @dataclass
 class Payload:
     """What every trial's process gets once, when it starts: the training split (the test split never
-    reaches a trial) and the folds over it."""
+    reaches a trial) and the folds over it: the search's k, then the confirmation stage's k of a second,
+    independent split (search.py)."""
 
     X: Array
     y: Array
@@ -30,11 +31,16 @@ class Payload:
     image_shape: tuple[int, int, int] | None
     metric: str
     seed: int
+    #: Folds per split: fold ``i`` belongs to split ``i // split_folds`` (0: a single split).
+    split_folds: int = 0
 
 
 def run_fold(payload: Payload, config: dict[str, Any], fold: int) -> dict[str, Any]:
     family = config["family"]
-    params = TrainParams.model_validate({**config["params"], "seed": payload.seed})
+    # The second split's folds also train with another seed: the confirmation measures a configuration, not
+    # one lucky initialisation of it.
+    second = payload.split_folds > 0 and fold >= payload.split_folds
+    params = TrainParams.model_validate({**config["params"], "seed": (payload.seed + second) % 2**31})
     train, held_out = payload.folds[fold]
     X_fit, y_fit, X_val, y_val = payload.X[train], payload.y[train], payload.X[held_out], payload.y[held_out]
     classify = payload.task == "classification"
@@ -90,7 +96,22 @@ def run_fold(payload: Payload, config: dict[str, Any], fold: int) -> dict[str, A
     value = score(payload.metric, y_val, predicted, scores, payload.classes)
     if not np.isfinite(value):
         raise ValueError(f"the fold's {payload.metric} is not a number")
-    return {"score": value, "fit_s": fit_s, "size_bytes": int(size), "latency_ms": _latency_ms(predict, X_val[:1])}
+    result: dict[str, Any] = {
+        "score": value,
+        "fit_s": fit_s,
+        "size_bytes": int(size),
+        "latency_ms": _latency_ms(predict, X_val[:1]),
+    }
+    if second:  # the held-out outputs, for the worker to estimate an ensemble of confirmed configurations
+        if not classify:
+            result["held_out"] = np.asarray(predicted, dtype=np.float64)
+        elif family in SKLEARN_MODELS:
+            result["held_out"] = np.asarray(estimator.predict_proba(X_val), dtype=np.float64)
+        else:
+            with torch.no_grad():
+                logits = model(torch.tensor(X_val, dtype=torch.float32))[0].numpy()
+            result["held_out"] = softmax(np.asarray(logits, dtype=np.float64))
+    return result
 
 
 def _latency_ms(predict: Any, row: Array) -> float:

@@ -83,6 +83,9 @@ class AutoMLJobs:
             "test_score": result["test_score"],
             "cv_mean": result["cv_mean"],
             "cv_std": result["cv_std"],
+            # The chosen configuration's mean on the confirmation folds (None when none was confirmed in time).
+            "confirm_mean": result.get("confirm_mean"),
+            "confirmed": result.get("confirmed", 0),
             "family": result["family"],
             "trial": result["trial"],
             "trials": result["trials"],
@@ -132,6 +135,9 @@ class AutoMLJobs:
             "test_score": built["test_score"],
             "combine": built["combine"],
             "members": built["members"],
+            # Whether it beat its best member on the confirmation folds (the job's choice, made before the test).
+            "confirm": built.get("confirm"),
+            "recommended": bool(built.get("recommended")),
         }
 
     # -- leaderboard ------------------------------------------------------------------------------
@@ -142,11 +148,11 @@ class AutoMLJobs:
         if job["kind"] != "automl":
             raise NotFound(f"job {job_id!r} is not an AutoML job")
         metric = job["spec"]["request"]["metric"]
-        rows: list[dict[str, Any]] = []
+        by_trial: dict[int, dict[str, Any]] = {}
         summary: dict[str, Any] = {}
         for event in self.jobs.events(job_id):
-            if event["kind"] == "trial":
-                rows.append({k: v for k, v in event["data"].items() if k != "pid"})
+            if event["kind"] == "trial":  # a confirmed trial is reported again, with its confirmation: the last wins
+                by_trial[int(event["data"]["trial"])] = {k: v for k, v in event["data"].items() if k != "pid"}
             elif event["kind"] == "leaderboard":
                 summary = {k: v for k, v in event["data"].items() if k != "best"}
         sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
@@ -156,7 +162,7 @@ class AutoMLJobs:
             mean = row.get("cv_mean")
             return order.get(row["state"], 3), sign * mean if mean is not None else math.inf, int(row["trial"])
 
-        rows.sort(key=key)
+        rows = sorted(by_trial.values(), key=key)
         complete = [r["cv_mean"] for r in rows if r["state"] == "complete"]
         return {
             "job": job_id,

@@ -26,7 +26,7 @@ def suggest(trial: Any, family: str) -> dict[str, Any]:
         return f"{family}.{name}"
 
     params: dict[str, Any] = {}
-    if family != "cnn":
+    if family not in ("cnn", "random_forest", "decision_tree"):  # trees ignore scaling (sklearn_trainers.py)
         params["scaling"] = trial.suggest_categorical(f("scaling"), ["standard", "minmax"])
     if family == "logistic_regression":
         params["C"] = trial.suggest_float(f("C"), 1e-3, 1e3, log=True)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing.forkserver
-import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ import numpy as np
 from stratus.automl import ensemble
 from stratus.automl.folds import Payload
 from stratus.automl.params import LEADERBOARD_FILE, AutoMLRequest
-from stratus.automl.scoring import score
+from stratus.automl.refit import Refitter
+from stratus.automl.scoring import better, score
 from stratus.automl.search import Search, SearchConfig, TrialRecord
 from stratus.automl.trials import fork_context
 from stratus.training.datasets import ParsedDataset, parse
@@ -37,11 +36,10 @@ from stratus.training.params import SKLEARN_MODELS, TrainRequest
 from stratus.training.worker import child_main, one_hot, report, split
 from stratus.types import Array
 
-#: The refit's cost besides fitting: export, ONNX checks against the framework, files, and for torch loading
-#: it (seconds on a quiet machine; scaled by how much slower than usual this child started). Measured: a
-#: one-epoch cnn job on digits took 19 s at load 7.6 on 2 cores, 17 s of it besides the epoch; a 10-epoch cnn
-#: refit in a 120 s digits job at load 4 did not fit in the 24 s that 8 s left it.
-REFIT_OVERHEAD_S = {"sklearn": 1.5, "torch": 14.0}
+#: The refit's cost besides fitting: parsing, export, ONNX checks against the framework, files (seconds on a
+#: quiet machine; scaled by how much slower than usual this child started). Loading torch is not in it: the
+#: refit process (refit.py) loads it, and warms it up, while the search runs.
+REFIT_OVERHEAD_S = {"sklearn": 1.5, "torch": 6.0}
 #: This child's start (interpreter, imports, dataset) on a quiet machine, the yardstick of that scale.
 QUIET_STARTUP_S = 1.5
 #: The child ends this long before the budget, for the server to register the result.
@@ -105,12 +103,30 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     spec = json.loads((job_dir / "request.json").read_text())
     startup_s = max(0.0, time.time() - spec["started_at"])
     request = AutoMLRequest.model_validate(spec["request"])
-    dataset = spec["dataset"]
     # The budget counts from when the server started this job, not from when this interpreter got here.
     end = time.monotonic() + (spec["started_at"] + request.budget - time.time()) - END_MARGIN_S
     families: list[str] = spec["families"]
     context = fork_context(PRELOAD)
     multiprocessing.forkserver.ensure_running()  # loads the trainers' modules while the dataset is parsed
+    refitter = Refitter(context, data, threads, families)
+    try:
+        _search_and_refit(job_dir, spec, request, families, refitter, data, threads, startup_s, end)
+    finally:
+        refitter.stop(kill=True)
+
+
+def _search_and_refit(
+    job_dir: Path,
+    spec: dict[str, Any],
+    request: AutoMLRequest,
+    families: list[str],
+    refitter: Refitter,
+    data: bytes,
+    threads: int,
+    startup_s: float,
+    end: float,
+) -> None:
+    dataset = spec["dataset"]
     options = dataset.get("options", {})
     parsed = parse(
         dataset["format"],
@@ -120,6 +136,7 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         task=options.get("task"),
     )
     assert parsed.y is not None
+    refitter.start()  # once the fork server is ready: it warms up for torch while the search runs
     classify = parsed.task == "classification"
     train_rows, test_rows, y_train, y_test = split(
         np.arange(parsed.rows), parsed.y, request.test_split, request.seed, classify
@@ -128,7 +145,10 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     payload = Payload(
         X=X[train_rows],
         y=np.asarray(y_train),
-        folds=make_folds(np.asarray(y_train), request.folds, request.seed, classify),
+        # The search's folds, then a second split's (another shuffle) for the confirmation stage.
+        folds=make_folds(np.asarray(y_train), request.folds, request.seed, classify)
+        + make_folds(np.asarray(y_train), request.folds, request.seed + 1, classify),
+        split_folds=request.folds,
         task=parsed.task,
         classes=len(parsed.classes),
         image_shape=parsed.image_shape,
@@ -154,15 +174,15 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         return refit_estimate(trial.family, trial.fit_s, request.folds, startup_s)
 
     def stop_at() -> float:
-        ranked = first_of_each_family([t for t in search.ranked() if t.state == "complete"])[:members]
+        ranked = first_of_each_family(search.chosen())[:members]
         if ranked:
             return float(end - sum(estimate(t) for t in ranked))
         return float(end - min(refit_estimate(f, [], request.folds, startup_s) for f in families))
 
     search.run(stop_at)
     ranked = search.ranked()
-    complete = [t for t in ranked if t.state == "complete"]
-    summary = {
+    complete = search.chosen()  # the refit's order: confirmed on fresh folds first
+    summary: dict[str, Any] = {
         "metric": request.metric,
         "budget_s": request.budget,
         "folds": request.folds,
@@ -187,7 +207,7 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         if not refits and estimate(trial) > left and any(estimate(t) <= left for t in complete if t is not trial):
             continue  # the time left (the machine got slower) fits another configuration's refit, not this one's
         folder = job_dir / ("refit" if not refits else f"member-{len(refits)}")
-        error = refit(context, folder, dataset, base, trial, data, threads, end)
+        error = refitter.refit(folder, dataset, base, trial, end)
         if error is None:
             refits.append((trial, folder))
         else:
@@ -203,6 +223,8 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         "test_score": test_score,
         "cv_mean": best.row()["cv_mean"],
         "cv_std": best.row()["cv_std"],
+        "confirm_mean": best.row()["confirm_mean"],
+        "confirmed": sum(1 for t in search.trials if t.confirm == "done"),
         "trial": best.number,
         "family": best.family,
         "params": best.params,
@@ -212,56 +234,19 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
         "trials": summary["trials"],
     }
     if len(refits) >= 2:
-        result["ensemble"] = ensemble.build(job_dir, refits, parsed, test_rows, np.asarray(y_test), request.metric)
+        made = ensemble.build(job_dir, refits, parsed, test_rows, np.asarray(y_test), request.metric)
+        if made is not None:
+            # Whether the ensemble beat its best member on the confirmation folds: the job's recommendation
+            # between the two, made without the test split.
+            kept = {m["trial"] for m in made["members"]}
+            confirmed = ensemble.estimate([t for t, _ in refits if t.number in kept], payload, request.metric)
+            if confirmed is not None:
+                made["confirm"] = confirmed
+                made["recommended"] = better(request.metric, confirmed["ensemble"], confirmed["single"])
+        result["ensemble"] = made
     (job_dir / "automl.json").write_text(json.dumps(result))
     headline = {f"test_{request.metric}": test_score, f"cv_{request.metric}": result["cv_mean"]}
     report({"event": "done", "metrics": headline})
-
-
-def _train(folder: Path, data: bytes, threads: int) -> None:
-    """The training child's own ``run`` in a process forked from the fork server (its modules loaded already,
-    so the refit starts at once). Its progress lines go to a file: they are not this job's events."""
-    from stratus.training import worker as training_worker
-
-    sys.stdout = open(folder / "progress.log", "w", buffering=1)  # noqa: SIM115 - the process's stdout until it exits
-    try:
-        training_worker.run(folder, data, threads)
-    except Exception as exc:
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        (folder / "error.txt").write_text(str(message))
-        sys.exit(1)
-
-
-def refit(
-    context: Any,
-    folder: Path,
-    dataset: dict[str, Any],
-    base: dict[str, Any],
-    trial: TrialRecord,
-    data: bytes,
-    threads: int,
-    end: float,
-) -> str | None:
-    """Train ``trial``'s configuration with the training child's code, in ``folder``; None, or why it failed."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    train = {"dataset": base["dataset"], "model": trial.family, "params": {**base["params"], **trial.params}}
-    request = TrainRequest.model_validate(train).model_dump()
-    (folder / "request.json").write_text(json.dumps({"request": request, "dataset": dataset}))
-    report({"event": "log", "message": f"refit of trial {trial.number} ({trial.family}) on the training split"})
-    # Forked from the fork server: in this job's process group, so cancelling the job ends the refit too.
-    child = context.Process(target=_train, args=(folder, data, threads), daemon=True)
-    child.start()
-    child.join(timeout=max(0.1, end - time.monotonic()))
-    if child.exitcode is None:
-        child.kill()
-        child.join()
-        return "stopped by the time budget"
-    if child.exitcode == 0 and (folder / "result.json").exists():
-        return None
-    if (folder / "error.txt").exists():
-        return (folder / "error.txt").read_text()
-    return f"the refit's process exited with {child.exitcode}"
 
 
 def served_outputs(folder: Path, parsed: ParsedDataset, X: Array, rows: Array) -> dict[str, Array]:

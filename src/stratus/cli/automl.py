@@ -28,7 +28,7 @@ def render_leaderboard(board: dict[str, Any], limit: int = LEADERBOARD_ROWS) -> 
         f"AutoML job {board['job']} ({board['state']}): {board['metric']}, budget {board['budget_s']:g} s, "
         f"{len(board['rows'])} trials ({states.get('complete', '?')} complete, {states.get('pruned', '?')} pruned, "
         f"{states.get('failed', '?')} failed)",
-        ["#", "family", "params", "state", "CV mean", "CV std", "folds", "fit s", "size KB", "latency ms"],
+        ["#", "family", "params", "state", "CV mean", "CV std", "folds", "confirm", "fit s", "size KB", "latency ms"],
         [
             (
                 row["trial"],
@@ -38,6 +38,7 @@ def render_leaderboard(board: dict[str, Any], limit: int = LEADERBOARD_ROWS) -> 
                 _number(row.get("cv_mean")),
                 _number(row.get("cv_std")),
                 row.get("folds"),
+                _number(row.get("confirm_mean")),  # its mean on the second fold split, when it was confirmed
                 _number(row.get("fit_s"), ".3f"),
                 _number(None if row.get("size_bytes") is None else row["size_bytes"] / 1024, ".1f"),
                 _number(row.get("latency_ms"), ".3f"),
@@ -56,7 +57,7 @@ def render_leaderboard(board: dict[str, Any], limit: int = LEADERBOARD_ROWS) -> 
         ensemble = result["ensemble"]
         console.print(
             f"ensemble of {len(ensemble['members'])} ({ensemble['combine']}): test {ensemble['test_score']:.4f}, "
-            f"version {ensemble['version']}",
+            f"version {ensemble['version']}" + (" (recommended)" if ensemble.get("recommended") else ""),
             highlight=False,
         )
 
