@@ -50,6 +50,8 @@ def test_readme_example_runs(index: int, live_server: LiveServer, tmp_path: Path
         code = code.replace("my-model", f"my-model-{index}").replace("team-a", f"team-{index}")
         # Fewer epochs than the README's: the example's path is the same, and the suite stays short.
         code = re.sub(r"--epochs \d+", "--epochs 3", code)
+        # And a shorter AutoML budget than the README's 5 minutes (the search, refit and registration are the same).
+        code = re.sub(r"--budget \S+", "--budget 30s", code)
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", code],
             capture_output=True,

@@ -112,27 +112,47 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _trial(zygote: Zygote, home: Path, moment: float, register: bool) -> tuple[int, list[int]]:
-    """Start a server on a copy of ``home``, kill -9 it ``moment`` s after it is ready (during a registration
-    when ``register``); return how many processes it had started by then and those still alive GRACE_S later."""
-    tag = uuid.uuid4().hex
-    copy = home.parent / f"trial-{tag}" / "home"
-    shutil.copytree(home, copy)
-    port = free_port()
-    log = copy.parent / "server.log"
-    server = zygote.start(copy, port, tag, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
+def _start_ready(zygote: Zygote, home: Path) -> tuple[int, str, Path, str]:
+    """A server on a copy of ``home``, ready: its pid, tag, home copy and URL. A free port can be taken by another
+    process before the server binds it (the suite runs in parallel): that server exits, and another port is tried."""
+    for _ in range(3):
+        tag = uuid.uuid4().hex
+        copy = home.parent / f"trial-{tag}" / "home"
+        shutil.copytree(home, copy)
+        port = free_port()
+        log = copy.parent / "server.log"
+        server = zygote.start(copy, port, tag, log)
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + scaled(60)
+        # Ready, and this home's server: another test's server on a reused port would answer health too, but
+        # not with this home's key.
+        auth = {"Authorization": f"Bearer {(copy / 'admin.key').read_text().strip()}"}
         while time.monotonic() < deadline and _alive(server):
             try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=scaled(2)).status_code == 200:
-                    break
+                if httpx.get(f"{url}/api/v1/models", headers=auth, timeout=scaled(2)).status_code == 200:
+                    return server, tag, copy, url
             except httpx.TransportError:
                 pass
             time.sleep(0.02)
-        else:
-            raise AssertionError(f"server did not become ready:\n{log.read_text()}")
+        _kill(server, *_tagged(tag))
+        if "address already in use" not in log.read_text():
+            break
+    raise AssertionError(f"server did not become ready:\n{log.read_text()}")
+
+
+def _kill(*pids: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _trial(zygote: Zygote, home: Path, moment: float, register: bool) -> tuple[int, list[int]]:
+    """Start a server on a copy of ``home``, kill -9 it ``moment`` s after it is ready (during a registration
+    when ``register``); return how many processes it had started by then and those still alive GRACE_S later."""
+    server, tag, copy, url = _start_ready(zygote, home)
+    try:
         if register:
             key = (copy / "admin.key").read_text().strip()
             upload = threading.Thread(target=_register, args=(url, key), daemon=True)
@@ -150,11 +170,7 @@ def _trial(zygote: Zygote, home: Path, moment: float, register: bool) -> tuple[i
         time.sleep(GRACE_S)
         return started, [pid for pid in _tagged(tag) if pid != server]
     finally:
-        for pid in [server, *_tagged(tag)]:  # a failing run leaves no orphans behind
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(server, *_tagged(tag))  # a failing run leaves no orphans behind
 
 
 def _register(url: str, key: str) -> None:
