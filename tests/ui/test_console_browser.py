@@ -134,8 +134,8 @@ def test_the_explain_panel_draws_the_apis_attributions(
     signed_in: Callable[..., Page], console_server: LiveServer
 ) -> None:
     """Tabular rows explained from the version page: the bars drawn are the API's largest attributions, in order,
-    each on its sign's side of the axis; a text's words carry the API's numbers; a model without background data
-    shows the server's 409 in the panel. axe-core checks the drawn panel."""
+    each on its sign's side of the axis; a text's words carry the API's numbers; a drawn digit gets a heat map; a
+    model without background data shows the server's 409 in the panel. axe-core checks the drawn panels."""
     version, row = _register_cancer(console_server)
     path = f"/v2/models/explain-cancer/versions/{version}/explain"
     body = {"inputs": [{"name": "X", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
@@ -211,6 +211,23 @@ def test_the_explain_panel_draws_the_apis_attributions(
     signs = {w: v > 0 for w, v in words}
     assert signs["good"] and signs["bad"] and not signs["the"]  # each text's own class word raises it
     check_page(page, "explain-text")
+
+    # An image: a vertical stroke on the explain panel's pad (the sample digits CNN), drawn back as a heat map whose
+    # text names its strongest pixels (a blank image, as the pad's old sampling sent, has none).
+    page.goto("/ui/models/digits/versions/1")
+    pad = page.locator("section.explain canvas.tryit-pad")
+    pad.scroll_into_view_if_needed()
+    box = pad.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 112, box["y"] + 30)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 112, box["y"] + 200, steps=8)
+    page.mouse.up()
+    page.get_by_role("button", name="Explain", exact=True).click()
+    heat = page.locator("canvas.explain-heat")
+    expect(heat).to_have_count(1, timeout=scaled(60) * 1000)
+    assert "Strongest pixels: row" in (heat.get_attribute("aria-label") or "")
+    check_page(page, "explain-image")
 
     # No background data: the server's 409 in the panel, the page intact.
     page.goto("/ui/models/iris/versions/1")

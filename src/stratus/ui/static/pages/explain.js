@@ -150,14 +150,16 @@
     });
     small.getContext("2d").putImageData(image, 0, 0);
     const side = 224;
-    const strongest = flat.map((v, k) => [v, k]).sort((a, b) => Math.abs(b[0]) - Math.abs(a[0])).slice(0, 3)
+    const strongest = flat.map((v, k) => [v, k]).filter(([v]) => v !== 0).sort((a, b) => Math.abs(b[0]) - Math.abs(a[0])).slice(0, 3)
       .map(([v, k]) => "row " + Math.floor(k / w) + " column " + (k % w) + " " + signed(v));
-    const label = "Heat map of image " + (i + 1) + " (" + w + " by " + h + " pixels): red raises the score, blue lowers it. Strongest pixels: " + strongest.join(", ");
+    // An image equal to the baseline where it matters (a blank pad) has no attribution at all: say so.
+    const found = strongest.length ? "Strongest pixels: " + strongest.join(", ") : "Every pixel is 0: occluding any region changes nothing";
+    const label = "Heat map of image " + (i + 1) + " (" + w + " by " + h + " pixels): red raises the score, blue lowers it. " + found;
     const big = el("canvas", { width: String(side), height: String(Math.round(side * h / w)), role: "img", "aria-label": label, class: "explain-heat" });
     const ctx = big.getContext("2d");
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(small, 0, 0, big.width, big.height);
-    figure.append(big, el("figcaption", {}, label + ". The largest magnitude is " + fmt(peak) + "."));
+    figure.append(big, el("figcaption", {}, label + (strongest.length ? ". The largest magnitude is " + fmt(peak) + "." : ".")));
     return figure;
   }
 

@@ -54,18 +54,26 @@
     fields.append(pad, el("br"), clearButton, " ", fileLabel, " ", file);
 
     // The model's input: the pad scaled down to the model's size, grey levels mapped onto its pixel range.
+    // Each model pixel is the mean of its block of the pad: drawImage's scaling samples only a few pad pixels
+    // per block (224 -> 8 reads about 4 of 784), so a stroke between them vanished and a blank image was sent.
     state.values = () => {
       if (state.sample) return state.sample;
-      const small = el("canvas", { width: spec.width, height: spec.height });
-      const sctx = small.getContext("2d");
-      sctx.drawImage(pad, 0, 0, spec.width, spec.height);
-      const pixels = sctx.getImageData(0, 0, spec.width, spec.height).data;
+      const pixels = ctx.getImageData(0, 0, side, side).data;
       const out = [];
       for (let c = 0; c < spec.channels; c++) {
-        for (let i = 0; i < spec.width * spec.height; i++) {
-          const p = pixels.subarray(i * 4, i * 4 + 4);
-          const grey = spec.channels === 1 ? (p[0] + p[1] + p[2]) / 3 : p[c];
-          out.push(+(grey / 255 * spec.high).toFixed(4));
+        for (let y = 0; y < spec.height; y++) {
+          const y0 = Math.floor(y * side / spec.height), y1 = Math.max(y0 + 1, Math.floor((y + 1) * side / spec.height));
+          for (let x = 0; x < spec.width; x++) {
+            const x0 = Math.floor(x * side / spec.width), x1 = Math.max(x0 + 1, Math.floor((x + 1) * side / spec.width));
+            let sum = 0;
+            for (let sy = y0; sy < y1; sy++) {
+              for (let sx = x0; sx < x1; sx++) {
+                const k = (sy * side + sx) * 4;
+                sum += spec.channels === 1 ? (pixels[k] + pixels[k + 1] + pixels[k + 2]) / 3 : pixels[k + c];
+              }
+            }
+            out.push(+(sum / ((y1 - y0) * (x1 - x0)) / 255 * spec.high).toFixed(4));
+          }
         }
       }
       return out;
