@@ -167,53 +167,17 @@ def train_fine_tune(
     return result
 
 
-def run_fine_tune(
-    job_dir: Path,
-    parsed: Any,
-    train_rows: Any,
-    test_rows: Any,
-    y_train: Any,
-    y_test: Any,
-    request: TrainRequest,
-    threads: int,
-    report: Report,
-    write_reference: Callable[..., None],
-) -> None:
-    """The training child's part for ``fine_tune``: train, then write the evaluation and result as for
-    ``text_classifier``. The worker passes its ``report`` and ``write_reference`` (importing the worker from here
-    would make an import cycle)."""
+def text_trainer(request: TrainRequest, job_dir: Path, threads: int, report: Report) -> Callable[..., Array]:
+    """What the worker's text path (run_text_classifier) calls to fine-tune on text: it writes the evaluation and
+    the result as for every text model."""
     import torch
 
-    from stratus import __version__
-    from stratus.training.evaluate import classification_metrics, confusion_png
-
     torch.set_num_threads(threads)
-    texts = [str(t) for t in parsed.text[:, 0]]
-    served = train_fine_tune(
-        [texts[i] for i in train_rows],
-        y_train,
-        [texts[i] for i in test_rows],
-        parsed.classes,
-        request.params,
-        job_dir,
-        report,
-        threads,
-    )
-    metrics = classification_metrics(y_test, served, parsed.classes)
-    (job_dir / "confusion_matrix.png").write_bytes(confusion_png(metrics["confusion_matrix"], parsed.classes))
-    write_reference(job_dir, parsed, train_rows, ["text"], ["label", "logits"], served)
-    evaluation = {"classes": parsed.classes, "test_predictions": served.ravel().tolist(), "seed": request.params.seed}
-    (job_dir / "evaluation.json").write_text(json.dumps(evaluation))
-    result = {
-        "metrics": metrics,
-        "task": parsed.task,
-        "source": "trainer:fine_tune",
-        "stratus_version": __version__,
-        "format": "pipeline",
-        "files": list(FILES),
-    }
-    (job_dir / "result.json").write_text(json.dumps(result))
-    report({"event": "done", "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}})
+
+    def train(texts_train: list[str], y: Array, texts_test: list[str], classes: list[str], *_: Any) -> Array:
+        return train_fine_tune(texts_train, y, texts_test, classes, request.params, job_dir, report, threads)
+
+    return train
 
 
-__all__ = ["run_fine_tune", "train_fine_tune"]
+__all__ = ["FILES", "text_trainer", "train_fine_tune"]

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -112,12 +112,12 @@ def run(job_dir: Path, data: bytes, threads: int) -> None:
     if request.model == "text_classifier":
         run_text_classifier(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, fit)
         return
-    if request.model == "fine_tune":
-        from stratus.training.fine_tune import run_fine_tune
+    if request.model == "fine_tune":  # MiniLM with a head: the text classifier's path, another pipeline
+        from stratus.training.fine_tune import FILES
+        from stratus.training.fine_tune import text_trainer as fine_tune_trainer
 
-        run_fine_tune(
-            job_dir, parsed, train_rows, test_rows, y_train, y_test, request, threads, report, write_reference
-        )
+        train = fine_tune_trainer(request, job_dir, threads, report)
+        run_text_classifier(job_dir, parsed, train_rows, test_rows, y_train, y_test, request, train=train, files=FILES)
         return
     if request.model in SEQUENCE_MODELS:  # rnn, transformer: text (the text classifier's path) or numeric sequences
         from stratus.training.sequence_trainers import run_numeric_sequence, text_trainer
@@ -277,9 +277,10 @@ def run_text_classifier(
     request: TrainRequest,
     fit: Callable[[Any], Any] | None = None,
     train: Callable[..., Any] | None = None,
+    files: Sequence[str] = ("tokenizer.json", "classifier.onnx"),
 ) -> None:
-    """Train a text model (``train``: the text classifier's train_text by default; the sequence trainers pass
-    theirs, which export the same pipeline) and write its evaluation and result."""
+    """Train a text model (``train``: the text classifier's train_text by default; the sequence trainers and
+    fine_tune pass theirs, which export a pipeline of ``files``) and write its evaluation and result."""
     import torch
 
     from stratus.training.text_trainer import train_text
@@ -308,7 +309,7 @@ def run_text_classifier(
         "source": f"trainer:{request.model}",
         "stratus_version": __version__,
         "format": "pipeline",
-        "files": ["tokenizer.json", "classifier.onnx"],
+        "files": list(files),
     }
     (job_dir / "result.json").write_text(json.dumps(result))
     report({"event": "done", "metrics": {k: v for k, v in metrics.items() if isinstance(v, float)}})
